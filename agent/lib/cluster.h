@@ -1,0 +1,58 @@
+// Controlling a PostgreSQL cluster from outside: initdb, settings, start, stop, status and
+// control-file facts. Used by the agent (stop/start for rollback, clones), the sandbox and the
+// test harness.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace safe_upgrade {
+
+struct ClusterFacts {
+  uint64_t system_identifier = 0;
+  uint32_t timeline = 0;
+  std::string state;  // "in production", "shut down", ...
+};
+
+class ServerControl {
+ public:
+  // How to stop and start the server: "pg_ctl" (default), "pg_ctlcluster V NAME" or "systemd UNIT".
+  ServerControl(std::string bin_dir, std::string data_dir, std::string control = "pg_ctl",
+                std::string run_as = "", std::string server_log = "");
+  // Stops and waits; mode is "fast" or "immediate".
+  void Stop(const std::string& mode = "fast", std::chrono::seconds timeout = std::chrono::seconds(120));
+  // Starts and waits until the server accepts connections (or exits). Extra "-c name=value"
+  // options apply to this start only (pg_ctl control).
+  void Start(const std::vector<std::string>& extra_options = {},
+             std::chrono::seconds timeout = std::chrono::seconds(600));
+  bool Running() const;
+  // postmaster pid from postmaster.pid, or 0.
+  long PostmasterPid() const;
+  const std::string& data_dir() const { return data_dir_; }
+
+ private:
+  std::string bin_dir_, data_dir_, control_, run_as_, server_log_;
+};
+
+ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as = "");
+
+// initdb with trust authentication for local connections (sandbox and tests only).
+void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as,
+            const std::string& superuser = "postgres");
+
+// Rewrites the block of lines between our markers at the end of postgresql.conf.
+void WriteManagedSettings(const std::string& data_dir, const std::map<std::string, std::string>& settings);
+
+// Quotes a value for postgresql.conf.
+std::string ConfQuote(const std::string& value);
+
+// A free TCP port on 127.0.0.1 (checked by binding), above 20000.
+int FindFreePort();
+bool PortOpen(int port);
+
+}  // namespace safe_upgrade

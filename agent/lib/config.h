@@ -1,0 +1,60 @@
+// The agent's configuration: which cluster it serves and where it keeps snapshots, WAL and its
+// journal. Read from a TOML file; every key is documented in docs/configuration.md.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace safe_upgrade {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct AgentConfig {
+  // [cluster]
+  std::string data_directory;
+  std::string bin_dir;            // PostgreSQL's binaries (pg_ctl, pg_basebackup, ...)
+  std::string socket_dir;         // the server's unix_socket_directories entry
+  int port = 5432;
+  std::string database = "postgres";  // the database holding the safe_upgrade extension
+  std::string db_user;                // role the agent connects as (default: OS user)
+  std::string control = "pg_ctl";     // "pg_ctl", "pg_ctlcluster 15 main" or "systemd postgresql@15-main"
+  std::string config_file;            // postgresql.conf when it lives outside the data directory
+  std::string server_log;             // pg_ctl start -l target (pg_ctl control only)
+
+  // [agent]
+  std::string listen;           // "unix:/path/agent.sock" or "host:port" (TLS required)
+  std::string snapshot_dir;
+  std::string wal_archive_dir;
+  std::string work_dir;         // clones, journal
+  std::string log_file;         // empty: stderr
+  std::string log_level = "info";
+  int snapshot_retention = 3;   // snapshots kept (in-flight upgrades' snapshots always kept)
+  uint64_t disk_reserve_mb = 256;  // free space that must remain after a copy
+  std::string backup_max_rate;  // pg_basebackup --max-rate, e.g. "200M"; empty: unthrottled
+  bool allow_root = false;      // accept root as a caller on the unix socket
+  int job_timeout_s = 3600;
+
+  // [tls] (for TCP listening)
+  std::string tls_ca_file, tls_cert_file, tls_key_file;
+  bool insecure_tcp = false;  // tests only
+
+  std::string source_path;  // the file this came from
+
+  std::string JournalDir() const;
+  std::string ClonesDir() const;
+  std::string ConnInfo(const std::string& application_name = "safe-upgrade-agent") const;
+};
+
+// Parses and validates; throws ConfigError naming the offending key.
+AgentConfig LoadAgentConfig(const std::string& path);
+AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& source_path = "<string>");
+// Validation of paths and values (the data directory must be a PostgreSQL data directory...).
+void ValidateAgentConfig(const AgentConfig& config);
+// The TOML text for a config (used by the sandbox and the tests to write one).
+std::string RenderAgentConfig(const AgentConfig& config);
+
+}  // namespace safe_upgrade

@@ -1,0 +1,34 @@
+// Filesystem helpers with the durability the agent's journal and archive need.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+namespace safe_upgrade {
+
+std::string ReadFile(const std::string& path);
+bool PathExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+// Creates the directory (and parents) if missing, then sets its mode.
+void EnsureDir(const std::string& path, mode_t mode = 0700);
+// Writes to "<path>.tmp", fsyncs it, renames it over path and fsyncs the directory.
+void AtomicWriteFile(const std::string& path, const std::string& content, mode_t mode = 0600);
+void FsyncPath(const std::string& path);
+void FsyncParentDir(const std::string& path);
+// Renames and fsyncs both parent directories.
+void DurableRename(const std::string& from, const std::string& to);
+// Copies a directory tree with cp -a (reflinks where the filesystem allows).
+void CopyTree(const std::string& from, const std::string& to);
+// Removes a directory tree. Only for our own scratch copies, never for a data directory.
+void RemoveTree(const std::string& path);
+uint64_t TreeSize(const std::string& path);
+uint64_t FreeBytes(const std::string& path);
+std::string Dirname(const std::string& path);
+std::string JoinPath(const std::string& a, const std::string& b);
+// Gives the tree to the OS user (when we are root and the user exists).
+void ChownTree(const std::string& path, const std::string& user);
+std::string NowIso8601();
+
+}  // namespace safe_upgrade

@@ -1,0 +1,153 @@
+// gRPC service implementation. All exceptions become a grpc::Status here, and only here.
+#include "agent_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "build_info.h"
+#include "jobs.h"
+
+namespace safe_upgrade {
+namespace {
+
+// Upgrade ids are positive bigints; anything else is rejected before it reaches a job.
+grpc::Status ValidateUpgradeId(int64_t id) {
+  if (id <= 0) return {grpc::StatusCode::INVALID_ARGUMENT, "upgrade_id must be a positive integer"};
+  return grpc::Status::OK;
+}
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const grpc::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+// Runs body and maps whatever it throws onto a status code.
+template <typename F>
+grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body) {
+  grpc::Status status;
+  try {
+    status = body();
+  } catch (const BusyError& e) {
+    status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+  } catch (const JobFailure& e) {
+    status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+  } catch (const std::exception& e) {
+    status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+  }
+  if (!status.ok()) spdlog::warn("{} refused: {}", rpc, status.error_message());
+  return Finish(ctx, status);
+}
+
+v1::JobState ToProto(JobStatus s) {
+  switch (s) {
+    case JobStatus::kRunning:
+      return v1::JOB_STATE_RUNNING;
+    case JobStatus::kSucceeded:
+      return v1::JOB_STATE_SUCCEEDED;
+    case JobStatus::kFailed:
+      return v1::JOB_STATE_FAILED;
+  }
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+
+JobBody BodyFor(const std::string& kind) {
+  if (kind == "snapshot") return RunSnapshotJob;
+  if (kind == "dryrun") return RunDryRunJob;
+  if (kind == "apply") return RunApplyJob;
+  if (kind == "verify") return RunVerifyJob;
+  return RunRollbackJob;
+}
+
+}  // namespace
+
+AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier)
+    : config_(config), jobs_(jobs), journal_(journal), system_identifier_(system_identifier) {}
+
+grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest*,
+                                             v1::PingResponse* resp) {
+  return Handle(ctx, "Ping", [&] {
+    resp->set_agent_version(kVersion);
+    resp->set_api_version(kApiVersion);
+    resp->set_system_identifier(system_identifier_);
+    resp->set_data_directory(config_.data_directory);
+    resp->set_active_job_id(jobs_.ActiveJobId());
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
+                                                 const v1::UpgradeRef* req, v1::JobRef* resp) {
+  return Handle(ctx, kind.c_str(), [&] {
+    auto valid = ValidateUpgradeId(req->upgrade_id());
+    if (!valid.ok()) return valid;
+    resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), BodyFor(kind)));
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::StartSnapshot(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                      v1::JobRef* resp) {
+  return StartJob(ctx, "snapshot", req, resp);
+}
+grpc::ServerUnaryReactor* AgentService::StartDryRun(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                    v1::JobRef* resp) {
+  return StartJob(ctx, "dryrun", req, resp);
+}
+grpc::ServerUnaryReactor* AgentService::StartApply(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                   v1::JobRef* resp) {
+  return StartJob(ctx, "apply", req, resp);
+}
+grpc::ServerUnaryReactor* AgentService::StartVerify(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                    v1::JobRef* resp) {
+  return StartJob(ctx, "verify", req, resp);
+}
+grpc::ServerUnaryReactor* AgentService::StartRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                      v1::JobRef* resp) {
+  return StartJob(ctx, "rollback", req, resp);
+}
+
+grpc::ServerUnaryReactor* AgentService::GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req, v1::Job* resp) {
+  return Handle(ctx, "GetJob", [&] {
+    std::string kind;
+    int64_t upgrade_id = 0;
+    if (!ParseJobId(req->job_id(), kind, upgrade_id))
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed job id; expected <kind>-<upgrade id>");
+    auto job = jobs_.Get(req->job_id(), req->event_cursor());
+    if (!job) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job " + req->job_id() + " since the agent started");
+    resp->set_job_id(job->id);
+    resp->set_kind(job->kind);
+    resp->set_upgrade_id(job->upgrade_id);
+    resp->set_state(ToProto(job->status));
+    resp->set_next_cursor(job->next_cursor);
+    resp->set_error(job->error);
+    resp->set_result_json(job->result.is_null() ? "{}" : job->result.dump());
+    resp->set_progress(job->progress);
+    for (const auto& e : job->events) {
+      auto* ev = resp->add_events();
+      ev->set_seq(e.seq);
+      ev->set_at(e.at);
+      ev->set_phase(e.phase);
+      ev->set_level(e.level);
+      ev->set_message(e.message);
+      ev->set_detail_json(e.detail.is_null() ? "{}" : e.detail.dump());
+    }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                          v1::UpgradeJournal* resp) {
+  return Handle(ctx, "GetUpgradeJournal", [&] {
+    auto valid = ValidateUpgradeId(req->upgrade_id());
+    if (!valid.ok()) return valid;
+    auto doc = journal_.Load(req->upgrade_id());
+    resp->set_upgrade_id(req->upgrade_id());
+    resp->set_apply(doc.value("apply", "none"));
+    resp->set_rollback(doc.value("rollback", "none"));
+    resp->set_rollback_step(doc.value("rollback_step", ""));
+    resp->set_snapshot_id(doc.value("snapshot_id", ""));
+    return grpc::Status::OK;
+  });
+}
+
+}  // namespace safe_upgrade

@@ -1,0 +1,172 @@
+// safe-upgrade-agent: the gRPC service that runs next to PostgreSQL, plus the wal-push and
+// wal-fetch commands that PostgreSQL calls as archive_command / restore_command.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <thread>
+
+#include "agent_service.h"
+#include "build_info.h"
+#include "cluster.h"
+#include "config.h"
+#include "fs_util.h"
+#include "job.h"
+#include "jobs.h"
+#include "journal.h"
+#include "wal_archive.h"
+
+namespace safe_upgrade {
+namespace {
+
+void SetUpLogging(const AgentConfig& config) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (config.log_file.empty())
+    logger = spdlog::stderr_color_mt("agent");
+  else
+    logger = spdlog::basic_logger_mt("agent", config.log_file);
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [%P] %v");
+  logger->set_level(spdlog::level::from_str(config.log_level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// A stale socket file from a crashed agent would make the bind fail; a live one means another
+// agent is serving, and we must not steal its socket.
+void PrepareUnixSocket(const std::string& path) {
+  EnsureDir(Dirname(path), 0700);
+  if (!PathExists(path)) return;
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  bool live = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  if (live) throw std::runtime_error("another agent is already listening on " + path);
+  unlink(path.c_str());
+}
+
+int Serve(const std::string& config_path) {
+  AgentConfig config;
+  try {
+    config = LoadAgentConfig(config_path);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "safe-upgrade-agent: invalid configuration: %s\n", e.what());
+    return 2;
+  }
+  SetUpLogging(config);
+
+  // Block the stop signals in every thread (gRPC's included); a dedicated thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  try {
+    EnsureDir(config.snapshot_dir, 0700);
+    EnsureDir(config.wal_archive_dir, 0700);
+    EnsureDir(config.work_dir, 0700);
+    auto facts = ReadControlData(config.bin_dir, config.data_directory);
+    Journal journal(config.JournalDir());
+    JobManager jobs(config, journal);
+    AgentService service(config, jobs, journal, facts.system_identifier);
+
+    std::string address = config.listen;
+    std::shared_ptr<grpc::ServerCredentials> creds;
+    if (address.rfind("unix:", 0) == 0) {
+      PrepareUnixSocket(address.substr(5));
+      creds = grpc::InsecureServerCredentials();
+    } else if (config.insecure_tcp) {
+      spdlog::warn("listening on TCP {} without TLS (insecure_tcp = true, for tests only)", address);
+      creds = grpc::InsecureServerCredentials();
+    } else {
+      grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      ssl.pem_root_certs = ReadFile(config.tls_ca_file);
+      ssl.pem_key_cert_pairs.push_back({ReadFile(config.tls_key_file), ReadFile(config.tls_cert_file)});
+      creds = grpc::SslServerCredentials(ssl);
+    }
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, creds);
+    builder.RegisterService(&service);
+    builder.SetMaxReceiveMessageSize(64 * 1024);
+    auto server = builder.BuildAndStart();
+    if (!server) {
+      spdlog::error("could not listen on {}", address);
+      return 1;
+    }
+    if (address.rfind("unix:", 0) == 0) chmod(address.substr(5).c_str(), 0600);
+    spdlog::info("safe-upgrade-agent {} serving {} (system identifier {}) on {}", kVersion, config.data_directory,
+                 facts.system_identifier, address);
+
+    RecoverOnStartup(jobs, journal, config);
+
+    int sig = 0;
+    while (true) {
+      sigwait(&stop_signals, &sig);
+      if (sig == SIGHUP) {
+        spdlog::info("SIGHUP received; configuration is read at start only, restart the agent to change it");
+        continue;
+      }
+      break;
+    }
+    spdlog::info("signal {} received, shutting down", sig);
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    jobs.Shutdown();
+    spdlog::info("agent stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::error("agent failed: {}", e.what());
+    return 1;
+  }
+}
+
+int LoadForCommand(const std::string& config_path, AgentConfig& config) {
+  try {
+    config = LoadAgentConfig(config_path);
+    return 0;
+  } catch (const std::exception& e) {
+    fprintf(stderr, "safe-upgrade-agent: invalid configuration: %s\n", e.what());
+    return 2;
+  }
+}
+
+}  // namespace
+}  // namespace safe_upgrade
+
+int main(int argc, char** argv) {
+  using namespace safe_upgrade;
+  CLI::App app{"safe-upgrade-agent: snapshots, dry runs and point-in-time rollback for pg_safe_upgrade"};
+  app.set_version_flag("--version", std::string(kVersion));
+  std::string config_path = "/etc/safe-upgrade/agent.toml";
+  app.add_option("-c,--config", config_path, "agent configuration file (TOML)")->capture_default_str();
+
+  auto* serve = app.add_subcommand("serve", "run the agent (the default)");
+  auto* push = app.add_subcommand("wal-push", "archive a WAL file (archive_command = '... wal-push %p')");
+  std::string push_path;
+  push->add_option("path", push_path, "the WAL file, relative to the data directory (%p)")->required();
+  auto* fetch = app.add_subcommand("wal-fetch", "restore a WAL file (restore_command = '... wal-fetch %f %p')");
+  std::string fetch_name, fetch_dest;
+  fetch->add_option("name", fetch_name, "file name (%f)")->required();
+  fetch->add_option("dest", fetch_dest, "destination (%p)")->required();
+  for (auto* sub : {serve, push, fetch})
+    sub->add_option("-c,--config", config_path, "agent configuration file (TOML)");
+  app.require_subcommand(0, 1);
+  CLI11_PARSE(app, argc, argv);
+
+  if (push->parsed() || fetch->parsed()) {
+    AgentConfig config;
+    if (int rc = LoadForCommand(config_path, config)) return rc;
+    return push->parsed() ? WalPush(config, push_path) : WalFetch(config, fetch_name, fetch_dest);
+  }
+  return Serve(config_path);
+}

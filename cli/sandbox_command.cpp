@@ -1,0 +1,65 @@
+// `safe-upgrade sandbox up|down|env`: a local cluster with archiving, the extension and an agent.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "commands.h"
+#include "sandbox.h"
+
+namespace safe_upgrade::cli {
+
+void AddSandboxCommands(CLI::App& app, int& exit_code) {
+  auto* sandbox = app.add_subcommand("sandbox", "a local PostgreSQL cluster with the extension and an agent");
+  sandbox->require_subcommand(1);
+  static std::string dir;
+  static int port = 0;
+
+  auto* up = sandbox->add_subcommand("up", "create the sandbox, or start whatever of it is not running");
+  up->add_option("--dir", dir, "sandbox directory")->required();
+  up->add_option("--port", port, "port for the server (default: a free one)")->check(CLI::Range(1024, 65535));
+  up->callback([&exit_code] {
+    try {
+      SandboxOptions options;
+      options.port = port;
+      options.progress = [](const std::string& line) { std::cerr << "sandbox: " << line << "\n"; };
+      SandboxInfo info = SandboxUp(dir, options);
+      std::cout << "sandbox is up in " << info.dir << "\n"
+                << "  server:  port " << info.port << ", socket directory " << info.socket_dir << "\n"
+                << "  agent:   " << info.agent_config.listen << "\n"
+                << "  logs:    " << info.dir << "/postgres.log, " << info.dir << "/agent.log\n"
+                << "connect with:  set -a; . " << info.env_path << "; set +a; psql\n";
+      exit_code = kExitOk;
+    } catch (const std::exception& e) {
+      std::cerr << "safe-upgrade: sandbox up failed: " << e.what() << "\n";
+      exit_code = kExitFailure;
+    }
+  });
+
+  auto* down = sandbox->add_subcommand("down", "stop the sandbox's agent and server (files are kept)");
+  down->add_option("--dir", dir, "sandbox directory")->required();
+  down->callback([&exit_code] {
+    try {
+      SandboxDown(dir);
+      std::cout << "sandbox in " << dir << " is stopped\n";
+      exit_code = kExitOk;
+    } catch (const std::exception& e) {
+      std::cerr << "safe-upgrade: sandbox down failed: " << e.what() << "\n";
+      exit_code = kExitFailure;
+    }
+  });
+
+  auto* env = sandbox->add_subcommand("env", "print shell lines to connect to the sandbox (eval \"$(...)\")");
+  env->add_option("--dir", dir, "sandbox directory")->required();
+  env->callback([&exit_code] {
+    try {
+      std::cout << SandboxEnvLines(SandboxOpen(dir), true);
+      exit_code = kExitOk;
+    } catch (const std::exception& e) {
+      std::cerr << "safe-upgrade: " << e.what() << "\n";
+      exit_code = kExitFailure;
+    }
+  });
+}
+
+}  // namespace safe_upgrade::cli

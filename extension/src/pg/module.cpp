@@ -1,0 +1,225 @@
+// Extension entry: _PG_init (GUCs, shared memory, the background worker) and the SQL-callable
+// C functions. Each SQL entry point is a one-line call through CallFromPostgres.
+#include "boundary.h"  // must be first: postgres.h
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_control.h"
+#include "common/controldata_utils.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+void _PG_init(void);
+PG_FUNCTION_INFO_V1(safe_upgrade_agent_status);
+PG_FUNCTION_INFO_V1(safe_upgrade_wake_worker_at_commit);
+PG_FUNCTION_INFO_V1(safe_upgrade_restore_point_name);
+}
+
+#include <string>
+
+#include "core/restore_point.h"
+#include "gucs.h"
+#include "shared_state.h"
+
+namespace safe_upgrade::pg {
+
+bool guc_enabled = true;
+char* guc_database = nullptr;
+char* guc_agent_address = nullptr;
+int guc_agent_check_interval_ms = 5000;
+int guc_agent_timeout_ms = 5000;
+int guc_poll_interval_ms = 500;
+int guc_archive_wait_timeout_s = 120;
+int guc_agent_unreachable_timeout_s = 120;
+
+namespace {
+
+SharedState* shared = nullptr;
+shmem_request_hook_type prev_shmem_request_hook = nullptr;
+shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+bool wake_at_commit = false;
+
+void ShmemRequest() {
+  if (prev_shmem_request_hook) prev_shmem_request_hook();
+  RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+}
+
+void ShmemStartup() {
+  if (prev_shmem_startup_hook) prev_shmem_startup_hook();
+  InitSharedState();
+}
+
+void WakeWorker() {
+  SharedState* s = Shared();
+  if (s == nullptr) return;
+  SpinLockAcquire(&s->mutex);
+  Latch* latch = s->worker_latch;
+  SpinLockRelease(&s->mutex);
+  if (latch != nullptr) SetLatch(latch);
+}
+
+void OnXactEvent(XactEvent event, void*) {
+  if (event == XACT_EVENT_COMMIT && wake_at_commit) WakeWorker();
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+    wake_at_commit = false;
+}
+
+void DefineGucs() {
+  DefineCustomBoolVariable("safe_upgrade.enabled", "Whether the safe_upgrade background worker acts on upgrades.",
+                           "Off on clones made for dry runs, so that their worker never acts.", &guc_enabled, true,
+                           PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("safe_upgrade.database", "Database in which the safe_upgrade extension is installed.",
+                             "The background worker connects to this database.", &guc_database, "postgres",
+                             PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("safe_upgrade.agent_address", "Address of the safe-upgrade-agent.",
+                             "unix:/path/to/agent.sock, or host:port for TLS.", &guc_agent_address,
+                             "unix:/var/run/safe-upgrade/agent.sock", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("safe_upgrade.agent_check_interval", "How often the idle worker checks the agent.",
+                          nullptr, &guc_agent_check_interval_ms, 5000, 1000, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+                          nullptr, nullptr, nullptr);
+  DefineCustomIntVariable("safe_upgrade.agent_timeout", "Deadline of each call to the agent.", nullptr,
+                          &guc_agent_timeout_ms, 5000, 100, 600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+                          nullptr);
+  DefineCustomIntVariable("safe_upgrade.poll_interval", "How often the worker polls while an upgrade is in flight.",
+                          nullptr, &guc_poll_interval_ms, 500, 50, 60 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable("safe_upgrade.archive_wait_timeout",
+                          "How long to wait for the restore point's WAL segment to be archived before applying.",
+                          nullptr, &guc_archive_wait_timeout_s, 120, 1, 24 * 3600, PGC_SIGHUP, GUC_UNIT_S, nullptr,
+                          nullptr, nullptr);
+  DefineCustomIntVariable("safe_upgrade.agent_unreachable_timeout",
+                          "How long an upgrade that has not touched production waits for an unreachable agent "
+                          "before it fails.",
+                          nullptr, &guc_agent_unreachable_timeout_s, 120, 1, 24 * 3600, PGC_SIGHUP, GUC_UNIT_S,
+                          nullptr, nullptr, nullptr);
+  MarkGUCPrefixReserved("safe_upgrade");
+}
+
+void RegisterWorker() {
+  BackgroundWorker worker;
+  memset(&worker, 0, sizeof worker);
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  worker.bgw_restart_time = 5;
+  snprintf(worker.bgw_library_name, BGW_MAXLEN, "safe_upgrade");
+  snprintf(worker.bgw_function_name, BGW_MAXLEN, "safe_upgrade_worker_main");
+  snprintf(worker.bgw_name, BGW_MAXLEN, "safe_upgrade scheduler");
+  snprintf(worker.bgw_type, BGW_MAXLEN, "safe_upgrade scheduler");
+  RegisterBackgroundWorker(&worker);
+}
+
+uint64 SystemIdentifier() {
+  bool crc_ok = false;
+  ControlFileData* control = get_controlfile(DataDir, &crc_ok);
+  uint64 id = control->system_identifier;
+  pfree(control);
+  return id;
+}
+
+Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
+  TupleDesc desc;
+  if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
+    throw SqlError(ERRCODE_FEATURE_NOT_SUPPORTED, "agent_status must be called in a context that accepts a record");
+  desc = BlessTupleDesc(desc);
+  SharedState* s = Shared();
+  SharedState copy;
+  SpinLockAcquire(&s->mutex);
+  memcpy(&copy, s, sizeof copy);
+  SpinLockRelease(&s->mutex);
+  Datum values[8];
+  bool nulls[8] = {false, false, false, false, false, false, false, false};
+  if (!copy.agent_checked) {
+    for (bool& n : nulls) n = true;
+    values[0] = BoolGetDatum(false);
+    nulls[0] = false;
+    values[5] = CStringGetTextDatum(copy.worker_pid ? "the worker has not checked the agent yet"
+                                                    : "the safe_upgrade worker is not running");
+    nulls[5] = false;
+  } else {
+    values[0] = BoolGetDatum(copy.agent_reachable);
+    values[1] = CStringGetTextDatum(copy.agent_version);
+    nulls[1] = copy.agent_version[0] == '\0';
+    values[2] = DirectFunctionCall3(numeric_in, CStringGetDatum(std::to_string(copy.system_identifier).c_str()),
+                                    ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+    nulls[2] = copy.system_identifier == 0;
+    values[3] = CStringGetTextDatum(copy.data_directory);
+    nulls[3] = copy.data_directory[0] == '\0';
+    values[4] = CStringGetTextDatum(copy.address);
+    values[5] = CStringGetTextDatum(copy.last_error);
+    nulls[5] = copy.last_error[0] == '\0';
+    values[6] = TimestampTzGetDatum(copy.checked_at);
+  }
+  values[7] = Int32GetDatum(copy.worker_pid);
+  nulls[7] = copy.worker_pid == 0;
+  HeapTuple tuple = heap_form_tuple(desc, values, nulls);
+  return HeapTupleGetDatum(tuple);
+}
+
+Datum WakeWorkerAtCommitImpl(FunctionCallInfo) {
+  wake_at_commit = true;
+  PG_RETURN_VOID();
+}
+
+Datum RestorePointNameImpl(FunctionCallInfo fcinfo) {
+  int64 upgrade_id = PG_GETARG_INT64(0);
+  std::string name = RestorePointName(upgrade_id, SystemIdentifier());
+  PG_RETURN_TEXT_P(cstring_to_text(name.c_str()));
+}
+
+}  // namespace
+
+void RequestSharedState() {}
+
+void InitSharedState() {
+  bool found = false;
+  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+  shared = static_cast<SharedState*>(ShmemInitStruct("safe_upgrade", sizeof(SharedState), &found));
+  if (!found) {
+    memset(shared, 0, sizeof(SharedState));
+    SpinLockInit(&shared->mutex);
+  }
+  LWLockRelease(AddinShmemInitLock);
+}
+
+SharedState* Shared() {
+  if (shared == nullptr)
+    throw SqlError(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "safe_upgrade shared memory is not initialized",
+                   "Add safe_upgrade to shared_preload_libraries and restart the server.");
+  return shared;
+}
+
+}  // namespace safe_upgrade::pg
+
+using namespace safe_upgrade::pg;
+
+void _PG_init(void) {
+  if (!process_shared_preload_libraries_in_progress) {
+    ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                    errmsg("safe_upgrade must be loaded via shared_preload_libraries"),
+                    errhint("Add safe_upgrade to shared_preload_libraries in postgresql.conf and restart the server.")));
+  }
+  DefineGucs();
+  prev_shmem_request_hook = shmem_request_hook;
+  shmem_request_hook = ShmemRequest;
+  prev_shmem_startup_hook = shmem_startup_hook;
+  shmem_startup_hook = ShmemStartup;
+  RegisterXactCallback(OnXactEvent, nullptr);
+  RegisterWorker();
+}
+
+extern "C" Datum safe_upgrade_agent_status(PG_FUNCTION_ARGS) { return CallFromPostgres(fcinfo, AgentStatusImpl); }
+extern "C" Datum safe_upgrade_wake_worker_at_commit(PG_FUNCTION_ARGS) {
+  return CallFromPostgres(fcinfo, WakeWorkerAtCommitImpl);
+}
+extern "C" Datum safe_upgrade_restore_point_name(PG_FUNCTION_ARGS) {
+  return CallFromPostgres(fcinfo, RestorePointNameImpl);
+}

@@ -1,0 +1,33 @@
+// State shared between the background worker and backends, in shared memory: the worker's
+// latch (to wake it) and what it last saw of the agent (for agent_status()).
+#pragma once
+
+#include "boundary.h"
+
+extern "C" {
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+}
+
+namespace safe_upgrade::pg {
+
+struct SharedState {
+  slock_t mutex;
+  Latch* worker_latch;
+  int worker_pid;
+  bool agent_checked;
+  bool agent_reachable;
+  char agent_version[32];
+  char data_directory[1024];
+  char address[1024];
+  char last_error[1024];
+  uint64 system_identifier;
+  TimestampTz checked_at;
+};
+
+void RequestSharedState();
+void InitSharedState();
+SharedState* Shared();
+
+}  // namespace safe_upgrade::pg

@@ -1,0 +1,378 @@
+// The scheduler's state machine. Each step reads the upgrade row FOR UPDATE, talks to the agent
+// (short RPCs with deadlines) and writes the new state and events in the same transaction.
+#include "boundary.h"  // must be first: postgres.h
+
+extern "C" {
+#include "miscadmin.h"
+}
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/restore_point.h"
+#include "core/states.h"
+#include "gucs.h"
+#include "spi.h"
+#include "upgrade_step.h"
+
+namespace safe_upgrade::pg {
+namespace {
+
+using nlohmann::json;
+
+struct Upgrade {
+  int64_t id = 0;
+  std::string state, extname, from_version, to_version;
+  json options;
+  bool not_before_reached = true;
+  bool approved = false;
+  bool cancel_requested = false;
+  std::optional<std::string> agent_job;
+  int64_t cursor = 0;
+  json snapshot;
+  json report;
+  double seconds_in_state = 0;
+  bool has_restore_point = false;
+};
+
+bool OptionBool(const json& options, const char* key, bool fallback) {
+  auto it = options.find(key);
+  if (it == options.end()) return fallback;
+  if (it->is_boolean()) return it->get<bool>();
+  if (it->is_string()) return *it == "true" || *it == "on";
+  return fallback;
+}
+
+json ParseJson(const std::optional<std::string>& text) {
+  if (!text || text->empty()) return json::object();
+  try {
+    return json::parse(*text);
+  } catch (...) {
+    return json::object();
+  }
+}
+
+std::optional<Upgrade> LoadUpgrade(int64_t id) {
+  auto r = SpiExec(
+      "SELECT state, extname, from_version, to_version, options::text, (not_before <= now())::text, "
+      "(approved_at IS NOT NULL)::text, cancel_requested::text, agent_job, agent_job_cursor::text, "
+      "snapshot::text, report::text, extract(epoch FROM clock_timestamp() - updated_at)::text, "
+      "EXISTS (SELECT 1 FROM safe_upgrade.restore_points rp WHERE rp.upgrade_id = u.id)::text "
+      "FROM safe_upgrade.upgrades u WHERE id = $1::bigint FOR UPDATE",
+      {std::to_string(id)});
+  if (r.rows.empty()) return std::nullopt;
+  const auto& row = r.rows[0];
+  Upgrade u;
+  u.id = id;
+  u.state = *row[0];
+  u.extname = *row[1];
+  u.from_version = *row[2];
+  u.to_version = *row[3];
+  u.options = ParseJson(row[4]);
+  u.not_before_reached = row[5] == std::optional<std::string>("true");
+  u.approved = row[6] == std::optional<std::string>("true");
+  u.cancel_requested = row[7] == std::optional<std::string>("true");
+  u.agent_job = row[8];
+  u.cursor = row[9] ? std::stoll(*row[9]) : 0;
+  u.snapshot = ParseJson(row[10]);
+  u.report = ParseJson(row[11]);
+  u.seconds_in_state = row[12] ? std::stod(*row[12]) : 0;
+  u.has_restore_point = row[13] == std::optional<std::string>("true");
+  return u;
+}
+
+void AddEvent(int64_t id, const std::string& phase, const std::string& level, const std::string& message,
+              const json& detail = json::object(), const std::optional<std::string>& at = std::nullopt) {
+  SpiExec(
+      "INSERT INTO safe_upgrade.events (upgrade_id, at, phase, level, message, detail) "
+      "VALUES ($1::bigint, coalesce($2::timestamptz, clock_timestamp()), $3, $4, $5, $6::jsonb)",
+      {std::to_string(id), at, phase, level, message, detail.dump()});
+}
+
+void Transition(Upgrade& u, const std::string& to, const std::optional<std::string>& error = std::nullopt) {
+  SpiExec(
+      "UPDATE safe_upgrade.upgrades SET state = $2, updated_at = now(), phase_started_at = now(), "
+      "agent_job = NULL, agent_job_cursor = 0, progress = NULL, error = coalesce($3, error) WHERE id = $1::bigint",
+      {std::to_string(u.id), to, error});
+  json detail = {{"from", u.state}, {"to", to}};
+  std::string message = "state " + u.state + " -> " + to;
+  if (error) message += ": " + *error;
+  AddEvent(u.id, to, error && (to == "failed" || to == "blocked" || to == "rollback_failed") ? "error" : "info",
+           message, detail);
+  u.state = to;
+}
+
+void MergeReport(const Upgrade& u, const std::string& key, const json& value) {
+  SpiExec("UPDATE safe_upgrade.upgrades SET report = report || jsonb_build_object($2::text, $3::jsonb) "
+          "WHERE id = $1::bigint",
+          {std::to_string(u.id), key, value.dump()});
+}
+
+void StoreDependencyRows(const Upgrade& u, const json& rows, const std::string& phase) {
+  if (!rows.is_array()) return;
+  for (const auto& r : rows) {
+    SpiExec(
+        "INSERT INTO safe_upgrade.dependency_snapshots (upgrade_id, phase, object_type, object_schema, "
+        "object_identity, depends_on_type, depends_on_identity, deptype) "
+        "VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::\"char\") ON CONFLICT DO NOTHING",
+        {std::to_string(u.id), phase, r.value("object_type", ""),
+         r.contains("object_schema") && r["object_schema"].is_string()
+             ? std::optional<std::string>(r["object_schema"].get<std::string>())
+             : std::nullopt,
+         r.value("object_identity", ""), r.value("depends_on_type", ""), r.value("depends_on_identity", ""),
+         r.value("deptype", "n")});
+  }
+}
+
+// Creates the restore point after the snapshot's backup, records it, switches WAL.
+void CreateRestorePoint(Upgrade& u) {
+  std::string stop_lsn = u.snapshot.value("backup_stop_lsn", "");
+  if (stop_lsn.empty()) throw std::runtime_error("the snapshot has no backup_stop_lsn; cannot place a restore point");
+  auto name = SpiExec("SELECT safe_upgrade.restore_point_name($1::bigint)", {std::to_string(u.id)}).Value();
+  auto r = SpiExec(
+      "SELECT rp::text, (rp > $1::pg_lsn)::text, pg_walfile_name(rp), "
+      "('x' || substr(pg_walfile_name(rp), 1, 8))::bit(32)::int::text, "
+      "pg_snapshot_xmax(pg_current_snapshot())::text "
+      "FROM pg_create_restore_point($2) AS rp",
+      {stop_lsn, *name});
+  const auto& row = r.rows.at(0);
+  if (row[1] != std::optional<std::string>("true"))
+    throw std::runtime_error("restore point LSN " + *row[0] + " is not after the backup stop LSN " + stop_lsn);
+  SpiExec(
+      "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, xid, backup_stop_lsn, wal_segment) "
+      "VALUES ($1::bigint, $2, $3::pg_lsn, $4::int, $5::xid8, $6::pg_lsn, $7)",
+      {std::to_string(u.id), *name, *row[0], *row[3], *row[4], stop_lsn, *row[2]});
+  SpiExec("SELECT pg_switch_wal()");
+  AddEvent(u.id, "restore_point", "info",
+           "restore point " + *name + " created at LSN " + *row[0] + " (after backup stop LSN " + stop_lsn +
+               "); waiting for WAL segment " + *row[2] + " to be archived",
+           {{"name", *name}, {"lsn", *row[0]}, {"timeline", std::stoi(*row[3])}, {"wal_segment", *row[2]},
+            {"backup_stop_lsn", stop_lsn}, {"xid", *row[4]}});
+}
+
+bool RestorePointArchived(const Upgrade& u, std::string& segment, std::string& archiver_state) {
+  auto r = SpiExec(
+      "SELECT rp.wal_segment, "
+      "(pg_stat_file('pg_wal/archive_status/' || rp.wal_segment || '.done', true)).size IS NOT NULL, "
+      "a.last_archived_wal, a.last_failed_wal, a.last_failed_time::text "
+      "FROM safe_upgrade.restore_points rp, pg_stat_archiver a WHERE rp.upgrade_id = $1::bigint",
+      {std::to_string(u.id)});
+  if (r.rows.empty()) return false;
+  const auto& row = r.rows[0];
+  segment = row[0].value_or("");
+  archiver_state = "last archived " + row[2].value_or("none") + ", last failed " + row[3].value_or("none");
+  if (row[1] == std::optional<std::string>("true") || row[1] == std::optional<std::string>("t")) return true;
+  return row[2] && SegmentArchived(*row[2], segment);
+}
+
+std::string ExtVersionNow(const std::string& extname) {
+  return SpiExec("SELECT extversion FROM pg_extension WHERE extname = $1", {extname}).Value().value_or("");
+}
+
+// Production may have been touched, but the agent lost the apply job: decide from the journal and
+// the catalog, never by running the upgrade again.
+void ResolveApply(Upgrade& u, const AgentJournal& journal) {
+  std::string version = ExtVersionNow(u.extname);
+  if (journal.apply == "committed" || version == u.to_version) {
+    AddEvent(u.id, "applying", "warning",
+             "the apply was interrupted after it committed (" + u.extname + " is at " + version +
+                 "); verifying it, not applying it again");
+    Transition(u, "verifying");
+  } else {
+    Transition(u, "failed",
+               "the apply was interrupted before it committed; " + u.extname + " is still at " + version +
+                   " and the upgrade is not applied again");
+  }
+}
+
+void OnJobSucceeded(Upgrade& u, const json& result) {
+  if (u.state == "snapshotting") {
+    SpiExec("UPDATE safe_upgrade.upgrades SET snapshot = $2::jsonb WHERE id = $1::bigint",
+            {std::to_string(u.id), result.dump()});
+    Transition(u, "dry_running");
+  } else if (u.state == "dry_running") {
+    MergeReport(u, "dry_run", result);
+    if (result.contains("dependency_after")) StoreDependencyRows(u, result["dependency_after"], "after");
+    if (OptionBool(u.options, "dry_run_only", false))
+      Transition(u, "validated");
+    else if (OptionBool(u.options, "require_approval", false) && !u.approved)
+      Transition(u, "awaiting_approval");
+    else
+      Transition(u, "scheduled");
+  } else if (u.state == "applying") {
+    MergeReport(u, "apply", result);
+    Transition(u, "verifying");
+  } else if (u.state == "verifying") {
+    MergeReport(u, "verify", result);
+    Transition(u, "succeeded");
+  } else if (u.state == "rolling_back") {
+    MergeReport(u, "rollback", result);
+    Transition(u, result.value("state", std::string("rolled_back")));
+  }
+}
+
+void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
+  if (u.state == "snapshotting") {
+    Transition(u, "failed", "snapshot failed: " + error);
+  } else if (u.state == "dry_running") {
+    MergeReport(u, "dry_run", result);
+    Transition(u, "blocked", "dry run failed: " + error);
+  } else if (u.state == "applying") {
+    MergeReport(u, "apply", result);
+    Transition(u, "failed", "apply failed: " + error);
+  } else if (u.state == "verifying") {
+    MergeReport(u, "verify", result);
+    bool checks_failed = result.value("checks_failed", false);
+    int attempts = u.report.value("verify_attempts", 0) + 1;
+    if (!checks_failed && attempts < 5) {
+      MergeReport(u, "verify_attempts", attempts);
+      AddEvent(u.id, "verifying", "warning", "verification could not run (" + error + "); trying again");
+      SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0 WHERE id = $1::bigint",
+              {std::to_string(u.id)});
+      return;
+    }
+    if (OptionBool(u.options, "auto_rollback", true)) {
+      AddEvent(u.id, "verifying", "error", "health checks failed on production: " + error + "; rolling back");
+      Transition(u, "rolling_back");
+    } else {
+      Transition(u, "failed",
+                 "health checks failed on production: " + error +
+                     "; auto_rollback is off, so the upgrade stays applied (run safe_upgrade.rollback(" +
+                     std::to_string(u.id) + ") to undo it)");
+    }
+  } else if (u.state == "rolling_back") {
+    MergeReport(u, "rollback", result);
+    Transition(u, "rollback_failed", error);
+  }
+}
+
+// Copies the job's new events into the catalog and acts on its end.
+void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
+  AgentJob job;
+  AgentCallError err = agent.GetJob(*u.agent_job, u.cursor, job);
+  if (err.not_found) {
+    // The agent restarted and forgot the job.
+    if (u.state == "applying") return ResolveApply(u, journal);
+    if (u.state == "rolling_back") return;  // the agent resumes rollbacks itself on start
+    AddEvent(u.id, u.state, "warning", "the agent restarted during " + u.state + "; starting the step again");
+    SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0 WHERE id = $1::bigint",
+            {std::to_string(u.id)});
+    return;
+  }
+  if (!err.ok) {
+    if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
+      Transition(u, "failed", "the agent stopped answering during " + u.state + ": " + err.message);
+    return;
+  }
+  for (const auto& e : job.events)
+    AddEvent(u.id, e.phase, e.level, e.message, ParseJson(e.detail_json), e.at.empty() ? std::nullopt
+                                                                                        : std::optional<std::string>(e.at));
+  SpiExec(
+      "UPDATE safe_upgrade.upgrades SET agent_job_cursor = $2::bigint, progress = nullif($3::float8, -1), "
+      "updated_at = CASE WHEN $4 THEN now() ELSE updated_at END WHERE id = $1::bigint",
+      {std::to_string(u.id), std::to_string(job.next_cursor), std::to_string(job.progress),
+       job.events.empty() ? "false" : "true"});
+  if (job.state == "succeeded") OnJobSucceeded(u, ParseJson(job.result_json));
+  if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json));
+}
+
+void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
+  if (u.state == "applying" && journal.apply != "none") return ResolveApply(u, journal);
+  std::string kind = JobKindForState(u.state);
+  std::string job_id;
+  AgentCallError err = agent.StartJob(kind, u.id, job_id);
+  if (err.ok) {
+    SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = $2, agent_job_cursor = 0, updated_at = now() "
+            "WHERE id = $1::bigint",
+            {std::to_string(u.id), job_id});
+    return;
+  }
+  if (err.busy) return;  // another job is running; try on the next pass
+  if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
+    Transition(u, "failed", "the agent is unreachable at " + agent.address() + ": " + err.message +
+                                "; production was not touched");
+}
+
+void Step(int64_t id, AgentClient& agent) {
+  auto loaded = LoadUpgrade(id);
+  if (!loaded || !IsInFlightState(loaded->state)) return;
+  Upgrade& u = *loaded;
+
+  AgentJournal journal;
+  bool touched_or_scheduled = ProductionMayBeTouched(u.state) || u.state == "scheduled";
+  if (touched_or_scheduled) {
+    // From here on the agent's journal is the authority: a rollback it has journaled (even one
+    // that PITR hid from this catalog) must be left to the agent, and an apply is never re-run.
+    AgentCallError err = agent.GetJournal(u.id, journal);
+    if (!err.ok) return;
+    if (journal.rollback != "none") return;
+  }
+
+  if (u.cancel_requested && (u.state == "queued" || u.state == "awaiting_approval" || u.state == "scheduled") &&
+      !u.has_restore_point) {
+    Transition(u, "cancelled", std::string("cancelled by request"));
+    return;
+  }
+
+  if (u.state == "queued") {
+    Transition(u, "snapshotting");
+  } else if (u.state == "awaiting_approval") {
+    if (u.approved) Transition(u, "scheduled");
+  } else if (u.state == "scheduled") {
+    if (!u.not_before_reached) return;
+    if (!u.has_restore_point) return CreateRestorePoint(u);
+    std::string segment, archiver;
+    if (RestorePointArchived(u, segment, archiver)) {
+      AddEvent(u.id, "restore_point", "info", "WAL segment " + segment + " with the restore point is archived");
+      Transition(u, "applying");
+    } else if (u.seconds_in_state > guc_archive_wait_timeout_s) {
+      Transition(u, "failed",
+                 "the WAL segment " + segment + " holding the restore point was not archived within " +
+                     std::to_string(guc_archive_wait_timeout_s) + " s (" + archiver +
+                     "); production was not touched. Check archive_command and the archive directory.");
+    }
+  } else if (!JobKindForState(u.state).empty()) {
+    if (!u.agent_job)
+      StartJobForState(u, agent, journal);
+    else
+      FollowJob(u, agent, journal);
+  }
+}
+
+}  // namespace
+
+bool RunSchedulerPass(AgentClient& agent) {
+  std::vector<int64_t> ids;
+  {
+    SpiTransaction tx;
+    auto ext = SpiExec("SELECT 1 FROM pg_extension WHERE extname = 'safe_upgrade'");
+    if (!ext.rows.empty()) {
+      auto r = SpiExec(
+          "SELECT id FROM safe_upgrade.upgrades WHERE state NOT IN "
+          "('succeeded','validated','blocked','failed','rolled_back','rollback_failed','cancelled') ORDER BY id");
+      for (const auto& row : r.rows) ids.push_back(std::stoll(*row[0]));
+    }
+    tx.Commit();
+  }
+  static std::map<int64_t, std::string> last_problem;
+  for (int64_t id : ids) {
+    CHECK_FOR_INTERRUPTS();
+    std::string problem;
+    try {
+      SpiTransaction tx;
+      Step(id, agent);
+      tx.Commit();
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    // Logged once per distinct problem, outside the catch block, so a stuck upgrade cannot flood the log.
+    if (!problem.empty() && last_problem[id] != problem)
+      ereport(WARNING, (errmsg("safe_upgrade: upgrade %lld: %s", static_cast<long long>(id), problem.c_str())));
+    last_problem[id] = problem;
+  }
+  return !ids.empty();
+}
+
+}  // namespace safe_upgrade::pg

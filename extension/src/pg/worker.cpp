@@ -1,0 +1,152 @@
+// The background worker: the database-side scheduler. Follows pg_cron's model: a latch loop
+// with config reload, one short transaction of work per upgrade per pass, and WaitLatch with
+// WL_EXIT_ON_PM_DEATH; it never sleeps. It is the only code in the server that talks to the agent.
+#include "boundary.h"  // must be first: postgres.h
+
+extern "C" {
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+
+PGDLLEXPORT void safe_upgrade_worker_main(Datum arg);
+}
+
+#include <memory>
+#include <string>
+
+#include "gucs.h"
+#include "rpc/agent_client.h"
+#include "shared_state.h"
+#include "upgrade_step.h"
+
+namespace safe_upgrade::pg {
+namespace {
+
+volatile sig_atomic_t got_sigterm = 0;
+
+void HandleSigterm(SIGNAL_ARGS) {
+  int save_errno = errno;
+  got_sigterm = 1;
+  SetLatch(MyLatch);
+  errno = save_errno;
+}
+
+std::unique_ptr<AgentClient> client;
+std::string client_address;
+std::string last_logged_problem;
+
+void ResetClient(int, Datum) { client.reset(); }
+
+void EnsureClient() {
+  std::string address = guc_agent_address ? guc_agent_address : "";
+  if (!client || client_address != address) {
+    client.reset();
+    client = AgentClient::Create(address, guc_agent_timeout_ms);
+    client_address = address;
+  }
+}
+
+void ClearWorkerLatch(int, Datum) {
+  SharedState* s = Shared();
+  SpinLockAcquire(&s->mutex);
+  s->worker_latch = nullptr;
+  s->worker_pid = 0;
+  SpinLockRelease(&s->mutex);
+}
+
+void CopyString(char* into, size_t size, const std::string& value) { snprintf(into, size, "%s", value.c_str()); }
+
+// Pings the agent and publishes the result for agent_status(). Logs only on a change, so a long
+// outage leaves one line, not one per ping.
+void CheckAgent() {
+  AgentPing ping;
+  AgentCallError err = client->Ping(ping);
+  SharedState* s = Shared();
+  bool was_checked, was_reachable;
+  SpinLockAcquire(&s->mutex);
+  was_checked = s->agent_checked;
+  was_reachable = s->agent_reachable;
+  s->agent_checked = true;
+  s->agent_reachable = err.ok;
+  s->checked_at = GetCurrentTimestamp();
+  CopyString(s->address, sizeof s->address, client_address);
+  if (err.ok) {
+    CopyString(s->agent_version, sizeof s->agent_version, ping.agent_version);
+    CopyString(s->data_directory, sizeof s->data_directory, ping.data_directory);
+    s->system_identifier = ping.system_identifier;
+    s->last_error[0] = '\0';
+  } else {
+    CopyString(s->last_error, sizeof s->last_error, err.message);
+  }
+  SpinLockRelease(&s->mutex);
+  if (err.ok && (!was_checked || !was_reachable))
+    ereport(LOG, (errmsg("safe_upgrade: agent at %s is reachable (version %s)", client_address.c_str(),
+                         ping.agent_version.c_str())));
+  if (!err.ok && (!was_checked || was_reachable))
+    ereport(LOG, (errmsg("safe_upgrade: agent at %s is unreachable: %s", client_address.c_str(), err.message.c_str()),
+                  errhint("Start safe-upgrade-agent, or set safe_upgrade.agent_address to its address.")));
+}
+
+void LogProblemOnce(const std::string& problem) {
+  if (problem == last_logged_problem) return;
+  last_logged_problem = problem;
+  ereport(WARNING, (errmsg("safe_upgrade: %s", problem.c_str())));
+}
+
+}  // namespace
+}  // namespace safe_upgrade::pg
+
+using namespace safe_upgrade::pg;
+
+void safe_upgrade_worker_main(Datum) {
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, HandleSigterm);
+  BackgroundWorkerUnblockSignals();
+  BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
+  pgstat_report_appname("safe_upgrade scheduler");
+
+  SharedState* s = Shared();
+  SpinLockAcquire(&s->mutex);
+  s->worker_latch = MyLatch;
+  s->worker_pid = MyProcPid;
+  SpinLockRelease(&s->mutex);
+  on_shmem_exit(ClearWorkerLatch, 0);
+  before_shmem_exit(ResetClient, 0);
+
+  ereport(LOG, (errmsg("safe_upgrade: scheduler started in database \"%s\"", guc_database)));
+  TimestampTz next_check = 0;
+  while (!got_sigterm) {
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+      next_check = 0;  // a new address or interval applies at once
+    }
+    bool busy = false;
+    try {
+      EnsureClient();
+      TimestampTz now = GetCurrentTimestamp();
+      if (now >= next_check) {
+        CheckAgent();
+        next_check = TimestampTzPlusMilliseconds(now, guc_agent_check_interval_ms);
+      }
+      if (guc_enabled && !RecoveryInProgress()) busy = RunSchedulerPass(*client);
+      last_logged_problem.clear();
+    } catch (const std::exception& e) {
+      LogProblemOnce(e.what());
+    }
+    long timeout = busy ? guc_poll_interval_ms : guc_agent_check_interval_ms;
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+  }
+  ereport(LOG, (errmsg("safe_upgrade: scheduler shutting down")));
+  client.reset();
+  proc_exit(0);
+}

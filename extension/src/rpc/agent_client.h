@@ -1,0 +1,60 @@
+// The worker's client for the agent, behind a plain C++ interface: no gRPC, absl or PostgreSQL
+// types cross this header, so it can be included next to postgres.h.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace safe_upgrade {
+
+struct AgentCallError {
+  bool ok = true;
+  bool unreachable = false;  // UNAVAILABLE / DEADLINE_EXCEEDED: the agent did not answer
+  bool not_found = false;
+  bool busy = false;  // FAILED_PRECONDITION
+  std::string message;
+};
+
+struct AgentPing {
+  std::string agent_version, api_version, data_directory, active_job_id;
+  uint64_t system_identifier = 0;
+};
+
+struct AgentEvent {
+  int64_t seq = 0;
+  std::string at, phase, level, message, detail_json;
+};
+
+struct AgentJob {
+  std::string job_id, kind, error, result_json;
+  int64_t upgrade_id = 0;
+  // "running", "succeeded", "failed"
+  std::string state;
+  std::vector<AgentEvent> events;
+  int64_t next_cursor = 0;
+  double progress = -1;
+};
+
+struct AgentJournal {
+  std::string apply = "none", rollback = "none", rollback_step, snapshot_id;
+};
+
+class AgentClient {
+ public:
+  virtual ~AgentClient() = default;
+  // address: "unix:/path/agent.sock" or "host:port". The channel (and gRPC's threads) is
+  // created with every signal blocked, so gRPC threads never take the server's signals.
+  static std::unique_ptr<AgentClient> Create(const std::string& address, int deadline_ms = 5000);
+
+  virtual AgentCallError Ping(AgentPing& out) = 0;
+  // kind: snapshot, dryrun, apply, verify, rollback.
+  virtual AgentCallError StartJob(const std::string& kind, int64_t upgrade_id, std::string& job_id) = 0;
+  virtual AgentCallError GetJob(const std::string& job_id, int64_t cursor, AgentJob& out) = 0;
+  virtual AgentCallError GetJournal(int64_t upgrade_id, AgentJournal& out) = 0;
+  virtual const std::string& address() const = 0;
+};
+
+}  // namespace safe_upgrade

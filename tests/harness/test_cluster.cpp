@@ -1,0 +1,198 @@
+// Test harness implementation.
+#include "test_cluster.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "build_info.h"
+#include "cluster.h"
+#include "fs_util.h"
+
+namespace safe_upgrade::testing {
+namespace {
+
+std::string Tail(const std::string& text, size_t max_bytes = 12000) {
+  return text.size() <= max_bytes ? text : "...\n" + text.substr(text.size() - max_bytes);
+}
+
+std::string ReadOrEmpty(const std::string& path) {
+  try {
+    return ReadFile(path);
+  } catch (...) {
+    return "";
+  }
+}
+
+}  // namespace
+
+std::string BuildDir() { return kBuildDir; }
+
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds interval) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    try {
+      if (pred()) return true;
+    } catch (const std::exception&) {
+      // not ready yet (e.g. the server is restarting)
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(interval);
+  }
+}
+
+bool ExtensionAvailable(PgConn& conn, const std::string& name) {
+  return !conn.Exec("SELECT 1 FROM pg_available_extensions WHERE name = $1", {name}).Empty();
+}
+
+TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) {
+  char tmpl[] = "/tmp/su-test-XXXXXX";
+  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  root_ = tmpl;
+  chmod(root_.c_str(), 0755);
+  SandboxOptions so;
+  so.agent_binary = JoinPath(BuildDir(), "safe-upgrade-agent");
+  so.extra_settings = options_.settings;
+  so.agent_env = options_.agent_env;
+  so.start_agent = options_.start_agent;
+  so.create_extension = options_.create_extension;
+  try {
+    info_ = SandboxUp(JoinPath(root_, "sb"), so);
+  } catch (...) {
+    std::cerr << "--- postgres.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/postgres.log"))) << "\n";
+    std::cerr << "--- agent.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/agent.log"))) << "\n";
+    throw;
+  }
+}
+
+TestCluster::~TestCluster() {
+  bool failed = ::testing::Test::HasFailure();
+  std::string log = ServerLog();
+  if (!options_.expect_crashes && log.find("terminated by signal") != std::string::npos) {
+    ADD_FAILURE() << "a server process was terminated by a signal; see postgres.log below";
+    failed = true;
+  }
+  if (failed) {
+    std::cerr << "--- " << info_.dir << "/postgres.log ---\n" << Tail(log) << "\n";
+    std::cerr << "--- " << info_.dir << "/agent.log ---\n" << Tail(AgentLog()) << "\n";
+  }
+  try {
+    SandboxStopAgent(info_, SIGTERM);
+  } catch (...) {
+  }
+  try {
+    ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).Stop("immediate");
+  } catch (...) {
+  }
+  if (!getenv("SU_KEEP_TEST_DIRS")) {
+    try {
+      RemoveTree(root_);
+    } catch (...) {
+    }
+  } else {
+    std::cerr << "test directory kept: " << root_ << "\n";
+  }
+}
+
+std::unique_ptr<PgConn> TestCluster::Connect(const std::string& dbname) const {
+  return std::make_unique<PgConn>(ConnInfo(dbname));
+}
+
+std::string TestCluster::Scalar(const std::string& sql, const std::vector<std::optional<std::string>>& params) const {
+  auto conn = Connect();
+  auto r = conn->Exec(sql, params);
+  if (r.rows.empty() || r.rows[0].empty() || !r.rows[0][0]) return "";
+  return *r.rows[0][0];
+}
+
+void TestCluster::Exec(const std::string& sql) const { Connect()->ExecScript(sql); }
+
+void TestCluster::StartAgent(const std::map<std::string, std::string>& env) { SandboxStartAgent(info_, env); }
+void TestCluster::StopAgent() { SandboxStopAgent(info_, SIGTERM); }
+void TestCluster::KillAgent() { SandboxStopAgent(info_, SIGKILL); }
+bool TestCluster::AgentRunning() const { return SandboxAgentRunning(info_); }
+
+void TestCluster::StopServer(const std::string& mode) {
+  ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user, info_.agent_config.server_log).Stop(mode);
+}
+
+void TestCluster::StartServer() {
+  ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user, info_.agent_config.server_log).Start();
+}
+
+bool TestCluster::ServerRunning() const {
+  return ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).Running();
+}
+
+void TestCluster::KillPostmaster() {
+  options_.expect_crashes = true;
+  long pid = ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).PostmasterPid();
+  if (pid > 0) kill(static_cast<pid_t>(pid), SIGKILL);
+  WaitUntil([&] { return !ProcessAlive(static_cast<pid_t>(pid)); }, std::chrono::seconds(30));
+}
+
+std::string TestCluster::ServerLog() const { return ReadOrEmpty(info_.agent_config.server_log); }
+std::string TestCluster::AgentLog() const {
+  return ReadOrEmpty(info_.agent_config.log_file) + ReadOrEmpty(JoinPath(info_.dir, "agent.stderr"));
+}
+
+ProcessResult TestCluster::RunAsServiceUser(const std::vector<std::string>& argv,
+                                            const std::map<std::string, std::string>& env) const {
+  ProcessOptions opt;
+  opt.run_as = info_.os_user;
+  opt.env = env;
+  opt.timeout = std::chrono::minutes(10);
+  return RunProcess(argv, opt);
+}
+
+std::string TestCluster::ScratchDir(const std::string& name) const {
+  std::string dir = JoinPath(root_, name);
+  EnsureDir(dir, 0700);
+  ChownTree(dir, info_.os_user);
+  return dir;
+}
+
+std::string TestCluster::WaitForTerminalState(int64_t upgrade_id, std::chrono::seconds timeout) const {
+  std::string state = "timeout";
+  static const std::set<std::string> terminal = {"succeeded",   "validated",       "blocked",  "failed",
+                                                 "rolled_back", "rollback_failed", "cancelled"};
+  WaitUntil(
+      [&] {
+        std::string s = Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                               {std::to_string(upgrade_id)});
+        if (terminal.count(s)) {
+          state = s;
+          return true;
+        }
+        return false;
+      },
+      timeout, std::chrono::milliseconds(200));
+  return state;
+}
+
+bool TestCluster::WaitForState(int64_t upgrade_id, const std::string& state, std::chrono::seconds timeout) const {
+  return WaitUntil(
+      [&] {
+        return Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(upgrade_id)}) ==
+               state;
+      },
+      timeout, std::chrono::milliseconds(100));
+}
+
+std::string TestCluster::Events(int64_t upgrade_id) const {
+  auto conn = Connect();
+  auto r = conn->Exec(
+      "SELECT phase || ' ' || level || ' ' || message || coalesce(' ' || nullif(detail::text, '{}'), '') "
+      "FROM safe_upgrade.events WHERE upgrade_id = $1::bigint ORDER BY id",
+      {std::to_string(upgrade_id)});
+  std::ostringstream out;
+  for (const auto& row : r.rows) out << row[0].value_or("") << "\n";
+  return out.str();
+}
+
+}  // namespace safe_upgrade::testing

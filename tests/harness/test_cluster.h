@@ -1,0 +1,88 @@
+// Test harness: a throwaway PostgreSQL 15 cluster (initdb in a temp dir, free port, own socket
+// dir, WAL archiving through the agent, the extension preloaded and created) with an agent,
+// built on the sandbox. Runs them as the postgres OS user when the tests run as root, always
+// tears down, prints the logs when a test failed, and fails a test whose server log shows a
+// backend "terminated by signal".
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "pg_conn.h"
+#include "process.h"
+#include "sandbox.h"
+
+namespace safe_upgrade::testing {
+
+struct ClusterOptions {
+  std::map<std::string, std::string> settings;   // extra postgresql.conf lines
+  std::map<std::string, std::string> agent_env;  // e.g. {"SAFE_UPGRADE_FAILPOINT", "..."}
+  bool start_agent = true;
+  bool create_extension = true;
+  // Set when a test kills processes on purpose, so "terminated by signal" is expected.
+  bool expect_crashes = false;
+};
+
+class TestCluster {
+ public:
+  explicit TestCluster(ClusterOptions options = {});
+  ~TestCluster();
+  TestCluster(const TestCluster&) = delete;
+  TestCluster& operator=(const TestCluster&) = delete;
+
+  const SandboxInfo& info() const { return info_; }
+  const std::string& root() const { return root_; }
+  std::string ConnInfo(const std::string& dbname = "postgres") const { return info_.ConnInfo(dbname); }
+  std::unique_ptr<PgConn> Connect(const std::string& dbname = "postgres") const;
+  // Runs one statement on a fresh connection and returns the first value ("" for NULL/none).
+  std::string Scalar(const std::string& sql, const std::vector<std::optional<std::string>>& params = {}) const;
+  void Exec(const std::string& sql) const;
+
+  void StartAgent(const std::map<std::string, std::string>& env = {});
+  void StopAgent();  // SIGTERM
+  void KillAgent();  // SIGKILL
+  bool AgentRunning() const;
+  void StopServer(const std::string& mode = "fast");
+  void StartServer();
+  void KillPostmaster();  // SIGKILL, as a crash
+  bool ServerRunning() const;
+
+  std::string ServerLog() const;
+  std::string AgentLog() const;
+  // Runs a command as the service user (postgres when root), e.g. psql.
+  ProcessResult RunAsServiceUser(const std::vector<std::string>& argv,
+                                 const std::map<std::string, std::string>& env = {}) const;
+  // A scratch directory inside the cluster's root that the service user can write.
+  std::string ScratchDir(const std::string& name) const;
+
+  // Polls status until the upgrade reaches a terminal state; returns it (or "timeout").
+  std::string WaitForTerminalState(int64_t upgrade_id, std::chrono::seconds timeout = std::chrono::seconds(300)) const;
+  // Polls until the upgrade's state equals state.
+  bool WaitForState(int64_t upgrade_id, const std::string& state,
+                    std::chrono::seconds timeout = std::chrono::seconds(300)) const;
+  // All events of an upgrade, one per line ("phase level message").
+  std::string Events(int64_t upgrade_id) const;
+  void ExpectCrashes() { options_.expect_crashes = true; }
+
+ private:
+  ClusterOptions options_;
+  std::string root_;
+  SandboxInfo info_;
+};
+
+// Polls pred every interval until it is true or the timeout passes.
+bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+               std::chrono::milliseconds interval = std::chrono::milliseconds(50));
+
+// The directory holding the built binaries (safe-upgrade, safe-upgrade-agent).
+std::string BuildDir();
+// Server's extension/fixture availability: true when pg_available_extensions lists it.
+bool ExtensionAvailable(PgConn& conn, const std::string& name);
+
+}  // namespace safe_upgrade::testing
