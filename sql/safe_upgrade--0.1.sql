@@ -115,7 +115,8 @@ GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO PUBLIC;
 CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
-  OUT worker_pid integer)
+  OUT worker_pid integer, OUT snapshot_free_bytes bigint, OUT disk_reserve_bytes bigint,
+  OUT wal_archive_writable boolean)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;

@@ -80,6 +80,8 @@ std::string JobManager::Start(const std::string& kind, int64_t upgrade_id, JobBo
     } catch (const JobFailure& f) {
       status = JobStatus::kFailed;
       error = f.what();
+      // A failure's detail is also its result, so the worker can tell why (e.g. checks_failed).
+      result = f.detail().is_object() ? f.detail() : nlohmann::json::object();
       ctx.Event(kind, "error", error, f.detail());
     } catch (const std::exception& e) {
       status = JobStatus::kFailed;

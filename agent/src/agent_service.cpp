@@ -3,7 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include "build_info.h"
+#include "fs_util.h"
 #include "jobs.h"
 
 namespace safe_upgrade {
@@ -71,6 +74,9 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_system_identifier(system_identifier_);
     resp->set_data_directory(config_.data_directory);
     resp->set_active_job_id(jobs_.ActiveJobId());
+    resp->set_snapshot_free_bytes(FreeBytes(config_.snapshot_dir));
+    resp->set_disk_reserve_bytes(config_.disk_reserve_mb * 1024 * 1024);
+    resp->set_wal_archive_writable(access(config_.wal_archive_dir.c_str(), W_OK) == 0);
     return grpc::Status::OK;
   });
 }

@@ -135,8 +135,8 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   SpinLockAcquire(&s->mutex);
   memcpy(&copy, s, sizeof copy);
   SpinLockRelease(&s->mutex);
-  Datum values[8];
-  bool nulls[8] = {false, false, false, false, false, false, false, false};
+  Datum values[11];
+  bool nulls[11] = {false, false, false, false, false, false, false, false, true, true, true};
   if (!copy.agent_checked) {
     for (bool& n : nulls) n = true;
     values[0] = BoolGetDatum(false);
@@ -157,6 +157,12 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
     values[5] = CStringGetTextDatum(copy.last_error);
     nulls[5] = copy.last_error[0] == '\0';
     values[6] = TimestampTzGetDatum(copy.checked_at);
+    if (copy.agent_reachable) {
+      values[8] = Int64GetDatum(static_cast<int64>(copy.snapshot_free_bytes));
+      values[9] = Int64GetDatum(static_cast<int64>(copy.disk_reserve_bytes));
+      values[10] = BoolGetDatum(copy.wal_archive_writable);
+      nulls[8] = nulls[9] = nulls[10] = false;
+    }
   }
   values[7] = Int32GetDatum(copy.worker_pid);
   nulls[7] = copy.worker_pid == 0;

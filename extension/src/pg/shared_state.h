@@ -23,6 +23,9 @@ struct SharedState {
   char address[1024];
   char last_error[1024];
   uint64 system_identifier;
+  uint64 snapshot_free_bytes;
+  uint64 disk_reserve_bytes;
+  bool wal_archive_writable;
   TimestampTz checked_at;
 };
 

@@ -81,6 +81,9 @@ void CheckAgent() {
     CopyString(s->agent_version, sizeof s->agent_version, ping.agent_version);
     CopyString(s->data_directory, sizeof s->data_directory, ping.data_directory);
     s->system_identifier = ping.system_identifier;
+    s->snapshot_free_bytes = ping.snapshot_free_bytes;
+    s->disk_reserve_bytes = ping.disk_reserve_bytes;
+    s->wal_archive_writable = ping.wal_archive_writable;
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

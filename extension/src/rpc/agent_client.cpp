@@ -79,6 +79,9 @@ class GrpcAgentClient final : public AgentClient {
       out.data_directory = resp.data_directory();
       out.system_identifier = resp.system_identifier();
       out.active_job_id = resp.active_job_id();
+      out.snapshot_free_bytes = resp.snapshot_free_bytes();
+      out.disk_reserve_bytes = resp.disk_reserve_bytes();
+      out.wal_archive_writable = resp.wal_archive_writable();
     }
     return FromStatus(status);
   }

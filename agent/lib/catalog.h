@@ -1,0 +1,53 @@
+// What the agent reads from (and, after a rollback, writes to) the safe_upgrade catalog of the
+// cluster it serves. Requests carry only an upgrade id; everything else comes from here.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "pg_conn.h"
+
+namespace safe_upgrade {
+
+struct UpgradeRecord {
+  int64_t id = 0;
+  std::string extname, from_version, to_version, state;
+  std::vector<std::string> update_path;  // the hops, e.g. {"1.4", "1.5", ..., "1.8"}; may be empty
+  nlohmann::json options = nlohmann::json::object();
+  std::string LockTimeout() const;       // options.lock_timeout, default "2s"
+  int MaxLockRetries() const;            // options.max_lock_retries, default 5
+};
+
+struct HealthCheckRecord {
+  int64_t id = 0;
+  std::string name, check_sql, timeout;  // timeout as interval text, e.g. "00:00:30"
+  std::optional<std::string> extname;
+};
+
+struct RestorePointRecord {
+  std::string name, lsn, wal_segment, backup_stop_lsn, xid;
+  int timeline = 0;
+};
+
+// Throws JobFailure-worthy std::runtime_error when the upgrade does not exist.
+UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id);
+// User health checks for this extension (extname matches or is NULL).
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname);
+std::optional<RestorePointRecord> LoadRestorePoint(PgConn& conn, int64_t upgrade_id);
+
+// Connection to the production database named in the config.
+std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name);
+
+// Snapshot layout: <snapshot_dir>/<snapshot id>/{data/, snapshot.json}.
+std::string SnapshotIdFor(int64_t upgrade_id);  // "snap-<id>"
+std::string SnapshotDir(const AgentConfig& config, const std::string& snapshot_id);
+std::string SnapshotDataDir(const AgentConfig& config, const std::string& snapshot_id);
+std::string SnapshotMetaPath(const AgentConfig& config, const std::string& snapshot_id);
+// Metadata written by the snapshot job; throws when the snapshot is missing or unverified.
+nlohmann::json LoadSnapshotMeta(const AgentConfig& config, const std::string& snapshot_id);
+
+}  // namespace safe_upgrade
