@@ -121,13 +121,14 @@ ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data
 }
 
 void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as,
-            const std::string& superuser) {
+            const std::string& superuser, bool no_sync) {
   ProcessOptions opt;
   opt.run_as = run_as;
   opt.env["LC_ALL"] = "C.UTF-8";
-  RunChecked({bin_dir + "/initdb", "-D", data_dir, "-U", superuser, "--auth=trust", "--encoding=UTF8",
-              "--locale=C.UTF-8", "--no-instructions"},
-             opt);
+  std::vector<std::string> argv = {bin_dir + "/initdb", "-D",         data_dir,           "-U", superuser,
+                                   "--auth=trust",      "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"};
+  if (no_sync) argv.push_back("--no-sync");
+  RunChecked(argv, opt);
 }
 
 std::string ConfQuote(const std::string& value) {

@@ -42,8 +42,9 @@ class ServerControl {
 ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as = "");
 
 // initdb with trust authentication for local connections (sandbox and tests only).
+// no_sync skips initdb's final fsync (throwaway clusters only).
 void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as,
-            const std::string& superuser = "postgres");
+            const std::string& superuser = "postgres", bool no_sync = false);
 
 // Rewrites the block of lines between our markers at the end of postgresql.conf.
 void WriteManagedSettings(const std::string& data_dir, const std::map<std::string, std::string>& settings);

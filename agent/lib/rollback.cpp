@@ -1,6 +1,461 @@
-// Placeholder; replaced by the real rollback job.
+// Rollback job: record the data-loss window, stop the server, move the data directory aside,
+// restore the snapshot, recover to the restore point, verify, clean the recovery settings and
+// write the outcome into the restored catalog. If recovery fails, the original data directory is
+// put back and started. Nothing is ever deleted.
+#include "rollback.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "catalog.h"
+#include "cluster.h"
+#include "fs_util.h"
 #include "jobs.h"
+#include "pg_conn.h"
 
 namespace safe_upgrade {
-nlohmann::json RunRollbackJob(JobContext&) { throw JobFailure("rollback is not implemented yet"); }
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kRestoredMarker = "safe_upgrade_restored_from";
+constexpr const char* kRecoveryBegin = "# --- safe-upgrade rollback recovery settings: begin ---";
+constexpr const char* kRecoveryEnd = "# --- safe-upgrade rollback recovery settings: end ---";
+
+int StepIndex(const std::string& step) {
+  const auto& steps = RollbackSteps();
+  auto it = std::find(steps.begin(), steps.end(), step);
+  return it == steps.end() ? -1 : static_cast<int>(it - steps.begin());
+}
+
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw std::runtime_error("cannot find the agent's own executable");
+  buf[n] = '\0';
+  return buf;
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+class Rollback {
+ public:
+  explicit Rollback(JobContext& ctx)
+      : ctx_(ctx),
+        config_(ctx.config()),
+        id_(ctx.upgrade_id()),
+        server_(config_.bin_dir, config_.data_directory, config_.control, "", config_.server_log) {}
+
+  json Run() {
+    json doc = ctx_.journal().Load(id_);
+    std::string status = doc.value("rollback", "none");
+    if (status == "rolled_back" || status == "rollback_failed")
+      throw JobFailure("upgrade " + std::to_string(id_) + " was already rolled back (" + status + ")",
+                       {{"stage", "precheck"}});
+    step_ = status == "in_progress" ? StepIndex(doc.value("rollback_step", "")) : -1;
+    if (doc.contains("rollback_context")) rc_ = doc["rollback_context"];
+    if (step_ >= 0) ctx_.Info("rolling_back", "resuming the rollback after step " + RollbackSteps()[step_]);
+
+    Do("prechecked", [&] { Precheck(); });
+    try {
+      Do("window_recorded", [&] { RecordWindow(); });
+      Do("stopped", [&] { StopServer(); });
+      Do("moved_aside", [&] { MoveAside(); });
+      Do("restored", [&] { RestoreSnapshot(); });
+      Do("configured", [&] { WriteRecoverySettings(); });
+      Do("promoted", [&] { StartAndWaitForPromotion(); });
+      Do("verified", [&] { VerifyRestored(); });
+      Do("settings_removed", [&] { RemoveRecoverySettings(); });
+      Do("outcome_written", [&] { WriteOutcome("rolled_back", ""); });
+    } catch (const RecoveryFailed& e) {
+      return PutOriginalBack(e.what());
+    }
+    Finish("rolled_back");
+    return json{{"state", "rolled_back"}, {"data_loss_window", rc_["window"]}};
+  }
+
+ private:
+  struct RecoveryFailed : std::runtime_error {
+    using std::runtime_error::runtime_error;
+  };
+
+  template <typename F>
+  void Do(const std::string& step, F body) {
+    int index = StepIndex(step);
+    if (step_ >= index) return;
+    body();
+    Journal(step);
+    step_ = index;
+    ctx_.Failpoint("rollback:after:" + step);
+  }
+
+  void Journal(const std::string& step, const std::string& status = "in_progress") {
+    ctx_.journal().Update(id_, [&](json& doc) {
+      doc["rollback"] = status;
+      doc["rollback_step"] = step;
+      doc["rollback_context"] = rc_;
+    });
+  }
+
+  void Event(const std::string& level, const std::string& message, json detail = json::object()) {
+    ctx_.Event("rolling_back", level, message, detail);
+    rc_["events"].push_back(
+        {{"at", NowIso8601()}, {"phase", "rolling_back"}, {"level", level}, {"message", message}, {"detail", detail}});
+  }
+
+  // Nothing has been touched yet: refuse cleanly when the rollback cannot work.
+  void Precheck() {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    UpgradeRecord u = LoadUpgrade(*conn, id_);
+    auto rp = LoadRestorePoint(*conn, id_);
+    json fail_detail = {{"stage", "precheck"}};
+    if (!rp)
+      throw JobFailure("upgrade " + std::to_string(id_) + " has no restore point; it never reached apply",
+                       fail_detail);
+    std::string snapshot_id = SnapshotIdFor(id_);
+    json meta;
+    try {
+      meta = LoadSnapshotMeta(config_, snapshot_id);
+    } catch (const std::exception& e) {
+      throw JobFailure(std::string("cannot roll back: ") + e.what(), fail_detail);
+    }
+    std::string sysid = conn->Exec("SELECT system_identifier::text FROM pg_control_system()").Scalar();
+    if (meta.value("system_identifier", "") != sysid)
+      throw JobFailure("snapshot " + snapshot_id + " belongs to another cluster (system identifier " +
+                           meta.value("system_identifier", "?") + ", this cluster " + sysid + ")",
+                       fail_detail);
+    uint64_t need = meta.value("size_bytes", uint64_t{0}) + config_.disk_reserve_mb * 1024 * 1024;
+    uint64_t free = FreeBytes(Dirname(config_.data_directory));
+    if (free < need)
+      throw JobFailure("not enough disk to restore the snapshot next to the data directory: need " +
+                           std::to_string(need / (1024 * 1024)) + " MB, " + std::to_string(free / (1024 * 1024)) +
+                           " MB free",
+                       fail_detail);
+    rc_ = json::object();
+    rc_["extname"] = u.extname;
+    rc_["from_version"] = u.from_version;
+    rc_["to_version"] = u.to_version;
+    rc_["snapshot_id"] = snapshot_id;
+    rc_["snapshot_data"] = SnapshotDataDir(config_, snapshot_id);
+    rc_["system_identifier"] = sysid;
+    rc_["restore_point"] = {{"name", rp->name},           {"lsn", rp->lsn},
+                            {"timeline", rp->timeline},   {"xid", rp->xid},
+                            {"wal_segment", rp->wal_segment}, {"backup_stop_lsn", rp->backup_stop_lsn}};
+    rc_["events"] = json::array();
+  }
+
+  void RecordWindow() {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    auto r = conn->Exec(
+        "SELECT pg_current_wal_lsn()::text, pg_snapshot_xmax(pg_current_snapshot())::text, "
+        "pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text, "
+        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text, now()::text, "
+        "(SELECT created_at::text FROM safe_upgrade.restore_points WHERE upgrade_id = $2::bigint)",
+        {rc_["restore_point"]["lsn"].get<std::string>(), std::to_string(id_)});
+    const auto& row = r.rows.at(0);
+    std::string rp_xid = rc_["restore_point"]["xid"].get<std::string>();
+    long long xids = rp_xid.empty() ? -1 : std::stoll(*row[1]) - std::stoll(rp_xid);
+    rc_["timeline_before"] = std::stoi(*row[3]);
+    rc_["window"] = {{"restore_point", rc_["restore_point"]["name"]},
+                     {"restore_point_lsn", rc_["restore_point"]["lsn"]},
+                     {"restore_point_xid", rp_xid},
+                     {"restore_point_created_at", row[5].value_or("")},
+                     {"rollback_started_lsn", *row[0]},
+                     {"rollback_started_xid", *row[1]},
+                     {"rollback_started_at", *row[4]},
+                     {"wal_bytes_discarded", std::stoll(*row[2])},
+                     {"transaction_ids_discarded", xids},
+                     {"loses", "every write committed after the restore point, including the upgrade itself"}};
+    // The events written since the restore point vanish with PITR; keep them to write them back.
+    auto events = conn->Exec(
+        "SELECT id::text, at::text, phase, level, message, detail::text FROM safe_upgrade.events "
+        "WHERE upgrade_id = $1::bigint ORDER BY id",
+        {std::to_string(id_)});
+    json saved = json::array();
+    for (const auto& e : events.rows)
+      saved.push_back({{"id", *e[0]}, {"at", *e[1]}, {"phase", *e[2]}, {"level", *e[3]}, {"message", *e[4]},
+                       {"detail", json::parse(e[5].value_or("{}"))}});
+    rc_["catalog_events"] = saved;
+    auto report = conn->Exec("SELECT report::text FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                             {std::to_string(id_)});
+    rc_["report"] = json::parse(report.rows.at(0)[0].value_or("{}"));
+    Event("info",
+          "data-loss window recorded: " + std::to_string(rc_["window"]["wal_bytes_discarded"].get<long long>()) +
+              " bytes of WAL and about " + std::to_string(xids) +
+              " transaction ids after restore point " + rc_["restore_point"]["name"].get<std::string>() +
+              " will be discarded",
+          rc_["window"]);
+  }
+
+  void StopServer() {
+    if (!server_.Running()) return;
+    Event("info", "stopping the server");
+    try {
+      server_.Stop("fast", std::chrono::seconds(60));
+    } catch (const std::exception& e) {
+      Event("warning", std::string("fast shutdown failed (") + e.what() + "); stopping immediately");
+      server_.Stop("immediate", std::chrono::seconds(60));
+    }
+  }
+
+  std::string AsideDir() const { return FailedDataDirName(config_.data_directory, id_); }
+  std::string RestoringDir() const { return config_.data_directory + ".restoring-" + std::to_string(id_); }
+
+  void MoveAside() {
+    if (server_.Running()) StopServer();  // someone started it again meanwhile
+    if (PathExists(AsideDir())) {
+      if (PathExists(config_.data_directory))
+        throw std::runtime_error("both " + config_.data_directory + " and " + AsideDir() +
+                                 " exist; refusing to guess which is the original");
+      return;  // moved before a crash
+    }
+    DurableRename(config_.data_directory, AsideDir());
+    Event("info", "moved the data directory aside to " + AsideDir() + " (kept, not deleted)",
+          {{"moved_to", AsideDir()}});
+  }
+
+  void RestoreSnapshot() {
+    if (PathExists(config_.data_directory) && PathExists(JoinPath(config_.data_directory, kRestoredMarker)))
+      return;  // restored and renamed before a crash
+    if (PathExists(config_.data_directory))
+      throw std::runtime_error(config_.data_directory + " reappeared while rolling back; refusing to overwrite it");
+    // A partial copy from a crash is our own scratch, not a data directory anyone used.
+    if (PathExists(RestoringDir())) RemoveTree(RestoringDir());
+    Event("info", "restoring snapshot " + rc_["snapshot_id"].get<std::string>());
+    auto started = std::chrono::steady_clock::now();
+    CopyTree(rc_["snapshot_data"].get<std::string>(), RestoringDir());
+    AtomicWriteFile(JoinPath(RestoringDir(), kRestoredMarker), rc_["snapshot_id"].get<std::string>() + "\n");
+    for (const char* f : {"standby.signal", "recovery.signal", "postmaster.pid"})
+      if (PathExists(JoinPath(RestoringDir(), f))) unlink(JoinPath(RestoringDir(), f).c_str());
+    DurableRename(RestoringDir(), config_.data_directory);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    Event("info", "snapshot restored in " + std::to_string(secs).substr(0, 5) + " s");
+  }
+
+  void WriteRecoverySettings() {
+    std::string auto_conf = JoinPath(config_.data_directory, "postgresql.auto.conf");
+    std::string text = PathExists(auto_conf) ? ReadFile(auto_conf) : "";
+    auto begin = text.find(kRecoveryBegin);
+    if (begin != std::string::npos) text.erase(begin);
+    if (!text.empty() && text.back() != '\n') text += "\n";
+    std::string restore_command =
+        ShellQuote(SelfExe()) + " wal-fetch --config " + ShellQuote(config_.source_path) + " %f %p";
+    std::ostringstream s;
+    s << kRecoveryBegin << "\n"
+      << "restore_command = " << ConfQuote(restore_command) << "\n"
+      << "recovery_target_name = " << ConfQuote(rc_["restore_point"]["name"].get<std::string>()) << "\n"
+      << "recovery_target_action = 'promote'\n"
+      << "recovery_target_timeline = '" << rc_["restore_point"]["timeline"].get<int>() << "'\n"
+      << kRecoveryEnd << "\n";
+    text += s.str();
+    AtomicWriteFile(auto_conf, text, 0600);
+    std::string standby = JoinPath(config_.data_directory, "standby.signal");
+    if (PathExists(standby)) unlink(standby.c_str());
+    AtomicWriteFile(JoinPath(config_.data_directory, "recovery.signal"), "", 0600);
+    Event("info", "recovery configured: target restore point " + rc_["restore_point"]["name"].get<std::string>() +
+                      " on timeline " + std::to_string(rc_["restore_point"]["timeline"].get<int>()));
+  }
+
+  std::string LastFatalLine() const {
+    if (config_.server_log.empty()) return "";
+    std::string log;
+    try {
+      log = ReadFile(config_.server_log);
+    } catch (...) {
+      return "";
+    }
+    auto pos = log.rfind("FATAL:");
+    if (pos == std::string::npos) return "";
+    auto end = log.find('\n', pos);
+    return log.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+  }
+
+  void StartAndWaitForPromotion() {
+    if (!server_.Running()) {
+      Event("info", "starting the server to recover to the restore point");
+      try {
+        server_.Start({}, std::chrono::seconds(config_.job_timeout_s));
+      } catch (const std::exception& e) {
+        std::string fatal = LastFatalLine();
+        throw RecoveryFailed("recovery failed: " + (fatal.empty() ? std::string(e.what()) : fatal));
+      }
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(config_.job_timeout_s);
+    while (true) {
+      if (!server_.Running()) {
+        std::string fatal = LastFatalLine();
+        throw RecoveryFailed("recovery failed: " + (fatal.empty() ? std::string("the server exited") : fatal));
+      }
+      try {
+        PgConn conn(config_.ConnInfo("safe-upgrade-agent rollback"), std::chrono::seconds(5));
+        if (conn.Exec("SELECT pg_is_in_recovery()::text").Scalar() == "false") break;
+      } catch (const PgError&) {
+        // still starting or replaying
+      }
+      if (std::chrono::steady_clock::now() > deadline) throw RecoveryFailed("recovery did not finish in time");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    Event("info", "the server reached the restore point and was promoted");
+  }
+
+  void VerifyRestored() {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    auto r = conn->Exec(
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
+        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text, "
+        "(SELECT extversion FROM pg_extension WHERE extname = $1)",
+        {rc_["extname"].get<std::string>()});
+    const auto& row = r.rows.at(0);
+    std::string sysid = row[0].value_or(""), version = row[2].value_or("(not installed)");
+    int timeline = std::stoi(row[1].value_or("0"));
+    json facts = {{"system_identifier", sysid}, {"timeline", timeline}, {"extversion", version}};
+    if (sysid != rc_["system_identifier"].get<std::string>())
+      throw RecoveryFailed("the restored cluster has system identifier " + sysid + ", expected " +
+                           rc_["system_identifier"].get<std::string>());
+    if (timeline <= rc_["timeline_before"].get<int>())
+      throw RecoveryFailed("the restored cluster is on timeline " + std::to_string(timeline) +
+                           ", expected a new timeline after " + std::to_string(rc_["timeline_before"].get<int>()));
+    if (version != rc_["from_version"].get<std::string>())
+      throw RecoveryFailed("after recovery " + rc_["extname"].get<std::string>() + " is at " + version + ", expected " +
+                           rc_["from_version"].get<std::string>());
+    rc_["timeline_after"] = timeline;
+    Event("info", "verified: same system identifier, new timeline " + std::to_string(timeline) + ", " +
+                      rc_["extname"].get<std::string>() + " back at " + version,
+          facts);
+  }
+
+  void RemoveRecoverySettings() {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    // ALTER SYSTEM rewrites postgresql.auto.conf without our lines; a later recovery must not
+    // inherit them.
+    for (const char* name :
+         {"restore_command", "recovery_target_name", "recovery_target_action", "recovery_target_timeline"})
+      conn->Exec(std::string("ALTER SYSTEM RESET ") + name);
+    conn->Exec("SELECT pg_reload_conf()");
+  }
+
+  // Writes state, events, restore point and data-loss window into the catalog of the running
+  // server (the restored one, or the original after a failed recovery).
+  void WriteOutcome(const std::string& state, const std::string& error) {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    conn->ExecScript("BEGIN");
+    try {
+      std::string id = std::to_string(id_);
+      for (const auto& e : rc_.value("catalog_events", json::array()))
+        conn->Exec(
+            "INSERT INTO safe_upgrade.events (id, upgrade_id, at, phase, level, message, detail) "
+            "VALUES ($1::bigint, $2::bigint, $3::timestamptz, $4, $5, $6, $7::jsonb) ON CONFLICT (id) DO NOTHING",
+            {e["id"].get<std::string>(), id, e["at"].get<std::string>(), e["phase"].get<std::string>(),
+             e["level"].get<std::string>(), e["message"].get<std::string>(), e["detail"].dump()});
+      conn->Exec(
+          "SELECT setval('safe_upgrade.events_id_seq', greatest((SELECT max(id) FROM safe_upgrade.events), "
+          "(SELECT last_value FROM safe_upgrade.events_id_seq)))");
+      const auto& rp = rc_["restore_point"];
+      conn->Exec(
+          "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, xid, backup_stop_lsn, "
+          "wal_segment, created_at) VALUES ($1::bigint, $2, $3::pg_lsn, $4::int, nullif($5, '')::xid8, "
+          "nullif($6, '')::pg_lsn, $7, coalesce(nullif($8, '')::timestamptz, now())) ON CONFLICT (upgrade_id) DO NOTHING",
+          {id, rp["name"].get<std::string>(), rp["lsn"].get<std::string>(), std::to_string(rp["timeline"].get<int>()),
+           rp["xid"].get<std::string>(), rp["backup_stop_lsn"].get<std::string>(), rp["wal_segment"].get<std::string>(),
+           rc_["window"].value("restore_point_created_at", "")});
+      for (const auto& e : rc_["events"])
+        conn->Exec(
+            "INSERT INTO safe_upgrade.events (upgrade_id, at, phase, level, message, detail) "
+            "VALUES ($1::bigint, $2::timestamptz, $3, $4, $5, $6::jsonb)",
+            {id, e["at"].get<std::string>(), e["phase"].get<std::string>(), e["level"].get<std::string>(),
+             e["message"].get<std::string>(), e["detail"].dump()});
+      json report = rc_.value("report", json::object());
+      report["rollback"] = {{"state", state},
+                            {"data_loss_window", rc_.value("window", json::object())},
+                            {"timeline_after", rc_.value("timeline_after", 0)},
+                            {"failed_data_directory", AsideDir()}};
+      if (!error.empty()) report["rollback"]["error"] = error;
+      std::string message = state == "rolled_back"
+                                ? "rolled back to restore point " + rp["name"].get<std::string>() + "; " +
+                                      rc_["extname"].get<std::string>() + " is at " +
+                                      rc_["from_version"].get<std::string>() + " again"
+                                : "rollback failed: " + error + "; the original data directory is running again";
+      conn->Exec(
+          "INSERT INTO safe_upgrade.events (upgrade_id, phase, level, message, detail) "
+          "VALUES ($1::bigint, $2, $3, $4, $5::jsonb)",
+          {id, state, state == "rolled_back" ? "info" : "error", message, report["rollback"].dump()});
+      conn->Exec(
+          "UPDATE safe_upgrade.upgrades SET state = $2, report = $3::jsonb, updated_at = now(), agent_job = NULL, "
+          "error = CASE WHEN $4 = '' THEN error ELSE $4 END WHERE id = $1::bigint",
+          {id, state, report.dump(), error});
+      conn->ExecScript("COMMIT");
+    } catch (...) {
+      try {
+        conn->ExecScript("ROLLBACK");
+      } catch (...) {
+      }
+      throw;
+    }
+  }
+
+  void Finish(const std::string& status) {
+    Journal(RollbackSteps().back(), status);
+    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback"] = status; });
+  }
+
+  // Recovery did not reach the restore point: keep the failed restore aside, put the original
+  // data directory back and start it, so the service is up, then record rollback_failed.
+  json PutOriginalBack(const std::string& reason) {
+    Event("error", reason + "; putting the original data directory back");
+    try {
+      if (server_.Running()) server_.Stop("immediate", std::chrono::seconds(60));
+    } catch (const std::exception& e) {
+      Event("warning", std::string("could not stop the failed recovery: ") + e.what());
+    }
+    std::string failed_restore = config_.data_directory + ".rollback-failed-" + std::to_string(id_);
+    if (PathExists(AsideDir())) {
+      if (PathExists(config_.data_directory)) {
+        if (PathExists(failed_restore)) throw std::runtime_error(failed_restore + " already exists");
+        DurableRename(config_.data_directory, failed_restore);
+      }
+      // Our recovery settings were only ever written into the restored copy.
+      DurableRename(AsideDir(), config_.data_directory);
+    }
+    ctx_.Failpoint("rollback:after:original_back");
+    server_.Start({}, std::chrono::seconds(config_.job_timeout_s));
+    Event("info", "the original data directory is running again; the failed restore is kept in " + failed_restore,
+          {{"failed_restore", failed_restore}});
+    WriteOutcome("rollback_failed", reason);
+    Finish("rollback_failed");
+    throw JobFailure(reason, {{"state", "rollback_failed"}, {"stage", "recovery"}});
+  }
+
+  JobContext& ctx_;
+  const AgentConfig& config_;
+  int64_t id_;
+  ServerControl server_;
+  json rc_ = json::object();
+  int step_ = -1;
+};
+
+}  // namespace
+
+const std::vector<std::string>& RollbackSteps() {
+  static const std::vector<std::string> steps = {"prechecked", "window_recorded", "stopped",  "moved_aside",
+                                                 "restored",        "configured", "promoted",
+                                                 "verified",        "settings_removed", "outcome_written",
+                                                 "done"};
+  return steps;
+}
+
+std::string FailedDataDirName(const std::string& data_dir, int64_t upgrade_id) {
+  return data_dir + ".failed-" + std::to_string(upgrade_id);
+}
+
+nlohmann::json RunRollbackJob(JobContext& ctx) { return Rollback(ctx).Run(); }
+
 }  // namespace safe_upgrade

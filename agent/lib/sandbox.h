@@ -20,6 +20,8 @@ struct SandboxOptions {
   std::map<std::string, std::string> extra_settings;  // postgresql.conf lines (values already quoted)
   std::map<std::string, std::string> agent_env;       // e.g. SAFE_UPGRADE_FAILPOINT for tests
   bool start_agent = true;
+  // Let root call the agent on its socket (tests that drive the agent directly run as root).
+  bool allow_root_callers = false;
   bool create_extension = true;
   // Called with short progress lines ("initdb", "server started", ...).
   void (*progress)(const std::string&) = nullptr;

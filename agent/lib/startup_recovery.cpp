@@ -1,6 +1,33 @@
-// Placeholder; replaced by the real startup recovery (orphaned clones, interrupted rollbacks).
+// What the agent does when it starts: clean up what a crash left behind and resume interrupted
+// rollbacks from the journal.
+#include <spdlog/spdlog.h>
+
+#include "clone.h"
 #include "jobs.h"
 
 namespace safe_upgrade {
-void RecoverOnStartup(JobManager&, Journal&, const AgentConfig&) {}
+
+void RecoverOnStartup(JobManager& jobs, Journal& journal, const AgentConfig& config) {
+  // No job survives an agent restart, so every journaled dry-run clone is an orphan.
+  RemoveOrphanedClones(config, journal);
+  for (int64_t id : journal.UpgradeIds()) {
+    nlohmann::json doc;
+    try {
+      doc = journal.Load(id);
+    } catch (const std::exception& e) {
+      spdlog::error("upgrade {}: unreadable journal entry: {}", id, e.what());
+      continue;
+    }
+    if (doc.value("rollback", "none") == "in_progress") {
+      spdlog::warn("upgrade {}: a rollback was interrupted at step \"{}\"; resuming it", id,
+                   doc.value("rollback_step", ""));
+      try {
+        jobs.Start("rollback", id, RunRollbackJob);
+      } catch (const std::exception& e) {
+        spdlog::error("upgrade {}: could not resume the rollback: {}", id, e.what());
+      }
+    }
+  }
+}
+
 }  // namespace safe_upgrade

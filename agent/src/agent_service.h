@@ -2,6 +2,7 @@
 // in one place.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,7 +15,11 @@ namespace safe_upgrade {
 
 class AgentService final : public v1::Agent::CallbackService {
  public:
-  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier);
+  // authorize decides per call whether the caller may use the agent (peer credentials on the
+  // Unix socket; TLS client certificates are checked by gRPC itself).
+  using Authorizer = std::function<grpc::Status(grpc::CallbackServerContext*)>;
+  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier,
+               Authorizer authorize);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* req,
                                  v1::PingResponse* resp) override;
@@ -33,12 +38,15 @@ class AgentService final : public v1::Agent::CallbackService {
                                               v1::UpgradeJournal* resp) override;
 
  private:
+  template <typename F>
+  grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body);
   grpc::ServerUnaryReactor* StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
                                      const v1::UpgradeRef* req, v1::JobRef* resp);
   const AgentConfig& config_;
   JobManager& jobs_;
   Journal& journal_;
   uint64_t system_identifier_;
+  Authorizer authorize_;
 };
 
 }  // namespace safe_upgrade

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "agent_service.h"
+#include "unix_listener.h"
 #include "build_info.h"
 #include "cluster.h"
 #include "config.h"
@@ -79,13 +80,27 @@ int Serve(const std::string& config_path) {
     auto facts = ReadControlData(config.bin_dir, config.data_directory);
     Journal journal(config.JournalDir());
     JobManager jobs(config, journal);
-    AgentService service(config, jobs, journal, facts.system_identifier);
-
     std::string address = config.listen;
+    bool unix_socket = address.rfind("unix:", 0) == 0;
+    std::unique_ptr<UnixListener> listener;
+    AgentService::Authorizer authorize;
+    if (unix_socket) {
+      listener = std::make_unique<UnixListener>(address.substr(5), config.allow_root);
+      authorize = [&listener](grpc::CallbackServerContext* ctx) {
+        PeerInfo peer;
+        if (!listener->Lookup(ctx->peer(), peer))
+          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "caller credentials unknown");
+        if (!peer.allowed)
+          return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                              "uid " + std::to_string(peer.uid) + " may not call this agent");
+        return grpc::Status::OK;
+      };
+    }
+    AgentService service(config, jobs, journal, facts.system_identifier, authorize);
+
     std::shared_ptr<grpc::ServerCredentials> creds;
-    if (address.rfind("unix:", 0) == 0) {
+    if (unix_socket) {
       PrepareUnixSocket(address.substr(5));
-      creds = grpc::InsecureServerCredentials();
     } else if (config.insecure_tcp) {
       spdlog::warn("listening on TCP {} without TLS (insecure_tcp = true, for tests only)", address);
       creds = grpc::InsecureServerCredentials();
@@ -96,7 +111,7 @@ int Serve(const std::string& config_path) {
       creds = grpc::SslServerCredentials(ssl);
     }
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(address, creds);
+    if (!unix_socket) builder.AddListeningPort(address, creds);
     builder.RegisterService(&service);
     builder.SetMaxReceiveMessageSize(64 * 1024);
     auto server = builder.BuildAndStart();
@@ -104,7 +119,7 @@ int Serve(const std::string& config_path) {
       spdlog::error("could not listen on {}", address);
       return 1;
     }
-    if (address.rfind("unix:", 0) == 0) chmod(address.substr(5).c_str(), 0600);
+    if (listener) listener->Start(server.get());
     spdlog::info("safe-upgrade-agent {} serving {} (system identifier {}) on {}", kVersion, config.data_directory,
                  facts.system_identifier, address);
 
@@ -120,7 +135,8 @@ int Serve(const std::string& config_path) {
       break;
     }
     spdlog::info("signal {} received, shutting down", sig);
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (listener) listener->Stop();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
     jobs.Shutdown();
     spdlog::info("agent stopped");
     return 0;

@@ -61,6 +61,7 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   so.agent_env = options_.agent_env;
   so.start_agent = options_.start_agent;
   so.create_extension = options_.create_extension;
+  so.allow_root_callers = options_.allow_root_callers;
   try {
     info_ = SandboxUp(JoinPath(root_, "sb"), so);
   } catch (...) {
@@ -182,6 +183,11 @@ bool TestCluster::WaitForState(int64_t upgrade_id, const std::string& state, std
                state;
       },
       timeout, std::chrono::milliseconds(100));
+}
+
+int64_t TestCluster::BeginUpgrade(const std::string& extname, const std::string& version,
+                                  const std::string& options_json) const {
+  return std::stoll(Scalar("SELECT safe_upgrade.begin($1, $2, $3::jsonb)", {extname, version, options_json}));
 }
 
 std::string TestCluster::Events(int64_t upgrade_id) const {

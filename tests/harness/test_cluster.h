@@ -25,6 +25,8 @@ struct ClusterOptions {
   std::map<std::string, std::string> agent_env;  // e.g. {"SAFE_UPGRADE_FAILPOINT", "..."}
   bool start_agent = true;
   bool create_extension = true;
+  // Tests run as root and call the agent directly; production agents refuse root by default.
+  bool allow_root_callers = true;
   // Set when a test kills processes on purpose, so "terminated by signal" is expected.
   bool expect_crashes = false;
 };
@@ -66,6 +68,9 @@ class TestCluster {
   // Polls until the upgrade's state equals state.
   bool WaitForState(int64_t upgrade_id, const std::string& state,
                     std::chrono::seconds timeout = std::chrono::seconds(300)) const;
+  // safe_upgrade.begin(ext, version, options) on a fresh connection; returns the upgrade id.
+  int64_t BeginUpgrade(const std::string& extname, const std::string& version,
+                       const std::string& options_json = "{}") const;
   // All events of an upgrade, one per line ("phase level message").
   std::string Events(int64_t upgrade_id) const;
   void ExpectCrashes() { options_.expect_crashes = true; }

@@ -188,6 +188,11 @@ void ResolveApply(Upgrade& u, const AgentJournal& journal) {
 }
 
 void OnJobSucceeded(Upgrade& u, const json& result) {
+  if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
+    if (u.state == "dry_running") MergeReport(u, "dry_run", result);
+    Transition(u, "cancelled", std::string("cancelled by request"));
+    return;
+  }
   if (u.state == "snapshotting") {
     SpiExec("UPDATE safe_upgrade.upgrades SET snapshot = $2::jsonb WHERE id = $1::bigint",
             {std::to_string(u.id), result.dump()});
@@ -214,6 +219,10 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
 }
 
 void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
+  if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
+    Transition(u, "cancelled", "cancelled by request (the " + u.state + " step had failed: " + error + ")");
+    return;
+  }
   if (u.state == "snapshotting") {
     Transition(u, "failed", "snapshot failed: " + error);
   } else if (u.state == "dry_running") {
@@ -243,6 +252,18 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
                      std::to_string(u.id) + ") to undo it)");
     }
   } else if (u.state == "rolling_back") {
+    if (result.value("stage", "") == "precheck") {
+      // Nothing was stopped or moved: the rollback was refused before it began.
+      std::string before = u.report.value("state_before_rollback", "");
+      if (!before.empty()) {
+        AddEvent(u.id, "rolling_back", "error", "rollback refused: " + error + "; nothing was changed");
+        MergeReport(u, "rollback_refused", json{{"error", error}});
+        Transition(u, before);
+        return;
+      }
+      Transition(u, "rollback_failed", "rollback could not start: " + error + "; production still runs the upgrade");
+      return;
+    }
     MergeReport(u, "rollback", result);
     Transition(u, "rollback_failed", error);
   }

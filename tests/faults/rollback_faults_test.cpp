@@ -1,0 +1,107 @@
+// Fault injection around rollback and apply: the agent SIGKILLed after each journaled rollback
+// step, the postmaster killed while verifying, and a WAL segment missing at rollback. Each case
+// asserts the final state and that no data was lost.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "fs_util.h"
+#include "rollback.h"
+#include "test_cluster.h"
+
+namespace safe_upgrade::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+void PrepareFixture(const TestCluster& c) {
+  c.Exec(
+      "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
+      "CREATE TABLE marks (batch int, n int);"
+      "CREATE TABLE poison (v int);");
+  c.Scalar(
+      "SELECT safe_upgrade.add_health_check('values_still_valid', "
+      "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
+}
+
+// Begins an upgrade that passes its dry run and then fails verification on production: the
+// poison row is written after the snapshot, while the upgrade waits for approval.
+int64_t BeginDoomedUpgrade(const TestCluster& c) {
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"require_approval": true})");
+  EXPECT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);
+  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 50) g; INSERT INTO poison VALUES (1000);");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(id)});
+  return id;
+}
+
+class AgentKilledDuringRollback : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_with_data_intact) {
+  const std::string step = GetParam();
+  TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:" + step}}});
+  c.ExpectCrashes();
+  PrepareFixture(c);
+  int64_t id = BeginDoomedUpgrade(c);
+  ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
+  EXPECT_NE(c.AgentLog().find("failpoint rollback:after:" + step), std::string::npos) << c.AgentLog();
+  c.StartAgent();  // without the failpoint
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rolled_back") << c.Events(id) << c.AgentLog();
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 1"), "50");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
+  EXPECT_TRUE(PathExists(FailedDataDirName(c.info().data_dir, id)));
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledDuringRollback,
+                         ::testing::Values("prechecked", "window_recorded", "stopped", "moved_aside", "restored",
+                                           "configured", "promoted", "verified", "settings_removed",
+                                           "outcome_written"),
+                         [](const auto& info) { return info.param; });
+
+TEST(PostmasterKilled, killed_while_verifying_the_upgrade_is_not_applied_twice) {
+  TestCluster c;
+  c.ExpectCrashes();
+  c.Exec("CREATE EXTENSION su_rollback_fixture VERSION '1.0'");
+  // A slow check keeps the upgrade in verifying long enough to kill the postmaster there.
+  c.Scalar("SELECT safe_upgrade.add_health_check('slow', 'SELECT pg_sleep(3) IS NOT NULL', 'su_rollback_fixture')");
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
+  ASSERT_TRUE(c.WaitForState(id, "verifying", 600s)) << c.Events(id);
+  c.KillPostmaster();
+  c.StartServer();
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_rb_applied"), "1") << "the upgrade script ran more than once";
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
+}
+
+TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_original_running) {
+  TestCluster c;
+  c.ExpectCrashes();
+  PrepareFixture(c);
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0",
+                              R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100})");
+  ASSERT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);
+  c.Exec("INSERT INTO poison VALUES (1000)");
+  auto blocker = c.Connect();
+  blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(id)});
+  ASSERT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
+  std::string segment = c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                                 {std::to_string(id)});
+  std::string archived = JoinPath(c.info().agent_config.wal_archive_dir, segment);
+  ASSERT_TRUE(PathExists(archived)) << archived;
+  std::string kept = JoinPath(c.root(), segment + ".removed-by-test");
+  std::filesystem::rename(archived, kept);
+  blocker->ExecScript("COMMIT");
+  blocker.reset();
+
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id);
+  // The original data directory is back and serving the upgraded version; nothing deleted.
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
+  EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
+  EXPECT_TRUE(PathExists(c.info().data_dir + ".rollback-failed-" + std::to_string(id)));
+  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  EXPECT_NE(error.find("recovery"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace safe_upgrade::testing

@@ -1,0 +1,164 @@
+// Phase 3: production apply with automatic point-in-time rollback, in the style of PostgreSQL's
+// src/test/recovery/t/003_recovery_targets.pl: marker rows before and after the restore point,
+// and the exact rows present afterwards.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "fs_util.h"
+#include "test_cluster.h"
+
+namespace safe_upgrade::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// A database with the fixture at 1.0, marker rows, and a user health check that the 2.0 version
+// fails once a "poison" value (>= 1000) exists. The snapshot has no poison row, so the dry run
+// passes; the poison row is written to production afterwards, so verification there fails.
+void PrepareFixture(const TestCluster& c) {
+  c.Exec(
+      "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
+      "CREATE TABLE marks (batch int, n int);"
+      "CREATE TABLE poison (v int);");
+  c.Scalar(
+      "SELECT safe_upgrade.add_health_check('values_still_valid', "
+      "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
+}
+
+void WriteBatch(PgConn& conn, int batch) {
+  conn.Exec("INSERT INTO marks SELECT $1::int, g FROM generate_series(1, 100) g", {std::to_string(batch)});
+}
+
+// Runs the upgrade up to the restore point while a session holds the lock the upgrade script
+// needs, so the test can write rows after the restore point before the apply commits.
+struct HeldApply {
+  std::unique_ptr<PgConn> blocker;
+  int64_t id = 0;
+};
+
+HeldApply StartHeldUpgrade(const TestCluster& c) {
+  HeldApply h;
+  h.id = c.BeginUpgrade("su_rollback_fixture", "2.0",
+                        R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100})");
+  EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", 300s)) << c.Events(h.id);
+  h.blocker = c.Connect();
+  h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
+  return h;
+}
+
+TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_later_ones) {
+  TestCluster c;
+  PrepareFixture(c);
+  auto writer = c.Connect();
+  HeldApply h = StartHeldUpgrade(c);
+  // Written after the snapshot, before the restore point: must survive.
+  WriteBatch(*writer, 1);
+  writer->Exec("INSERT INTO poison VALUES (1000)");
+  std::string timeline_before = c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                        {std::to_string(h.id)}) == "1";
+      },
+      300s))
+      << c.Events(h.id);
+  // Written after the restore point: must be discarded by the rollback.
+  WriteBatch(*writer, 2);
+  ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);
+  WriteBatch(*writer, 3);
+  writer.reset();
+  h.blocker->ExecScript("COMMIT");
+  h.blocker.reset();
+
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+
+  // The old version and its behaviour are back.
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "1");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_rb_applied"), "0");
+  // Exactly the rows written before the restore point.
+  EXPECT_EQ(c.Scalar("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM marks"), "1");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "100");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
+
+  // status() tells the story: apply, rollback and the data-loss window.
+  json status = json::parse(c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(h.id)}));
+  std::string events = c.Events(h.id);
+  EXPECT_NE(events.find("applying"), std::string::npos) << events;
+  EXPECT_NE(events.find("data-loss window recorded"), std::string::npos) << events;
+  EXPECT_NE(events.find("rolled back to restore point"), std::string::npos) << events;
+  auto window = status.dump();
+  EXPECT_NE(window.find("wal_bytes_discarded"), std::string::npos) << window;
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                     {std::to_string(h.id)}),
+            "1");
+
+  // A new timeline that accepts writes.
+  std::string timeline_after = c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+  EXPECT_GT(std::stoul(timeline_after, nullptr, 16), std::stoul(timeline_before, nullptr, 16));
+  EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
+  c.Exec("INSERT INTO marks VALUES (4, 1)");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 4"), "1");
+  // The recovery settings are gone, so a later recovery does not inherit them.
+  EXPECT_EQ(c.Scalar("SELECT setting FROM pg_settings WHERE name = 'recovery_target_name'"), "");
+  // The failed data directory was moved aside, not deleted.
+  EXPECT_TRUE(PathExists(c.info().data_dir + ".failed-" + std::to_string(h.id)));
+}
+
+TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart) {
+  TestCluster c;
+  PrepareFixture(c);
+  std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
+  auto blocker = c.Connect();
+  blocker->ExecScript("SET application_name = 'nightly-report'; BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
+  std::string blocker_pid = std::to_string(blocker->BackendPid());
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "300ms", "max_lock_retries": 2})");
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "failed") << c.Events(id);
+  std::string events = c.Events(id);
+  EXPECT_NE(events.find(blocker_pid), std::string::npos) << events;
+  EXPECT_NE(events.find("LOCK TABLE su_rb_gate"), std::string::npos) << events;
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_rb_applied"), "0");
+  blocker->ExecScript("COMMIT");
+}
+
+TEST(Rollback, manual_rollback_of_a_succeeded_upgrade_restores_the_old_version) {
+  TestCluster c;
+  PrepareFixture(c);
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
+  EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "2");
+  c.Scalar("SELECT safe_upgrade.rollback($1::bigint)", {std::to_string(id)});
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rolled_back") << c.Events(id);
+  EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "1");
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+}
+
+TEST(Rollback, rollback_of_unknown_or_never_applied_upgrade_is_refused_and_nothing_stops) {
+  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
+  std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
+  auto conn = c.Connect();
+  try {
+    conn->Exec("SELECT safe_upgrade.rollback(987654)");
+    FAIL() << "rollback of an unknown id succeeded";
+  } catch (const PgError& e) {
+    EXPECT_EQ(e.sqlstate(), "22023") << e.what();
+  }
+  conn->Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  int64_t id = c.BeginUpgrade("hstore", "1.8");
+  try {
+    conn->Exec("SELECT safe_upgrade.rollback($1::bigint)", {std::to_string(id)});
+    FAIL() << "rollback of a queued upgrade succeeded";
+  } catch (const PgError& e) {
+    EXPECT_EQ(e.sqlstate(), "55000") << e.what();
+    EXPECT_FALSE(e.hint().empty());
+  }
+  EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
+}
+
+}  // namespace
+}  // namespace safe_upgrade::testing
