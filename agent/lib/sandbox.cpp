@@ -95,10 +95,15 @@ SandboxInfo Layout(const std::string& abs_dir, int port) {
   return info;
 }
 
+// Waits until the agent listens where its config file (which a test may have changed) says.
 void WaitForAgentSocket(const SandboxInfo& info, pid_t pid) {
+  AgentConfig on_disk = ParseAgentConfig(ReadFile(info.agent_config_path), info.agent_config_path);
+  bool unix_socket = on_disk.listen.rfind("unix:", 0) == 0;
+  int port = 0;
+  if (!unix_socket) port = std::stoi(on_disk.listen.substr(on_disk.listen.rfind(':') + 1));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (PathExists(info.agent_socket)) return;
+    if (unix_socket ? PathExists(on_disk.listen.substr(5)) : PortOpen(port)) return;
     if (!ProcessAlive(pid)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include "build_info.h"
+#include "catalog.h"
+#include "pg_conn.h"
 #include "fs_util.h"
 #include "jobs.h"
 
@@ -93,6 +95,16 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
   return Handle(ctx, kind.c_str(), [&] {
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
+    // Existence, not just format: a job only ever runs for an upgrade recorded in the catalog.
+    try {
+      auto conn = ConnectProduction(config_, "safe-upgrade-agent");
+      if (conn->Exec("SELECT 1 FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(req->upgrade_id())})
+              .Empty())
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            "upgrade " + std::to_string(req->upgrade_id()) + " does not exist");
+    } catch (const PgError& e) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cannot read the catalog: " + e.message());
+    }
     resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), BodyFor(kind)));
     return grpc::Status::OK;
   });

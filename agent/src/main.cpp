@@ -22,6 +22,7 @@
 #include "job.h"
 #include "jobs.h"
 #include "journal.h"
+#include "rpc/agent_client.h"
 #include "wal_archive.h"
 
 namespace safe_upgrade {
@@ -174,11 +175,33 @@ int main(int argc, char** argv) {
   std::string fetch_name, fetch_dest;
   fetch->add_option("name", fetch_name, "file name (%f)")->required();
   fetch->add_option("dest", fetch_dest, "destination (%p)")->required();
-  for (auto* sub : {serve, push, fetch})
+  auto* ping = app.add_subcommand("ping", "ask the configured agent whether it is up (exit 0 when it answers)");
+  for (auto* sub : {serve, push, fetch, ping})
     sub->add_option("-c,--config", config_path, "agent configuration file (TOML)");
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
 
+  if (ping->parsed()) {
+    // Only the address matters here; the caller may not be able to see the data directory.
+    AgentConfig config;
+    try {
+      config = ParseAgentConfig(ReadFile(config_path), config_path);
+    } catch (const std::exception& e) {
+      fprintf(stderr, "safe-upgrade-agent: invalid configuration: %s\n", e.what());
+      return 2;
+    }
+    AgentTls tls;
+    if (config.listen.rfind("unix:", 0) != 0) tls = {config.tls_ca_file, config.tls_cert_file, config.tls_key_file};
+    AgentPing pong;
+    auto err = AgentClient::Create(config.listen, 5000, tls)->Ping(pong);
+    if (!err.ok) {
+      fprintf(stderr, "safe-upgrade-agent: %s: %s\n", config.listen.c_str(), err.message.c_str());
+      return 1;
+    }
+    printf("agent %s serving %s (system identifier %llu) on %s\n", pong.agent_version.c_str(),
+           pong.data_directory.c_str(), static_cast<unsigned long long>(pong.system_identifier), config.listen.c_str());
+    return 0;
+  }
   if (push->parsed() || fetch->parsed()) {
     AgentConfig config;
     if (int rc = LoadForCommand(config_path, config)) return rc;

@@ -10,4 +10,7 @@ extern int guc_agent_timeout_ms;
 extern int guc_poll_interval_ms;
 extern int guc_archive_wait_timeout_s;
 extern int guc_agent_unreachable_timeout_s;
+extern char* guc_agent_tls_ca_file;
+extern char* guc_agent_tls_cert_file;
+extern char* guc_agent_tls_key_file;
 }  // namespace safe_upgrade::pg

@@ -40,6 +40,9 @@ int guc_agent_timeout_ms = 5000;
 int guc_poll_interval_ms = 500;
 int guc_archive_wait_timeout_s = 120;
 int guc_agent_unreachable_timeout_s = 120;
+char* guc_agent_tls_ca_file = nullptr;
+char* guc_agent_tls_cert_file = nullptr;
+char* guc_agent_tls_key_file = nullptr;
 
 namespace {
 
@@ -101,6 +104,14 @@ void DefineGucs() {
                           "before it fails.",
                           nullptr, &guc_agent_unreachable_timeout_s, 120, 1, 24 * 3600, PGC_SIGHUP, GUC_UNIT_S,
                           nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("safe_upgrade.agent_tls_ca_file", "CA certificate that signed the agent's TLS certificate.",
+                             "Only for a TCP agent_address; the agent requires a client certificate.",
+                             &guc_agent_tls_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable("safe_upgrade.agent_tls_cert_file", "Client certificate presented to a TCP agent.",
+                             nullptr, &guc_agent_tls_cert_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr,
+                             nullptr);
+  DefineCustomStringVariable("safe_upgrade.agent_tls_key_file", "Private key of the client certificate.", nullptr,
+                             &guc_agent_tls_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
   MarkGUCPrefixReserved("safe_upgrade");
 }
 

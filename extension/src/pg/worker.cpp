@@ -40,16 +40,23 @@ void HandleSigterm(SIGNAL_ARGS) {
 
 std::unique_ptr<AgentClient> client;
 std::string client_address;
+std::string client_key;
 std::string last_logged_problem;
 
 void ResetClient(int, Datum) { client.reset(); }
 
+std::string GucText(const char* value) { return value ? value : ""; }
+
+// (Re)creates the client when the address or TLS files changed on reload.
 void EnsureClient() {
-  std::string address = guc_agent_address ? guc_agent_address : "";
-  if (!client || client_address != address) {
+  AgentTls tls{GucText(guc_agent_tls_ca_file), GucText(guc_agent_tls_cert_file), GucText(guc_agent_tls_key_file)};
+  std::string key = GucText(guc_agent_address) + "|" + tls.ca_file + "|" + tls.cert_file + "|" + tls.key_file + "|" +
+                    std::to_string(guc_agent_timeout_ms);
+  if (!client || client_key != key) {
     client.reset();
-    client = AgentClient::Create(address, guc_agent_timeout_ms);
-    client_address = address;
+    client_address = GucText(guc_agent_address);
+    client_key = key;
+    client = AgentClient::Create(client_address, guc_agent_timeout_ms, tls);
   }
 }
 

@@ -6,6 +6,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
 
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 
@@ -26,6 +29,14 @@ class SignalBlockGuard {
  private:
   sigset_t saved_;
 };
+
+std::string ReadPem(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 AgentCallError FromStatus(const grpc::Status& s) {
   AgentCallError e;
@@ -52,12 +63,23 @@ AgentCallError FromStatus(const grpc::Status& s) {
 
 class GrpcAgentClient final : public AgentClient {
  public:
-  GrpcAgentClient(const std::string& address, int deadline_ms) : address_(address), deadline_ms_(deadline_ms) {
+  GrpcAgentClient(const std::string& address, int deadline_ms, const AgentTls& tls)
+      : address_(address), deadline_ms_(deadline_ms) {
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+    if (tls.Enabled()) {
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = ReadPem(tls.ca_file);
+      ssl.pem_cert_chain = tls.cert_file.empty() ? "" : ReadPem(tls.cert_file);
+      ssl.pem_private_key = tls.key_file.empty() ? "" : ReadPem(tls.key_file);
+      SignalBlockGuard guard;
+      creds = grpc::SslCredentials(ssl);
+    }
     SignalBlockGuard guard;
+    if (!creds) creds = grpc::InsecureChannelCredentials();
     grpc::ChannelArguments args;
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    channel_ = grpc::CreateCustomChannel(address, creds, args);
     stub_ = v1::Agent::NewStub(channel_);
   }
 
@@ -165,8 +187,8 @@ class GrpcAgentClient final : public AgentClient {
 
 }  // namespace
 
-std::unique_ptr<AgentClient> AgentClient::Create(const std::string& address, int deadline_ms) {
-  return std::make_unique<GrpcAgentClient>(address, deadline_ms);
+std::unique_ptr<AgentClient> AgentClient::Create(const std::string& address, int deadline_ms, const AgentTls& tls) {
+  return std::make_unique<GrpcAgentClient>(address, deadline_ms, tls);
 }
 
 }  // namespace safe_upgrade

@@ -44,12 +44,20 @@ struct AgentJournal {
   std::string apply = "none", rollback = "none", rollback_step, snapshot_id;
 };
 
+// Client certificate for a TCP agent (PEM file paths). Empty: plain channel (Unix socket).
+struct AgentTls {
+  std::string ca_file, cert_file, key_file;
+  bool Enabled() const { return !ca_file.empty(); }
+};
+
 class AgentClient {
  public:
   virtual ~AgentClient() = default;
-  // address: "unix:/path/agent.sock" or "host:port". The channel (and gRPC's threads) is
-  // created with every signal blocked, so gRPC threads never take the server's signals.
-  static std::unique_ptr<AgentClient> Create(const std::string& address, int deadline_ms = 5000);
+  // address: "unix:/path/agent.sock" or "host:port" (TLS with a client certificate). The channel
+  // (and gRPC's threads) is created with every signal blocked, so gRPC threads never take the
+  // server's signals. Throws std::runtime_error when the TLS files cannot be read.
+  static std::unique_ptr<AgentClient> Create(const std::string& address, int deadline_ms = 5000,
+                                             const AgentTls& tls = {});
 
   virtual AgentCallError Ping(AgentPing& out) = 0;
   // kind: snapshot, dryrun, apply, verify, rollback.

@@ -1,0 +1,234 @@
+// Agent hardening: peer credentials on the Unix socket, TLS with client certificates on TCP,
+// and hostile requests (malformed, unknown, oversized ids; concurrent mutating jobs).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "build_info.h"
+#include "cluster.h"
+#include "config.h"
+#include "fs_util.h"
+#include "rpc/agent_client.h"
+#include "safe_upgrade/v1/agent.grpc.pb.h"
+#include "test_cluster.h"
+
+namespace safe_upgrade::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string AgentBin(const TestCluster& c) { return JoinPath(JoinPath(c.info().dir, "bin"), "safe-upgrade-agent"); }
+
+TEST(AgentSecurity, root_is_refused_at_the_socket_unless_allowed) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to call as a user other than the agent's";
+  TestCluster c({.allow_root_callers = false});
+  auto client = AgentClient::Create(c.info().agent_config.listen, 5000);
+  AgentPing ping;
+  auto err = client->Ping(ping);
+  EXPECT_FALSE(err.ok);
+  EXPECT_NE(err.message.find("may not call"), std::string::npos) << err.message;
+  EXPECT_NE(c.AgentLog().find("refusing calls from pid"), std::string::npos) << c.AgentLog();
+}
+
+TEST(AgentSecurity, another_os_user_is_refused_even_when_the_socket_is_reachable) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another OS user";
+  TestCluster c;
+  ProcessOptions as_nobody;
+  as_nobody.run_as = "nobody";
+  // The socket lives in a 0700 directory: another user cannot even connect.
+  auto r = RunProcess({AgentBin(c), "ping", "--config", c.info().agent_config_path}, as_nobody);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  // Open the directory and the socket up: the peer credential check still refuses the call.
+  std::string sock = c.info().agent_socket;
+  chmod(Dirname(sock).c_str(), 0755);
+  chmod(sock.c_str(), 0666);
+  r = RunProcess({AgentBin(c), "ping", "--config", c.info().agent_config_path}, as_nobody);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("may not call"), std::string::npos) << r.err;
+  // The agent's own user is served.
+  ProcessOptions as_agent_user;
+  as_agent_user.run_as = c.info().os_user;
+  r = RunProcess({AgentBin(c), "ping", "--config", c.info().agent_config_path}, as_agent_user);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(c.info().data_dir), std::string::npos) << r.out;
+}
+
+// A throwaway CA, a server certificate for 127.0.0.1, a client certificate, and a rogue CA's
+// client certificate, made with openssl.
+struct Pki {
+  std::string dir;
+  std::string ca, server_cert, server_key, client_cert, client_key, rogue_cert, rogue_key;
+};
+
+Pki MakePki(const TestCluster& c) {
+  Pki p;
+  p.dir = c.ScratchDir("pki");
+  auto f = [&](const std::string& n) { return JoinPath(p.dir, n); };
+  auto run = [](const std::vector<std::string>& argv) { RunChecked(argv); };
+  auto make_ca = [&](const std::string& name) {
+    run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=" + name, "-keyout",
+         f(name + ".key"), "-out", f(name + ".crt")});
+  };
+  auto make_cert = [&](const std::string& name, const std::string& ca, const std::string& cn, bool server) {
+    run({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + cn, "-keyout", f(name + ".key"), "-out",
+         f(name + ".csr")});
+    AtomicWriteFile(f(name + ".ext"), server ? "subjectAltName=IP:127.0.0.1,DNS:localhost\n" : "extendedKeyUsage=clientAuth\n",
+                    0644);
+    run({"openssl", "x509", "-req", "-in", f(name + ".csr"), "-CA", f(ca + ".crt"), "-CAkey", f(ca + ".key"),
+         "-CAcreateserial", "-days", "2", "-extfile", f(name + ".ext"), "-out", f(name + ".crt")});
+  };
+  make_ca("ca");
+  make_ca("rogue-ca");
+  make_cert("server", "ca", "127.0.0.1", true);
+  make_cert("client", "ca", "safe-upgrade-worker", false);
+  make_cert("rogue", "rogue-ca", "intruder", false);
+  ChownTree(p.dir, c.info().os_user);
+  p.ca = f("ca.crt");
+  p.server_cert = f("server.crt");
+  p.server_key = f("server.key");
+  p.client_cert = f("client.crt");
+  p.client_key = f("client.key");
+  p.rogue_cert = f("rogue.crt");
+  p.rogue_key = f("rogue.key");
+  return p;
+}
+
+TEST(AgentSecurity, tcp_requires_a_client_certificate_from_the_configured_ca) {
+  TestCluster c;
+  Pki pki = MakePki(c);
+  int port = FindFreePort();
+  std::string address = "127.0.0.1:" + std::to_string(port);
+  AgentConfig config = c.info().agent_config;
+  config.listen = address;
+  config.tls_ca_file = pki.ca;
+  config.tls_cert_file = pki.server_cert;
+  config.tls_key_file = pki.server_key;
+  c.StopAgent();
+  AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(config), 0644);
+  ChownTree(c.info().agent_config_path, c.info().os_user);
+  c.StartAgent();
+  ASSERT_TRUE(WaitUntil([&] { return PortOpen(port); }, 30s)) << c.AgentLog();
+
+  AgentPing ping;
+  EXPECT_FALSE(AgentClient::Create(address, 3000)->Ping(ping).ok) << "plaintext must be refused";
+  EXPECT_FALSE(AgentClient::Create(address, 3000, {pki.ca, "", ""})->Ping(ping).ok) << "no client certificate";
+  EXPECT_FALSE(AgentClient::Create(address, 3000, {pki.ca, pki.rogue_cert, pki.rogue_key})->Ping(ping).ok)
+      << "a certificate from another CA";
+  auto ok = AgentClient::Create(address, 5000, {pki.ca, pki.client_cert, pki.client_key})->Ping(ping);
+  EXPECT_TRUE(ok.ok) << ok.message;
+
+  // The worker reaches it the same way, configured through GUCs.
+  c.Exec("ALTER SYSTEM SET safe_upgrade.agent_address = '" + address + "'");
+  c.Exec("ALTER SYSTEM SET safe_upgrade.agent_tls_ca_file = '" + pki.ca + "'");
+  c.Exec("ALTER SYSTEM SET safe_upgrade.agent_tls_cert_file = '" + pki.client_cert + "'");
+  c.Exec("ALTER SYSTEM SET safe_upgrade.agent_tls_key_file = '" + pki.client_key + "'");
+  c.Exec("SELECT pg_reload_conf()");
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return c.Scalar("SELECT address FROM safe_upgrade.agent_status()") == address &&
+               c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true";
+      },
+      60s))
+      << c.Scalar("SELECT last_error FROM safe_upgrade.agent_status()");
+}
+
+TEST(AgentSecurity, tcp_without_tls_refuses_to_start) {
+  TestCluster c({.start_agent = false});
+  AgentConfig config = c.info().agent_config;
+  config.listen = "127.0.0.1:" + std::to_string(FindFreePort());
+  std::string path = JoinPath(c.root(), "tcp.toml");
+  AtomicWriteFile(path, RenderAgentConfig(config), 0644);
+  ProcessOptions opt;
+  opt.run_as = c.info().os_user;
+  opt.timeout = 20s;
+  auto r = RunProcess({AgentBin(c), "serve", "--config", path}, opt);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("requires tls.ca_file"), std::string::npos) << r.err;
+}
+
+class HostileRequests : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster_ = std::make_unique<TestCluster>(ClusterOptions{.settings = {{"safe_upgrade.enabled", "off"}}});
+    channel_ = grpc::CreateChannel(cluster_->info().agent_config.listen, grpc::InsecureChannelCredentials());
+    stub_ = v1::Agent::NewStub(channel_);
+  }
+  grpc::Status GetJob(const std::string& job_id, v1::Job* out = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::JobRef req;
+    req.set_job_id(job_id);
+    v1::Job resp;
+    auto s = stub_->GetJob(&ctx, req, &resp);
+    if (out) *out = resp;
+    return s;
+  }
+  grpc::Status StartSnapshot(int64_t id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(id);
+    v1::JobRef resp;
+    return stub_->StartSnapshot(&ctx, req, &resp);
+  }
+  std::unique_ptr<TestCluster> cluster_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+};
+
+TEST_F(HostileRequests, path_traversal_and_malformed_job_ids_are_invalid_arguments) {
+  for (const std::string& id : std::vector<std::string>{"../../etc/passwd", "snapshot-1/../../x", "snapshot-0", "snapshot--5", "rm -rf /",
+                               "snapshot-1; DROP TABLE x", std::string(200, 'a'), std::string("snapshot-1\0x", 12)}) {
+    auto s = GetJob(id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id << ": " << s.error_message();
+  }
+}
+
+TEST_F(HostileRequests, non_utf8_job_ids_are_rejected) {
+  auto s = GetJob(std::string("snapshot-\xff\xfe", 11));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+}
+
+TEST_F(HostileRequests, oversized_messages_are_rejected) {
+  auto s = GetJob(std::string(1 << 20, 'x'));
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+              s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << s.error_code() << " " << s.error_message();
+}
+
+TEST_F(HostileRequests, negative_and_unknown_upgrade_ids_are_refused) {
+  EXPECT_EQ(StartSnapshot(-1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(StartSnapshot(0).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  auto s = StartSnapshot(424242);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_EQ(GetJob("snapshot-424242").error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
+  auto& c = *cluster_;
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext VERSION '1.4';");
+  std::string a = c.Scalar(
+      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('hstore', '1.4', '1.8') "
+      "RETURNING id");
+  std::string b = c.Scalar(
+      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('citext', '1.4', '1.6') "
+      "RETURNING id");
+  // Make the first job long enough to overlap: a database with some data to copy.
+  c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g");
+  ASSERT_TRUE(StartSnapshot(std::stoll(a)).ok());
+  auto second = StartSnapshot(std::stoll(b));
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << second.error_message();
+  EXPECT_NE(second.error_message().find("one job runs at a time"), std::string::npos) << second.error_message();
+  v1::Job job;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        GetJob("snapshot-" + a, &job);
+        return job.state() != v1::JOB_STATE_RUNNING;
+      },
+      300s));
+}
+
+}  // namespace
+}  // namespace safe_upgrade::testing
