@@ -292,7 +292,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
                                                                                         : std::optional<std::string>(e.at));
   SpiExec(
       "UPDATE safe_upgrade.upgrades SET agent_job_cursor = $2::bigint, progress = nullif($3::float8, -1), "
-      "updated_at = CASE WHEN $4 THEN now() ELSE updated_at END WHERE id = $1::bigint",
+      "updated_at = CASE WHEN $4::boolean THEN now() ELSE updated_at END WHERE id = $1::bigint",
       {std::to_string(u.id), std::to_string(job.next_cursor), std::to_string(job.progress),
        job.events.empty() ? "false" : "true"});
   if (job.state == "succeeded") OnJobSucceeded(u, ParseJson(job.result_json));
