@@ -25,7 +25,7 @@ CREATE TABLE @extschema@.upgrades (
                      'applying', 'verifying', 'rolling_back',
                      'succeeded', 'validated', 'blocked', 'failed', 'rolled_back', 'rollback_failed',
                      'cancelled')),
-  options          jsonb NOT NULL DEFAULT '{}',
+  options          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
   created_by       name NOT NULL DEFAULT session_user,
   created_at       timestamptz NOT NULL DEFAULT now(),
   updated_at       timestamptz NOT NULL DEFAULT now(),
@@ -85,10 +85,10 @@ CREATE TABLE @extschema@.dependency_snapshots (
 
 CREATE TABLE @extschema@.health_checks (
   id          bigserial PRIMARY KEY,
-  name        text NOT NULL UNIQUE,
+  name        text NOT NULL UNIQUE CHECK (btrim(name) <> ''),
   extname     name,
-  check_sql   text NOT NULL,
-  timeout     interval NOT NULL DEFAULT '30 seconds',
+  check_sql   text NOT NULL CHECK (btrim(check_sql) <> ''),
+  timeout     interval NOT NULL DEFAULT '30 seconds' CHECK (timeout > interval '0'),
   created_by  name NOT NULL DEFAULT session_user,
   created_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -134,3 +134,989 @@ CREATE FUNCTION @extschema@.restore_point_name(upgrade_id bigint)
 RETURNS text
 AS 'MODULE_PATHNAME', 'safe_upgrade_restore_point_name'
 LANGUAGE C STRICT STABLE;
+
+-- ---------------------------------------------------------------------------------------------
+-- SQL surface (plpgsql). Every function pins search_path and qualifies every name, so objects
+-- that a user creates in another schema can never stand in for ours or the catalog's. No
+-- function builds SQL text from its arguments: values reach queries as plpgsql variables (bind
+-- parameters).
+-- ---------------------------------------------------------------------------------------------
+
+-- The states, in one place.
+CREATE FUNCTION @extschema@._in_flight_states()
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT ARRAY['queued', 'snapshotting', 'dry_running', 'awaiting_approval', 'scheduled',
+               'applying', 'verifying', 'rolling_back']
+$fn$;
+
+CREATE FUNCTION @extschema@._terminal_states()
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT ARRAY['succeeded', 'validated', 'blocked', 'failed', 'rolled_back', 'rollback_failed', 'cancelled']
+$fn$;
+
+-- A user-supplied value as it may appear inside an error message: one short line, control
+-- characters shown as "?".
+CREATE FUNCTION @extschema@._for_message(value text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT regexp_replace(CASE WHEN length($1) > 64 THEN left($1, 64) || '...' ELSE $1 END, '[[:cntrl:]]', '?', 'g')
+$fn$;
+
+-- Objects that belong to some extension: its members, and the parts of its members (a trigger or
+-- an index on an extension's table). Those are the extension's business, not the user's.
+CREATE FUNCTION @extschema@._extension_owned(classid oid, objid oid)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x
+                  WHERE x.classid = $1 AND x.objid = $2 AND x.deptype = 'e')
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend x
+                   JOIN pg_catalog.pg_depend m
+                     ON m.classid = x.refclassid AND m.objid = x.refobjid AND m.deptype = 'e'
+                  WHERE x.classid = $1 AND x.objid = $2 AND x.deptype IN ('a', 'i'))
+$fn$;
+
+-- The dependency snapshot: every user object that depends on a member of the extension, directly
+-- or through other user objects (a foreign table through its server, a view through a view, an
+-- index through a column of the extension's type), one row per dependency edge. A view is
+-- reported as the view, not as its _RETURN rule. The agent calls this same function on the clone
+-- after the upgrade, so "before" and "after" rows compare like with like.
+CREATE FUNCTION @extschema@.dependency_rows(extname name)
+RETURNS TABLE (object_type text, object_schema text, object_identity text,
+               depends_on_type text, depends_on_identity text, deptype "char")
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  WITH RECURSIVE
+  -- The extension's members, and the extension itself (for objects marked
+  -- ALTER ... DEPENDS ON EXTENSION, deptype 'x').
+  members AS (
+    SELECT d.classid, d.objid
+      FROM pg_catalog.pg_extension e
+      JOIN pg_catalog.pg_depend d
+        ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = e.oid
+       AND d.deptype = 'e'
+     WHERE e.extname = $1
+    UNION ALL
+    SELECT 'pg_catalog.pg_extension'::pg_catalog.regclass, e.oid FROM pg_catalog.pg_extension e WHERE e.extname = $1
+  ),
+  edges (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype, depth) AS (
+    SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, 1
+      FROM members m
+      JOIN pg_catalog.pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid
+      LEFT JOIN pg_catalog.pg_rewrite r
+        ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+       AND r.rulename = '_RETURN'
+      CROSS JOIN LATERAL (
+        SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
+               CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
+               CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
+      ) AS o (classid, objid, objsubid)
+     WHERE CASE WHEN d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                THEN d.deptype = 'x'  -- not 'n': extensions that require this one are in plan()'s required_by
+                ELSE d.deptype IN ('n', 'a') END
+       AND NOT @extschema@._extension_owned(o.classid, o.objid)
+    UNION
+    SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, p.depth + 1
+      FROM edges p
+      JOIN pg_catalog.pg_depend d
+        ON d.refclassid = p.classid AND d.refobjid = p.objid
+       AND (p.objsubid = 0 OR d.refobjsubid = p.objsubid)
+      LEFT JOIN pg_catalog.pg_rewrite r
+        ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+       AND r.rulename = '_RETURN'
+      CROSS JOIN LATERAL (
+        SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
+               CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
+               CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
+      ) AS o (classid, objid, objsubid)
+     WHERE p.depth < 8
+       AND d.deptype IN ('n', 'a')
+       AND NOT (o.classid = p.classid AND o.objid = p.objid)
+       AND NOT @extschema@._extension_owned(o.classid, o.objid)
+  )
+  SELECT DISTINCT obj.type, obj.schema,
+         coalesce(obj.identity, pg_catalog.pg_describe_object(e.classid, e.objid, e.objsubid)),
+         ref.type,
+         coalesce(ref.identity, pg_catalog.pg_describe_object(e.refclassid, e.refobjid, e.refobjsubid)),
+         e.deptype
+    FROM edges e
+   CROSS JOIN LATERAL pg_catalog.pg_identify_object(e.classid, e.objid, e.objsubid) obj
+   CROSS JOIN LATERAL pg_catalog.pg_identify_object(e.refclassid, e.refobjid, e.refobjsubid) ref
+   ORDER BY 1, 2, 3, 4, 5, 6
+$fn$;
+
+-- Checks that an extension is installed and that target_version is reachable from its installed
+-- version; returns the installed version and the update path (every version on the way, from the
+-- installed one to the target). plan() and begin() raise the same errors through it.
+CREATE FUNCTION @extschema@._resolve_target(
+  extname name, target_version text, OUT installed_version text, OUT update_path text[])
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  v_ext name := $1;
+  v_target text := $2;
+  v_available text;
+  v_path text;
+  v_missing text;
+BEGIN
+  IF v_ext IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'extension name must not be null',
+      HINT = 'Pass the name of an installed extension, for example safe_upgrade.plan(''hstore'', ''1.8'').';
+  END IF;
+  SELECT e.extversion INTO installed_version FROM pg_catalog.pg_extension e WHERE e.extname = v_ext;
+  IF NOT FOUND THEN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = v_ext) THEN
+      RAISE EXCEPTION USING ERRCODE = '42704',
+        MESSAGE = format('extension "%s" is not installed in database "%s"', v_ext, current_database()),
+        HINT = 'safe_upgrade upgrades installed extensions; install this one with CREATE EXTENSION first.';
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '42704',
+      MESSAGE = format('extension "%s" does not exist', @extschema@._for_message(v_ext)),
+      HINT = 'Check the name against SELECT name, installed_version FROM pg_available_extensions.';
+  END IF;
+  IF v_ext = 'safe_upgrade' THEN
+    RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'safe_upgrade cannot upgrade itself',
+      HINT = 'Run ALTER EXTENSION safe_upgrade UPDATE directly while no upgrade is in flight.';
+  END IF;
+  IF v_target IS NULL OR btrim(v_target) = '' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'target version must not be empty',
+      HINT = format('Pass one of the versions listed by '
+                    'SELECT version FROM pg_available_extension_versions WHERE name = %L.', v_ext);
+  END IF;
+  SELECT string_agg(v.version, ', ' ORDER BY v.version) INTO v_available
+    FROM pg_catalog.pg_available_extension_versions v WHERE v.name = v_ext;
+  IF v_target = installed_version THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('extension "%s" is already at version %s', v_ext, installed_version),
+      HINT = format('There is nothing to upgrade. The versions this server has for %s are: %s.', v_ext, v_available);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extension_versions v
+                  WHERE v.name = v_ext AND v.version = v_target) THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('version %s of extension "%s" is not available', @extschema@._for_message(v_target), v_ext),
+      HINT = format('The versions this server has for %s are: %s. '
+                    'Install the new version''s files on the server first.',
+                    v_ext, v_available);
+  END IF;
+  SELECT p.path INTO v_path
+    FROM pg_catalog.pg_extension_update_paths(v_ext) p
+   WHERE p.source = installed_version AND p.target = v_target;
+  IF v_path IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('extension "%s" has no update path from version %s to %s', v_ext, installed_version, v_target),
+      HINT = format('The extension ships no chain of update scripts between these versions '
+                    '(downgrades usually have none); choose a target listed by '
+                    'SELECT target FROM pg_extension_update_paths(%L) WHERE source = %L AND path IS NOT NULL.',
+                    v_ext, installed_version);
+  END IF;
+  -- ALTER EXTENSION ... UPDATE does not install what the new version newly requires.
+  SELECT string_agg(r, ', ' ORDER BY r) INTO v_missing
+    FROM pg_catalog.pg_available_extension_versions v, unnest(v.requires) AS r
+   WHERE v.name = v_ext AND v.version = v_target
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = r);
+  IF v_missing IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '42704',
+      MESSAGE = format('version %s of extension "%s" requires extensions that are not installed: %s',
+                       v_target, v_ext, v_missing),
+      HINT = 'Install the required extensions with CREATE EXTENSION first, then plan the upgrade again.';
+  END IF;
+  -- Versions cannot contain "--" (PostgreSQL forbids it), so the path splits cleanly.
+  update_path := string_to_array(v_path, '--');
+END
+$fn$;
+
+-- Raises 42501 unless the session user may change upgrades. EXECUTE on the mutating functions is
+-- already limited to safe_upgrade_operator; this also covers a grant made by mistake to someone else.
+CREATE FUNCTION @extschema@._require_operator(action text)
+RETURNS void LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = session_user AND r.rolsuper)
+     AND NOT pg_catalog.pg_has_role(session_user, 'safe_upgrade_operator', 'MEMBER') THEN
+    RAISE EXCEPTION USING ERRCODE = '42501',
+      MESSAGE = format('permission denied to %s', $1),
+      HINT = format('Only superusers and members of safe_upgrade_operator may do this; '
+                    'ask an administrator to run GRANT safe_upgrade_operator TO %I.',
+                    session_user);
+  END IF;
+END
+$fn$;
+
+-- begin() options with their defaults filled in and their values checked and normalized:
+-- booleans as JSON booleans, not_before as a timestamp, lock_timeout as "<n>ms" (what both an
+-- interval and the lock_timeout setting accept), max_lock_retries as a JSON number.
+CREATE FUNCTION @extschema@._normalize_options(options jsonb)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  v_in jsonb := coalesce($1, '{}'::jsonb);
+  v_out jsonb := '{}'::jsonb;
+  v_key text;
+  v_value jsonb;
+  v_text text;
+  v_ts timestamptz;
+  v_interval interval;
+  v_ms numeric;
+  v_int numeric;
+  c_keys constant text[] := ARRAY['dry_run_only', 'auto_rollback', 'require_approval', 'not_before',
+                                  'lock_timeout', 'max_lock_retries'];
+  c_valid constant text := 'Valid options are dry_run_only, auto_rollback, require_approval (booleans), '
+                           'not_before (a timestamp), lock_timeout (an interval such as "2s") '
+                           'and max_lock_retries (0 to 100).';
+BEGIN
+  IF jsonb_typeof(v_in) <> 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('options must be a JSON object, not %s',
+                                                              jsonb_typeof(v_in)),
+      HINT = 'Pass options as an object, for example ''{"dry_run_only": true}''.';
+  END IF;
+  FOR v_key IN SELECT k FROM jsonb_object_keys(v_in) AS k ORDER BY k LOOP
+    IF NOT v_key = ANY (c_keys) THEN
+      RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('unknown option "%s"',
+                                                                @extschema@._for_message(v_key)),
+        HINT = c_valid;
+    END IF;
+  END LOOP;
+
+  FOREACH v_key IN ARRAY ARRAY['dry_run_only', 'auto_rollback', 'require_approval'] LOOP
+    v_value := v_in -> v_key;
+    IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+      v_out := v_out || jsonb_build_object(v_key, v_key = 'auto_rollback');
+    ELSIF jsonb_typeof(v_value) = 'boolean' THEN
+      v_out := v_out || jsonb_build_object(v_key, v_value);
+    ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') IN ('true', 'on', 'false', 'off') THEN
+      v_out := v_out || jsonb_build_object(v_key, lower(v_value #>> '{}') IN ('true', 'on'));
+    ELSE
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('option "%s" must be a boolean, not %s', v_key, @extschema@._for_message(v_value::text)),
+        HINT = format('Use true or false, for example ''{"%s": true}''.', v_key);
+    END IF;
+  END LOOP;
+
+  v_value := v_in -> 'not_before';
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+    v_ts := now();
+  ELSE
+    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+    BEGIN
+      v_ts := v_text::timestamptz;
+    EXCEPTION WHEN data_exception THEN
+      v_ts := NULL;
+    END;
+    IF v_ts IS NULL OR NOT isfinite(v_ts) THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('option "not_before" must be a timestamp, not %s', @extschema@._for_message(v_value::text)),
+        HINT = 'Use a finite timestamp with a time zone, for example ''{"not_before": "2030-01-01 02:00:00+00"}''.';
+    END IF;
+  END IF;
+  v_out := v_out || jsonb_build_object('not_before', v_ts);
+
+  v_value := v_in -> 'lock_timeout';
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+    v_interval := interval '2 seconds';
+  ELSE
+    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+    BEGIN
+      v_interval := v_text::interval;
+    EXCEPTION WHEN data_exception THEN
+      v_interval := NULL;
+    END;
+  END IF;
+  v_ms := round(extract(epoch FROM v_interval) * 1000);
+  IF v_ms IS NULL OR v_ms < 1 OR v_ms > 3600000 THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('option "lock_timeout" must be an interval between 1ms and 1 hour, not %s',
+                       @extschema@._for_message(v_value::text)),
+      HINT = 'Use an interval string, for example ''{"lock_timeout": "2s"}''; '
+             'the upgrade gives up waiting for a lock after it and retries.';
+  END IF;
+  v_out := v_out || jsonb_build_object('lock_timeout', v_ms::bigint || 'ms');
+
+  v_value := v_in -> 'max_lock_retries';
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+    v_int := 5;
+  ELSIF jsonb_typeof(v_value) = 'number' THEN
+    v_int := v_value::numeric;
+  ELSIF jsonb_typeof(v_value) = 'string' AND (v_value #>> '{}') ~ '^\s*[0-9]{1,3}\s*$' THEN
+    v_int := (v_value #>> '{}')::numeric;
+  END IF;
+  IF v_int IS NULL OR v_int <> trunc(v_int) OR v_int < 0 OR v_int > 100 THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('option "max_lock_retries" must be an integer between 0 and 100, not %s',
+                       @extschema@._for_message(v_value::text)),
+      HINT = 'Use a whole number, for example ''{"max_lock_retries": 5}''.';
+  END IF;
+  v_out := v_out || jsonb_build_object('max_lock_retries', v_int::integer);
+  RETURN v_out;
+END
+$fn$;
+
+-- The prerequisites of an upgrade: a primary whose scheduler serves this database, and point-in-
+-- time recovery (settings, the agent as the worker last saw it, disk). SECURITY DEFINER so that
+-- plan() shows every user the size of the whole cluster (what a base backup copies), which
+-- pg_database_size() only tells roles that may connect to each database. It takes no arguments
+-- and returns only facts.
+CREATE FUNCTION @extschema@._prerequisites()
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  a record;
+  v_wal_level text := current_setting('wal_level');
+  v_archive_mode text := current_setting('archive_mode');
+  v_archive_command text := current_setting('archive_command');
+  v_archive_library text := current_setting('archive_library');
+  v_db_size bigint := pg_catalog.pg_database_size(current_database());
+  v_cluster_size bigint;
+  v_system_id numeric;
+  v_enough boolean;
+  v_failing boolean;
+  v_in_recovery boolean := pg_catalog.pg_is_in_recovery();
+  v_scheduler_db text := current_setting('safe_upgrade.database', true);
+  v_reasons text[] := '{}';
+  v_hints text[] := '{}';
+BEGIN
+  SELECT sum(pg_catalog.pg_database_size(d.oid))::bigint INTO v_cluster_size FROM pg_catalog.pg_database d;
+  SELECT s.system_identifier INTO v_system_id FROM pg_catalog.pg_control_system() s;
+  SELECT * INTO a FROM @extschema@.agent_status();
+  SELECT coalesce(s.last_failed_time > coalesce(s.last_archived_time, '-infinity'), false) INTO v_failing
+    FROM pg_catalog.pg_stat_archiver s;
+
+  IF v_in_recovery THEN
+    v_reasons := v_reasons || 'this server is a standby (in recovery); extensions are upgraded on the primary'::text;
+    v_hints := v_hints || 'Run safe_upgrade.begin() on the primary.'::text;
+  END IF;
+  IF v_scheduler_db IS DISTINCT FROM current_database() THEN
+    v_reasons := v_reasons || format('the safe_upgrade scheduler runs in database "%s", not in "%s", '
+                                     'so nothing would act on the upgrade',
+                                     v_scheduler_db, current_database());
+    v_hints := v_hints || format('Call safe_upgrade.begin() in database "%s", '
+                                 'or set safe_upgrade.database = ''%s'' and restart the server.',
+                                 v_scheduler_db, current_database());
+  END IF;
+  IF a.worker_pid IS NULL THEN
+    v_reasons := v_reasons || 'the safe_upgrade scheduler (background worker) is not running'::text;
+    v_hints := v_hints || 'Check the server log for why it stopped; '
+                          'the postmaster restarts it within seconds, or restart the server.'::text;
+  END IF;
+  IF v_wal_level NOT IN ('replica', 'logical') THEN
+    v_reasons := v_reasons || format('wal_level is %s; point-in-time recovery needs replica or logical', v_wal_level);
+    v_hints := v_hints || 'Set wal_level = replica and restart the server.'::text;
+  END IF;
+  IF v_archive_mode = 'off' THEN
+    v_reasons := v_reasons || 'archive_mode is off, so no WAL is archived for point-in-time recovery'::text;
+    v_hints := v_hints || 'Set archive_mode = on with an archive_command '
+                          '(the agent''s "safe-upgrade-agent wal-push") and restart the server.'::text;
+  ELSIF coalesce(v_archive_command, '') IN ('', '(disabled)') AND coalesce(v_archive_library, '') = '' THEN
+    v_reasons := v_reasons || 'archive_mode is on but neither archive_command nor archive_library is set'::text;
+    v_hints := v_hints || 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p" '
+                          'and reload the configuration.'::text;
+  END IF;
+  IF NOT coalesce(a.reachable, false) THEN
+    v_reasons := v_reasons || format('the safe-upgrade agent is unreachable: %s',
+                                     coalesce(a.last_error, 'no answer'));
+    v_hints := v_hints || 'Start safe-upgrade-agent (or point safe_upgrade.agent_address at it) '
+                          'and check SELECT * FROM safe_upgrade.agent_status().'::text;
+  ELSE
+    IF a.system_identifier IS DISTINCT FROM v_system_id THEN
+      v_reasons := v_reasons || format('the agent serves another cluster (system identifier %s; this cluster is %s)',
+                                       a.system_identifier, v_system_id);
+      v_hints := v_hints || 'Point safe_upgrade.agent_address at the agent that runs beside this cluster.'::text;
+    END IF;
+    IF NOT coalesce(a.wal_archive_writable, false) THEN
+      v_reasons := v_reasons || 'the agent cannot write to its WAL archive directory'::text;
+      v_hints := v_hints || 'Make the agent''s wal_archive_dir writable by the OS user that runs the agent.'::text;
+    END IF;
+    v_enough := a.snapshot_free_bytes >= v_cluster_size + coalesce(a.disk_reserve_bytes, 0);
+    IF NOT coalesce(v_enough, false) THEN
+      v_reasons := v_reasons || format(
+        'not enough free disk for the snapshot: %s free where the agent keeps snapshots, '
+        '%s needed (%s of data plus a reserve of %s)',
+        pg_catalog.pg_size_pretty(a.snapshot_free_bytes),
+        pg_catalog.pg_size_pretty(v_cluster_size + coalesce(a.disk_reserve_bytes, 0)),
+        pg_catalog.pg_size_pretty(v_cluster_size), pg_catalog.pg_size_pretty(coalesce(a.disk_reserve_bytes, 0)));
+      v_hints := v_hints || 'Free space in the agent''s snapshot_dir, '
+                            'or lower disk_reserve_mb in the agent''s configuration.'::text;
+    END IF;
+  END IF;
+
+  RETURN jsonb_build_object(
+    'wal_level', v_wal_level,
+    'archive_mode', v_archive_mode,
+    'archive_command', v_archive_command,
+    'archive_library', v_archive_library,
+    'archiver_failing', v_failing,
+    'agent_reachable', coalesce(a.reachable, false),
+    'agent_error', a.last_error,
+    'agent_address', a.address,
+    'agent_checked_at', a.checked_at,
+    'wal_archive_writable', a.wal_archive_writable,
+    'snapshot_free_bytes', a.snapshot_free_bytes,
+    'disk_reserve_bytes', a.disk_reserve_bytes,
+    'database_size_bytes', v_db_size,
+    'cluster_size_bytes', v_cluster_size,
+    'enough_disk', v_enough,
+    'scheduler_enabled', coalesce(current_setting('safe_upgrade.enabled', true), 'on') = 'on',
+    'scheduler_database', v_scheduler_db,
+    'scheduler_running', a.worker_pid IS NOT NULL,
+    'in_recovery', v_in_recovery,
+    'reasons', to_jsonb(v_reasons),
+    'hints', to_jsonb(v_hints));
+END
+$fn$;
+
+-- Read-only preflight report: what begin() would do, what it needs, and what a rollback costs.
+CREATE FUNCTION @extschema@.plan(extname name, target_version text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_ext name := $1;
+  v_target text := $2;
+  v_resolved record;
+  v_ext_oid oid;
+  v_requires jsonb;
+  v_required_by jsonb;
+  v_dependents jsonb;
+  v_pitr jsonb;
+  v_in_flight record;
+  v_reasons text[];
+  v_hints text[];
+  v_snapshot_bytes bigint;
+BEGIN
+  SELECT * INTO v_resolved FROM @extschema@._resolve_target(v_ext, v_target);
+  SELECT e.oid INTO v_ext_oid FROM pg_catalog.pg_extension e WHERE e.extname = v_ext;
+
+  SELECT coalesce(jsonb_agg(r ORDER BY r), '[]'::jsonb) INTO v_requires
+    FROM pg_catalog.pg_available_extension_versions v, unnest(v.requires) AS r
+   WHERE v.name = v_ext AND v.version = v_target;
+  SELECT coalesce(jsonb_agg(x.extname::text ORDER BY x.extname), '[]'::jsonb) INTO v_required_by
+    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension x ON x.oid = d.objid
+   WHERE d.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+     AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+     AND d.refobjid = v_ext_oid AND d.deptype = 'n';
+  SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]'::jsonb) INTO v_dependents
+    FROM @extschema@.dependency_rows(v_ext) r;
+
+  v_pitr := @extschema@._prerequisites();
+  SELECT coalesce(array_agg(x), '{}') INTO v_reasons FROM jsonb_array_elements_text(v_pitr -> 'reasons') x;
+  SELECT coalesce(array_agg(x), '{}') INTO v_hints FROM jsonb_array_elements_text(v_pitr -> 'hints') x;
+  SELECT u.id, u.state INTO v_in_flight FROM @extschema@.upgrades u
+   WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+  IF FOUND THEN
+    v_reasons := v_reasons || format('upgrade %s of %s is already in flight (%s)',
+                                     v_in_flight.id, v_ext, v_in_flight.state);
+    v_hints := v_hints || format('Wait for upgrade %s with safe_upgrade.wait(%s), '
+                                 'or cancel it with safe_upgrade.cancel(%s).',
+                                 v_in_flight.id, v_in_flight.id, v_in_flight.id);
+  END IF;
+
+  v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
+  RETURN jsonb_build_object(
+    'extname', v_ext,
+    'installed_version', v_resolved.installed_version,
+    'target_version', v_target,
+    'update_path', to_jsonb(v_resolved.update_path),
+    'requires', v_requires,
+    'required_by', v_required_by,
+    'dependents', v_dependents,
+    'pitr', v_pitr - 'reasons' - 'hints',
+    'rollback', jsonb_build_object(
+      'method', 'point-in-time recovery: restore the snapshot taken before the upgrade, '
+                'then replay the archived WAL up to the restore point created just before the apply',
+      'snapshot_bytes', v_snapshot_bytes,
+      'cost', format('restore snapshot of %s bytes (%s) + WAL replay up to the restore point; '
+                     'the server is down meanwhile and restarts on a new timeline',
+                     v_snapshot_bytes, pg_catalog.pg_size_pretty(v_snapshot_bytes)),
+      'loses', 'every write committed after the restore point, in every database of the cluster, '
+               'including writes made by the upgraded version; '
+               'the data directory it replaces is kept aside, not deleted'),
+    'in_flight_upgrade', CASE WHEN v_in_flight.id IS NULL THEN NULL
+                              ELSE jsonb_build_object('id', v_in_flight.id, 'state', v_in_flight.state) END,
+    'verdict', CASE WHEN cardinality(v_reasons) = 0 THEN 'ok' ELSE 'blocked' END,
+    'reasons', to_jsonb(v_reasons),
+    'hints', to_jsonb(v_hints));
+END
+$fn$;
+
+-- Queues an upgrade for the background worker and returns its id.
+CREATE FUNCTION @extschema@.begin(extname name, target_version text, options jsonb DEFAULT '{}')
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_ext name := $1;
+  v_target text := $2;
+  v_resolved record;
+  v_options jsonb;
+  v_other record;
+  v_pitr jsonb;
+  v_reasons text;
+  v_hints text;
+  v_id bigint;
+  v_constraint text;
+BEGIN
+  PERFORM @extschema@._require_operator('begin an upgrade');
+  SELECT * INTO v_resolved FROM @extschema@._resolve_target(v_ext, v_target);
+  v_options := @extschema@._normalize_options($3);
+
+  SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
+   WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '55006',
+      MESSAGE = format('upgrade %s of extension "%s" is already in flight (%s)', v_other.id, v_ext, v_other.state),
+      HINT = format('Wait for it with SELECT safe_upgrade.wait(%s), or cancel it with SELECT safe_upgrade.cancel(%s), '
+                    'then begin again.',
+                    v_other.id, v_other.id);
+  END IF;
+
+  v_pitr := @extschema@._prerequisites();
+  IF jsonb_array_length(v_pitr -> 'reasons') > 0 THEN
+    SELECT string_agg(x, '; ') INTO v_reasons FROM jsonb_array_elements_text(v_pitr -> 'reasons') x;
+    SELECT string_agg(x, ' ') INTO v_hints FROM jsonb_array_elements_text(v_pitr -> 'hints') x;
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('cannot upgrade extension "%s": the prerequisites of a recoverable upgrade are missing',
+                       v_ext),
+      DETAIL = v_reasons, HINT = v_hints;
+  END IF;
+
+  BEGIN
+    INSERT INTO @extschema@.upgrades (extname, from_version, to_version, update_path, options, not_before)
+    VALUES (v_ext, v_resolved.installed_version, v_target, v_resolved.update_path, v_options,
+            (v_options ->> 'not_before')::timestamptz)
+    RETURNING id INTO v_id;
+  EXCEPTION WHEN unique_violation THEN
+    GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN
+      RAISE;
+    END IF;
+    -- Another session's begin() committed first; this statement's snapshot shows its row.
+    SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
+     WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+    RAISE EXCEPTION USING ERRCODE = '55006',
+      MESSAGE = format('upgrade %s of extension "%s" is already in flight (%s)',
+                       coalesce(v_other.id::text, 'another'), v_ext, coalesce(v_other.state, 'queued')),
+      HINT = 'Another session began an upgrade of this extension at the same moment; '
+             'wait for it with safe_upgrade.wait() or cancel it, then begin again.';
+  END;
+
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
+  VALUES (v_id, 'queued', 'info',
+          format('upgrade of %s from %s to %s queued by %s',
+                 v_ext, v_resolved.installed_version, v_target, session_user),
+          jsonb_build_object('update_path', to_jsonb(v_resolved.update_path), 'options', v_options,
+                             'requested_by', session_user));
+  INSERT INTO @extschema@.dependency_snapshots (upgrade_id, phase, object_type, object_schema, object_identity,
+                                               depends_on_type, depends_on_identity, deptype)
+  SELECT v_id, 'before', r.object_type, r.object_schema, r.object_identity, r.depends_on_type,
+         r.depends_on_identity, r.deptype
+    FROM @extschema@.dependency_rows(v_ext) r
+  ON CONFLICT DO NOTHING;
+
+  IF NOT (v_pitr -> 'scheduler_enabled')::boolean THEN
+    RAISE NOTICE 'safe_upgrade.enabled is off, so upgrade % stays queued until the scheduler is enabled', v_id;
+  END IF;
+  PERFORM @extschema@._wake_worker_at_commit();
+  RETURN v_id;
+END
+$fn$;
+
+-- Loads an upgrade row or raises 22023; FOR UPDATE when the caller is about to change it.
+CREATE FUNCTION @extschema@._upgrade_or_error(upgrade_id bigint, for_update boolean)
+RETURNS @extschema@.upgrades LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+BEGIN
+  IF $1 IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'upgrade id must not be null',
+      HINT = 'Pass the id that safe_upgrade.begin() returned.';
+  END IF;
+  IF $2 THEN
+    SELECT * INTO v_row FROM @extschema@.upgrades u WHERE u.id = $1 FOR UPDATE;
+  ELSE
+    SELECT * INTO v_row FROM @extschema@.upgrades u WHERE u.id = $1;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('upgrade %s does not exist', $1),
+      HINT = 'List the upgrades with SELECT id, extname, state FROM safe_upgrade.upgrades ORDER BY id DESC.';
+  END IF;
+  RETURN v_row;
+END
+$fn$;
+
+-- The whole story of one upgrade: its row, its events, its restore point, the drift of the
+-- objects that depend on the extension (before vs after the upgrade, once the dry run has run).
+CREATE FUNCTION @extschema@.status(upgrade_id bigint)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+  v_events jsonb;
+  v_restore_point jsonb;
+  v_drift jsonb;
+BEGIN
+  v_row := @extschema@._upgrade_or_error($1, false);
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id, 'at', e.at, 'phase', e.phase, 'level', e.level,
+                                               'message', e.message, 'detail', e.detail) ORDER BY e.id), '[]'::jsonb)
+    INTO v_events FROM @extschema@.events e WHERE e.upgrade_id = v_row.id;
+  SELECT to_jsonb(rp) - 'upgrade_id' INTO v_restore_point
+    FROM @extschema@.restore_points rp WHERE rp.upgrade_id = v_row.id;
+
+  -- "after" rows exist only once the dry run has reported them; before that there is no drift
+  -- to show, which is not the same as an empty one.
+  IF v_row.report -> 'dry_run' ? 'dependency_after'
+     OR EXISTS (SELECT 1 FROM @extschema@.dependency_snapshots s
+                 WHERE s.upgrade_id = v_row.id AND s.phase = 'after') THEN
+    WITH b AS (SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, deptype
+                 FROM @extschema@.dependency_snapshots WHERE upgrade_id = v_row.id AND phase = 'before'),
+         a AS (SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, deptype
+                 FROM @extschema@.dependency_snapshots WHERE upgrade_id = v_row.id AND phase = 'after')
+    SELECT jsonb_build_object(
+             'compared', true,
+             'before_count', (SELECT count(*) FROM b),
+             'after_count', (SELECT count(*) FROM a),
+             'added', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.object_type, x.object_identity), '[]'::jsonb)
+                         FROM (SELECT * FROM a EXCEPT SELECT * FROM b) x),
+             'removed', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.object_type, x.object_identity), '[]'::jsonb)
+                           FROM (SELECT * FROM b EXCEPT SELECT * FROM a) x))
+      INTO v_drift;
+  ELSE
+    v_drift := jsonb_build_object(
+      'compared', false,
+      'before_count', (SELECT count(*) FROM @extschema@.dependency_snapshots s
+                        WHERE s.upgrade_id = v_row.id AND s.phase = 'before'),
+      'added', '[]'::jsonb, 'removed', '[]'::jsonb);
+  END IF;
+
+  RETURN to_jsonb(v_row) || jsonb_build_object(
+    'terminal', v_row.state = ANY (@extschema@._terminal_states()),
+    'events', v_events,
+    'restore_point', v_restore_point,
+    'dependency_drift', v_drift);
+END
+$fn$;
+
+-- Waits for an upgrade to reach a terminal state and returns it; on timeout returns the current
+-- state with a WARNING. Runs one statement per poll so that, under READ COMMITTED, each poll sees
+-- what the worker committed meanwhile.
+CREATE FUNCTION @extschema@.wait(upgrade_id bigint, timeout interval DEFAULT '1 hour')
+RETURNS text LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_id bigint := $1;
+  v_timeout interval := $2;
+  v_row @extschema@.upgrades;
+  v_xmin bigint;
+  v_ref bigint;
+  v_diff bigint;
+  v_xact_status text;
+  v_deadline timestamptz;
+  v_state text;
+BEGIN
+  IF v_timeout IS NULL OR v_timeout < interval '0' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'timeout must be a non-negative interval',
+      HINT = 'Pass an interval such as ''10 minutes'', or leave it out to wait up to an hour.';
+  END IF;
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION USING ERRCODE = '25001',
+      MESSAGE = format('wait() cannot follow an upgrade under %s isolation',
+                       upper(current_setting('transaction_isolation'))),
+      HINT = 'Its snapshot would never show the scheduler''s progress; '
+             'call safe_upgrade.wait() in a READ COMMITTED transaction, for example in autocommit mode.';
+  END IF;
+  v_row := @extschema@._upgrade_or_error(v_id, false);
+
+  -- A row whose inserting (or last updating) transaction is still in progress and that we can see
+  -- was written by this very transaction: the worker cannot see it, or would block on its lock,
+  -- until we commit, so waiting could only time out. xmin is 32 bits; widen it next to the
+  -- current xid horizon to ask pg_xact_status().
+  SELECT u.xmin::text::bigint INTO v_xmin FROM @extschema@.upgrades u WHERE u.id = v_id;
+  IF v_xmin >= 3 THEN
+    v_ref := pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint;
+    v_diff := v_xmin - (v_ref & 4294967295);
+    IF v_diff > 2147483647 THEN v_diff := v_diff - 4294967296; END IF;
+    IF v_diff < -2147483648 THEN v_diff := v_diff + 4294967296; END IF;
+    BEGIN
+      v_xact_status := pg_catalog.pg_xact_status((v_ref + v_diff)::text::xid8);
+    EXCEPTION WHEN OTHERS THEN
+      v_xact_status := NULL;  -- too old to tell (its commit log was truncated): not ours
+    END;
+    IF v_xact_status = 'in progress' THEN
+      RAISE EXCEPTION USING ERRCODE = '25001',
+        MESSAGE = format('upgrade %s was created or changed by the current transaction, '
+                         'which the scheduler cannot see yet', v_id),
+        HINT = 'COMMIT after begin(), then call wait() in a new transaction.';
+    END IF;
+  END IF;
+
+  v_deadline := clock_timestamp() + v_timeout;
+  LOOP
+    SELECT u.state INTO v_state FROM @extschema@.upgrades u WHERE u.id = v_id;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('upgrade %s does not exist any more', v_id),
+        HINT = 'A point-in-time recovery may have rewound the catalog; '
+               'check SELECT * FROM safe_upgrade.upgrades ORDER BY id DESC.';
+    END IF;
+    IF v_state = ANY (@extschema@._terminal_states()) THEN
+      RETURN v_state;
+    END IF;
+    IF clock_timestamp() >= v_deadline THEN
+      RAISE WARNING USING MESSAGE = format('upgrade %s is still %s after waiting %s', v_id, v_state, v_timeout),
+        HINT = format('Call safe_upgrade.wait(%s) again, or see its progress with SELECT safe_upgrade.status(%s).',
+                      v_id, v_id);
+      RETURN v_state;
+    END IF;
+    PERFORM pg_catalog.pg_sleep(least(0.2, greatest(0.0, extract(epoch FROM v_deadline - clock_timestamp()))));
+  END LOOP;
+END
+$fn$;
+
+-- Approves an upgrade begun with require_approval, before or while it awaits approval.
+CREATE FUNCTION @extschema@.approve(upgrade_id bigint)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+BEGIN
+  PERFORM @extschema@._require_operator('approve an upgrade');
+  v_row := @extschema@._upgrade_or_error($1, true);
+  IF NOT coalesce((v_row.options ->> 'require_approval')::boolean, false) THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('upgrade %s does not require approval', v_row.id),
+      HINT = 'Only upgrades begun with ''{"require_approval": true}'' wait for approval; '
+             'this one proceeds on its own.';
+  END IF;
+  IF v_row.approved_at IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('upgrade %s was already approved by %s', v_row.id, v_row.approved_by),
+      DETAIL = format('It was approved at %s.', v_row.approved_at),
+      HINT = format('Nothing to do; follow it with SELECT safe_upgrade.wait(%s).', v_row.id);
+  END IF;
+  IF v_row.state NOT IN ('queued', 'snapshotting', 'dry_running', 'awaiting_approval') THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot approve upgrade %s in state %s',
+                                                              v_row.id, v_row.state),
+      HINT = format('An upgrade can be approved while it is queued, snapshotting, dry_running or awaiting_approval; '
+                    'upgrade %s is %s.',
+                    v_row.id, v_row.state);
+  END IF;
+  UPDATE @extschema@.upgrades u SET approved_at = now(), approved_by = session_user, updated_at = now()
+   WHERE u.id = v_row.id;
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
+  VALUES (v_row.id, 'approved', 'info', format('approved by %s', session_user),
+          jsonb_build_object('approved_by', session_user, 'state', v_row.state));
+  PERFORM @extschema@._wake_worker_at_commit();
+  RETURN v_row.state;
+END
+$fn$;
+
+-- Asks the worker to cancel an upgrade that has not touched production.
+CREATE FUNCTION @extschema@.cancel(upgrade_id bigint)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+  v_has_restore_point boolean;
+BEGIN
+  PERFORM @extschema@._require_operator('cancel an upgrade');
+  v_row := @extschema@._upgrade_or_error($1, true);
+  v_has_restore_point := EXISTS (SELECT 1 FROM @extschema@.restore_points rp WHERE rp.upgrade_id = v_row.id);
+  IF v_row.state = ANY (@extschema@._terminal_states()) THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot cancel upgrade %s in state %s',
+                                                              v_row.id, v_row.state),
+      HINT = CASE WHEN v_row.state = 'succeeded'
+                  THEN format('It has already finished; to undo it, use SELECT safe_upgrade.rollback(%s).', v_row.id)
+                  ELSE format('Upgrade %s has already finished (%s); there is nothing to cancel.',
+                              v_row.id, v_row.state) END;
+  END IF;
+  IF v_row.state NOT IN ('queued', 'snapshotting', 'dry_running', 'awaiting_approval', 'scheduled')
+     OR (v_row.state = 'scheduled' AND v_has_restore_point) THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot cancel upgrade %s in state %s',
+                                                              v_row.id, v_row.state),
+      HINT = format('Upgrade %s is %s%s: production may already be changing, so it runs to its end; '
+                    'if it fails it is rolled back (auto_rollback), '
+                    'or use safe_upgrade.rollback(%s) once it has finished.',
+                    v_row.id, v_row.state,
+                    CASE WHEN v_has_restore_point THEN ' and its restore point exists' ELSE '' END, v_row.id);
+  END IF;
+  IF v_row.cancel_requested THEN
+    RETURN v_row.state;  -- asked before; asking again changes nothing
+  END IF;
+  UPDATE @extschema@.upgrades u SET cancel_requested = true, updated_at = now() WHERE u.id = v_row.id;
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
+  VALUES (v_row.id, 'cancel_requested', 'info', format('cancellation requested by %s', session_user),
+          jsonb_build_object('requested_by', session_user, 'state', v_row.state));
+  PERFORM @extschema@._wake_worker_at_commit();
+  RETURN v_row.state;
+END
+$fn$;
+
+-- Rolls back an upgrade that reached production, by point-in-time recovery to its restore point.
+CREATE FUNCTION @extschema@.rollback(upgrade_id bigint)
+RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+  v_rp @extschema@.restore_points;
+  v_later record;
+  v_other record;
+  v_constraint text;
+BEGIN
+  PERFORM @extschema@._require_operator('roll back an upgrade');
+  v_row := @extschema@._upgrade_or_error($1, true);
+  IF v_row.state NOT IN ('succeeded', 'failed') THEN
+    RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot roll back upgrade %s in state %s',
+                                                              v_row.id, v_row.state),
+      HINT = CASE
+        WHEN v_row.state IN ('rolling_back', 'rolled_back') THEN format('Upgrade %s is already %s.',
+                                                                        v_row.id, v_row.state)
+        WHEN v_row.state = ANY (@extschema@._in_flight_states())
+          THEN format('Upgrade %s is %s; to stop it before it reaches production use safe_upgrade.cancel(%s), '
+                      'and a failure after the apply rolls back by itself (auto_rollback).',
+                      v_row.id, v_row.state, v_row.id)
+        ELSE format('Only a succeeded or failed upgrade that reached the apply step can be rolled back; '
+                    'upgrade %s is %s, so production was not changed by it.',
+                    v_row.id, v_row.state) END;
+  END IF;
+  SELECT * INTO v_rp FROM @extschema@.restore_points rp WHERE rp.upgrade_id = v_row.id;
+  IF NOT FOUND OR NOT (v_row.report ? 'apply') THEN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('cannot roll back upgrade %s: it never reached the apply step', v_row.id),
+      HINT = format('Upgrade %s is %s without %s, '
+                    'so production was not changed by it and there is nothing to roll back.',
+                    v_row.id, v_row.state,
+                    CASE WHEN v_rp.upgrade_id IS NULL THEN 'a restore point' ELSE 'an apply' END);
+  END IF;
+  -- A point-in-time recovery rewinds the whole cluster: going back past a later upgrade's restore
+  -- point would silently undo that upgrade as well.
+  SELECT rp.upgrade_id, rp.name INTO v_later FROM @extschema@.restore_points rp
+   WHERE rp.upgrade_id <> v_row.id AND rp.created_at > v_rp.created_at ORDER BY rp.created_at DESC LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('cannot roll back upgrade %s: upgrade %s created a later restore point (%s)',
+                       v_row.id, v_later.upgrade_id, v_later.name),
+      HINT = format('Rolling back to %s would also undo upgrade %s; roll back upgrade %s first.',
+                    v_rp.name, v_later.upgrade_id, v_later.upgrade_id);
+  END IF;
+
+  BEGIN
+    UPDATE @extschema@.upgrades u
+       SET state = 'rolling_back', rollback_requested_at = now(), agent_job = NULL, agent_job_cursor = 0,
+           progress = NULL, updated_at = now(), phase_started_at = now(),
+           report = u.report || jsonb_build_object('state_before_rollback', v_row.state)
+     WHERE u.id = v_row.id;
+  EXCEPTION WHEN unique_violation THEN
+    GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN
+      RAISE;
+    END IF;
+    SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
+     WHERE u.extname = v_row.extname AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+    RAISE EXCEPTION USING ERRCODE = '55006',
+      MESSAGE = format('cannot roll back upgrade %s: upgrade %s of extension "%s" is in flight',
+                       v_row.id, coalesce(v_other.id::text, 'another'), v_row.extname),
+      HINT = 'Wait for the other upgrade to finish (safe_upgrade.wait()) or cancel it, then roll back.';
+  END;
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
+  VALUES (v_row.id, 'rolling_back', 'warning',
+          format('rollback to restore point %s requested by %s; every write committed after it will be lost',
+                 v_rp.name, session_user),
+          jsonb_build_object('requested_by', session_user, 'from', v_row.state, 'to', 'rolling_back',
+                             'restore_point', v_rp.name, 'lsn', v_rp.lsn::text));
+  PERFORM @extschema@._wake_worker_at_commit();
+  RETURN 'rolling_back';
+END
+$fn$;
+
+-- Registers a health check: a query that must return true after an upgrade (on the dry-run clone
+-- and on production). extname NULL means every upgrade.
+CREATE FUNCTION @extschema@.add_health_check(name text, check_sql text, extname name DEFAULT NULL,
+                                             timeout interval DEFAULT '30 seconds')
+RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_name text := $1;
+  v_sql text := $2;
+  v_ext name := $3;
+  v_timeout interval := $4;
+  v_id bigint;
+BEGIN
+  PERFORM @extschema@._require_operator('add a health check');
+  IF v_name IS NULL OR btrim(v_name) = '' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'health check name must not be empty',
+      HINT = 'Give the check a short descriptive name, for example ''orders_view_answers''.';
+  END IF;
+  IF length(v_name) > 200 THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'health check name is too long (over 200 characters)',
+      HINT = 'Give the check a short descriptive name.';
+  END IF;
+  IF v_sql IS NULL OR btrim(v_sql) = '' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'health check SQL must not be empty',
+      HINT = 'Pass a query that returns true when the database is healthy, '
+             'for example ''SELECT count(*) > 0 FROM orders_view''.';
+  END IF;
+  IF v_timeout IS NULL OR v_timeout <= interval '0' OR v_timeout > interval '1 hour' THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'health check timeout must be more than 0 and at most 1 hour',
+      HINT = 'Pass an interval such as ''30 seconds''.';
+  END IF;
+  IF v_ext IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = v_ext)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = v_ext) THEN
+    RAISE EXCEPTION USING ERRCODE = '42704',
+      MESSAGE = format('extension "%s" does not exist', @extschema@._for_message(v_ext)),
+      HINT = 'Check the name against SELECT name FROM pg_available_extensions, '
+             'or pass NULL to run the check for every upgrade.';
+  END IF;
+  BEGIN
+    INSERT INTO @extschema@.health_checks (name, check_sql, extname, timeout)
+    VALUES (v_name, v_sql, v_ext, v_timeout)
+    RETURNING id INTO v_id;
+  EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION USING ERRCODE = '42710',
+      MESSAGE = format('health check "%s" already exists', @extschema@._for_message(v_name)),
+      HINT = format('Choose another name, or have a superuser remove the old check with '
+                    'DELETE FROM safe_upgrade.health_checks WHERE name = %L.',
+                    @extschema@._for_message(v_name));
+  END;
+  RETURN v_id;
+END
+$fn$;
+
+-- Privileges. Reading is public (the catalog tables, plan, status, wait, agent_status); changing
+-- is for superusers and safe_upgrade_operator, and only through these functions, which enforce
+-- the state rules. Nobody but superusers can write the tables directly.
+REVOKE ALL ON FUNCTION @extschema@.begin(name, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.approve(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.cancel(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.rollback(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_health_check(text, text, name, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.begin(name, text, jsonb) TO safe_upgrade_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.approve(bigint) TO safe_upgrade_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.cancel(bigint) TO safe_upgrade_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.rollback(bigint) TO safe_upgrade_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.add_health_check(text, text, name, interval) TO safe_upgrade_operator;
+-- Only the SECURITY DEFINER functions above need it.
+REVOKE ALL ON FUNCTION @extschema@._require_operator(text) FROM PUBLIC;

@@ -103,7 +103,10 @@ TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_
   c.Exec("INSERT INTO marks VALUES (4, 1)");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 4"), "1");
   // The recovery settings are gone, so a later recovery does not inherit them.
-  EXPECT_EQ(c.Scalar("SELECT setting FROM pg_settings WHERE name = 'recovery_target_name'"), "");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM pg_file_settings WHERE name IN ('restore_command', "
+                     "'recovery_target_name', 'recovery_target_action', 'recovery_target_timeline')"),
+            "0");
+  EXPECT_FALSE(PathExists(c.info().data_dir + "/recovery.signal"));
   // The failed data directory was moved aside, not deleted.
   EXPECT_TRUE(PathExists(c.info().data_dir + ".failed-" + std::to_string(h.id)));
 }
