@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "fault_report.h"
 #include "fs_util.h"
 #include "rollback.h"
 #include "test_cluster.h"
@@ -38,6 +39,8 @@ class AgentKilledDuringRollback : public ::testing::TestWithParam<std::string> {
 
 TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_with_data_intact) {
   const std::string step = GetParam();
+  RecordFault("agent SIGKILLed right after the rollback journaled step `" + step + "`, then restarted",
+              "`rolled_back`; old version back; rows before the restore point intact; failed data directory kept");
   TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:" + step}}});
   c.ExpectCrashes();
   PrepareFixture(c);
@@ -59,6 +62,8 @@ INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledDuringRollback,
                          [](const auto& info) { return info.param; });
 
 TEST(PostmasterKilled, killed_while_verifying_the_upgrade_is_not_applied_twice) {
+  RecordFault("postmaster SIGKILLed while the upgrade is `verifying`, then restarted",
+              "`succeeded`; the upgrade script ran exactly once");
   TestCluster c;
   c.ExpectCrashes();
   c.Exec("CREATE EXTENSION su_rollback_fixture VERSION '1.0'");
@@ -74,6 +79,8 @@ TEST(PostmasterKilled, killed_while_verifying_the_upgrade_is_not_applied_twice) 
 }
 
 TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_original_running) {
+  RecordFault("the WAL segment holding the restore point is removed from the archive before the rollback",
+              "`rollback_failed`; the original data directory is running again; the failed restore is kept");
   TestCluster c;
   c.ExpectCrashes();
   PrepareFixture(c);

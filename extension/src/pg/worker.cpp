@@ -152,7 +152,13 @@ void safe_upgrade_worker_main(Datum) {
     } catch (const std::exception& e) {
       LogProblemOnce(e.what());
     }
-    long timeout = busy ? guc_poll_interval_ms : guc_agent_check_interval_ms;
+    // While the agent is unreachable, back off to the check interval instead of polling fast.
+    bool reachable;
+    SpinLockAcquire(&s->mutex);
+    reachable = s->agent_reachable;
+    SpinLockRelease(&s->mutex);
+    if (busy && !reachable) next_check = 0;
+    long timeout = busy && reachable ? guc_poll_interval_ms : guc_agent_check_interval_ms;
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
   }

@@ -1,0 +1,13 @@
+// The fault-injection suite documents itself: each case records the fault it injects and the
+// outcome it asserts, and a listener writes them, with the observed result, as a Markdown table
+// (docs/faults.md is generated this way: SU_FAULT_REPORT=docs/faults.md su_fault_tests).
+#pragma once
+
+#include <string>
+
+namespace safe_upgrade::testing {
+
+// Call once per test: what is injected, and the end state the test asserts.
+void RecordFault(const std::string& fault, const std::string& expected_outcome);
+
+}  // namespace safe_upgrade::testing
