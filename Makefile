@@ -72,7 +72,7 @@ regress-check: deps all check-install
 	tests/regress/run.sh
 
 demo: deps all check-install
-	tests/demo/run.sh
+	BUILD_DIR=$(BUILD_DIR) tests/demo/run.sh
 
 bench: deps all check-install
 	bench/run.sh

@@ -1,6 +1,289 @@
-// Placeholder; replaced by the real apply job.
+// The apply job: ALTER EXTENSION ... UPDATE on production, hop by hop in one transaction, under
+// lock_timeout with bounded retries, recording who blocks it. The journal makes it happen at most
+// once per upgrade: "started" (durable) before BEGIN, then "committed" or "not_committed". A job
+// that finds anything but "none" refuses, and an agent that crashed in between never re-runs it:
+// the worker resolves it from the journal and the catalog.
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "catalog.h"
+#include "fs_util.h"
+#include "health_checks.h"
 #include "jobs.h"
+#include "upgrade_runner.h"
 
 namespace safe_upgrade {
-nlohmann::json RunApplyJob(JobContext&) { throw JobFailure("apply is not implemented yet"); }
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+std::string Shorten(const std::string& s, size_t max = 200) {
+  std::string one_line;
+  for (char c : s) one_line += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+  return one_line.size() <= max ? one_line : one_line.substr(0, max) + "...";
+}
+
+std::string DescribeBlocker(const json& b) {
+  return "pid " + std::to_string(b.value("pid", 0)) + " (user " + b.value("usename", "") + ", application " +
+         (b.value("application_name", "").empty() ? std::string("none") : b.value("application_name", "")) +
+         ", state " + b.value("state", "") + "): " + Shorten(b.value("query", ""));
+}
+
+// Who holds the locks the apply backend waits for, read on a second connection.
+class BlockerWatch {
+ public:
+  BlockerWatch(const AgentConfig& config, JobContext& ctx) : config_(config), ctx_(ctx) {}
+
+  void NewTry(int attempt, int max_tries) {
+    attempt_ = attempt;
+    max_tries_ = max_tries;
+    seen_this_try_.clear();
+  }
+
+  // Called while a hop runs; cheap enough to run every poll interval.
+  void Look(int apply_pid, std::chrono::milliseconds running_for) {
+    if (running_for < std::chrono::milliseconds(50)) return;
+    try {
+      if (!monitor_ || !monitor_->Ok())
+        monitor_ = ConnectProduction(config_, "safe-upgrade-agent apply-monitor");
+      auto r = monitor_->Exec(
+          "SELECT a.pid::text, coalesce(a.usename::text, ''), coalesce(a.application_name, ''), "
+          "coalesce(a.state, ''), coalesce(a.query, ''), "
+          "coalesce(extract(epoch FROM now() - a.xact_start)::bigint::text, '') "
+          "FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids($1::int)) ORDER "
+          "BY a.pid",
+          {std::to_string(apply_pid)});
+      for (const auto& row : r.rows) {
+        int pid = std::stoi(*row[0]);
+        if (!seen_this_try_.insert(pid).second) continue;
+        json b = {{"pid", pid},
+                  {"usename", row[1].value_or("")},
+                  {"application_name", row[2].value_or("")},
+                  {"state", row[3].value_or("")},
+                  {"query", row[4].value_or("")},
+                  {"transaction_age_s", row[5]->empty() ? json(nullptr) : json(std::stoll(*row[5]))},
+                  {"attempt", attempt_}};
+        blockers_[pid] = b;
+        ctx_.Event("applying", "warning",
+                   "try " + std::to_string(attempt_) + " of " + std::to_string(max_tries_) +
+                       ": ALTER EXTENSION waits for a lock held by " + DescribeBlocker(b),
+                   b);
+      }
+    } catch (const std::exception& e) {
+      // Watching is best effort; it must never fail the apply.
+      spdlog::warn("upgrade {}: could not read the blockers of the apply: {}", ctx_.upgrade_id(), e.what());
+      monitor_.reset();
+    }
+  }
+
+  json All() const {
+    json out = json::array();
+    for (const auto& [pid, b] : blockers_) out.push_back(b);
+    return out;
+  }
+  std::string Summary() const {
+    std::string out;
+    for (const auto& [pid, b] : blockers_) out += (out.empty() ? "" : "; ") + DescribeBlocker(b);
+    return out;
+  }
+
+ private:
+  const AgentConfig& config_;
+  JobContext& ctx_;
+  std::unique_ptr<PgConn> monitor_;
+  std::map<int, json> blockers_;
+  std::set<int> seen_this_try_;
+  int attempt_ = 0, max_tries_ = 0;
+};
+
+void JournalApply(JobContext& ctx, const std::string& state, const json& extra = json::object()) {
+  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
+    doc["apply"] = state;
+    doc["apply_" + state + "_at"] = NowIso8601();
+    for (auto it = extra.begin(); it != extra.end(); ++it) doc[it.key()] = it.value();
+  });
+}
+
+// The connection broke while COMMIT was in flight. Once the old backend is gone its transaction
+// has either committed or not, and the installed version says which.
+bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, int old_pid) {
+  auto deadline = Clock::now() + std::chrono::minutes(2);
+  while (true) {
+    try {
+      auto conn = ConnectProduction(ctx.config(), "safe-upgrade-agent apply-resolve");
+      bool gone =
+          conn->Exec("SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1::int)",
+                     {std::to_string(old_pid)})
+              .Scalar() == "t";
+      if (gone) {
+        std::string version = InstalledVersion(*conn, upgrade.extname);
+        ctx.Event("applying", "warning",
+                  "the connection was lost during COMMIT; " + upgrade.extname + " is now at " + version);
+        return version == upgrade.to_version;
+      }
+    } catch (const std::exception& e) {
+      if (Clock::now() > deadline) throw;
+    }
+    if (Clock::now() > deadline)
+      throw std::runtime_error("the connection was lost during COMMIT and its backend " +
+                               std::to_string(old_pid) +
+                               " did not go away within 2 minutes; the outcome is unknown");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+std::chrono::milliseconds Backoff(int attempt) {
+  static std::mt19937 rng(std::random_device{}());
+  long base = std::min(5000L, 250L << std::min(attempt - 1, 5));
+  return std::chrono::milliseconds(base + std::uniform_int_distribution<long>(0, 100)(rng));
+}
+
+}  // namespace
+
+json RunApplyJob(JobContext& ctx) {
+  const AgentConfig& config = ctx.config();
+  const int64_t id = ctx.upgrade_id();
+  const std::string sid = std::to_string(id);
+  auto started = Clock::now();
+
+  std::string already = ctx.journal().Load(id).value("apply", "none");
+  if (already != "none")
+    throw JobFailure("upgrade " + sid + " was already applied once (journal: apply " + already +
+                         "); an upgrade is applied to production at most once, so it is not applied again",
+                     {{"refused", true}, {"journal_apply", already}});
+
+  auto prod = ConnectProduction(config, "safe-upgrade-agent apply");
+  UpgradeRecord upgrade = LoadUpgrade(*prod, id);
+  // Only an upgrade the scheduler moved to applying (after its dry run and restore point) may
+  // touch production.
+  if (upgrade.state != "applying")
+    throw JobFailure("upgrade " + sid + " is " + upgrade.state + ", not applying; production is not touched",
+                     {{"refused", true}, {"state", upgrade.state}});
+  auto restore_point = LoadRestorePoint(*prod, id);
+  if (!restore_point)
+    throw JobFailure("upgrade " + sid + " has no restore point; production is not touched without one",
+                     {{"refused", true}});
+  std::string current = InstalledVersion(*prod, upgrade.extname);
+  if (current != upgrade.from_version)
+    throw JobFailure("extension " + upgrade.extname + " is at version " +
+                         (current.empty() ? "(none)" : current) + " on production, not " +
+                         upgrade.from_version + " as planned; production is not touched",
+                     {{"refused", true}, {"extversion", current}});
+  auto hops = PlanHops(upgrade, current);
+
+  // Claim the one application: check and set in one journal update, durable before BEGIN.
+  std::string seen;
+  ctx.journal().Update(id, [&](json& doc) {
+    seen = doc.value("apply", "none");
+    if (seen != "none") return;
+    doc["apply"] = "started";
+    doc["apply_started_at"] = NowIso8601();
+    doc["apply_job"] = ctx.job_id();
+    doc["apply_backend_pid"] = prod->BackendPid();
+  });
+  if (seen != "none")
+    throw JobFailure(
+        "upgrade " + sid + " was already applied once (journal: apply " + seen + "); it is not applied again",
+        {{"refused", true}, {"journal_apply", seen}});
+
+  const int max_tries = 1 + std::max(0, upgrade.MaxLockRetries());
+  const std::string lock_timeout = upgrade.LockTimeout();
+  std::string statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
+  if (upgrade.options.contains("statement_timeout") && upgrade.options["statement_timeout"].is_string())
+    statement_timeout = upgrade.options["statement_timeout"].get<std::string>();
+
+  BlockerWatch watch(config, ctx);
+  UpgradeOutcome outcome;
+  int attempt = 0;
+  const int apply_pid = prod->BackendPid();
+  ctx.Info("applying",
+           "applying " + upgrade.extname + " " + current + " -> " + upgrade.to_version + " (" +
+               std::to_string(hops.size()) + " hop(s), lock_timeout " + lock_timeout + ", up to " +
+               std::to_string(max_tries) + " tries)",
+           {{"backend_pid", apply_pid}, {"restore_point", restore_point->name}});
+  try {
+    for (attempt = 1; attempt <= max_tries; ++attempt) {
+      watch.NewTry(attempt, max_tries);
+      UpgradeRunOptions opt;
+      opt.lock_timeout = lock_timeout;
+      opt.statement_timeout = statement_timeout;
+      opt.poll_interval = std::chrono::milliseconds(100);
+      opt.while_running = [&](std::chrono::milliseconds running_for) { watch.Look(apply_pid, running_for); };
+      opt.on_hop = [&](const Hop& h) {
+        ctx.Info("applying",
+                 "hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms (not committed yet)",
+                 {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}});
+      };
+      outcome = RunUpgrade(*prod, upgrade.extname, hops, opt);
+      if (outcome.committed || !outcome.LockTimeout() || attempt == max_tries || ctx.Stopping()) break;
+      auto wait = Backoff(attempt);
+      ctx.Event("applying", "warning",
+                "try " + std::to_string(attempt) + " of " + std::to_string(max_tries) +
+                    " could not get its locks within " + lock_timeout + " (" + outcome.FailureMessage() +
+                    "); trying again in " + std::to_string(wait.count()) + " ms");
+      std::this_thread::sleep_for(wait);
+    }
+  } catch (const std::exception& e) {
+    // BEGIN itself failed (the connection is gone): COMMIT was never sent.
+    JournalApply(ctx, "not_committed", {{"apply_error", e.what()}});
+    throw;
+  }
+  attempt = std::min(attempt, max_tries);
+
+  bool committed = outcome.committed;
+  if (!committed && outcome.commit_outcome_unknown) committed = ResolveLostCommit(ctx, upgrade, apply_pid);
+
+  json result = outcome.ToJson();
+  result["attempts"] = attempt;
+  result["max_tries"] = max_tries;
+  result["lock_timeout"] = lock_timeout;
+  result["blockers"] = watch.All();
+  result["from_version"] = current;
+  result["to_version"] = upgrade.to_version;
+  result["restore_point"] = restore_point->name;
+  result["duration_ms"] = MsSince(started);
+
+  if (committed) {
+    ctx.Failpoint("apply:after_commit");
+    JournalApply(ctx, "committed");
+    result["committed"] = true;
+    result.erase("error");
+    ctx.Info("applying",
+             upgrade.extname + " upgraded to " + upgrade.to_version + " on production (try " +
+                 std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
+             {{"lock_profile", outcome.lock_profile}});
+    return result;
+  }
+
+  JournalApply(ctx, "not_committed", {{"apply_error", outcome.FailureMessage()}});
+  std::string now_at;
+  try {
+    now_at = InstalledVersion(*ConnectProduction(config, "safe-upgrade-agent apply"), upgrade.extname);
+  } catch (const std::exception&) {
+    now_at = "unknown";
+  }
+  result["extversion"] = now_at;
+  std::string message;
+  if (outcome.LockTimeout()) {
+    message = "could not get the locks for ALTER EXTENSION " + upgrade.extname +
+              " UPDATE: " + std::to_string(attempt) + " tries with lock_timeout " + lock_timeout + " failed";
+    std::string blockers = watch.Summary();
+    message += blockers.empty() ? " (the blocking sessions ended before they could be recorded)"
+                                : "; blocked by " + blockers;
+  } else {
+    message = outcome.FailureMessage();
+  }
+  message += "; production is unchanged (" + upgrade.extname + " is at " + now_at + ")";
+  throw JobFailure(message, result);
+}
+
 }  // namespace safe_upgrade

@@ -45,12 +45,12 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
 
 std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname) {
   auto r = conn.Exec(
-      "SELECT id::text, name, check_sql, timeout::text, extname FROM safe_upgrade.health_checks "
+      "SELECT id::text, name, check_sql, timeout::text, extname, created_by FROM safe_upgrade.health_checks "
       "WHERE extname IS NULL OR extname = $1 ORDER BY id",
       {extname});
   std::vector<HealthCheckRecord> out;
   for (const auto& row : r.rows)
-    out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4]});
+    out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5].value_or("")});
   return out;
 }
 

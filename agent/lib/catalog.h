@@ -26,6 +26,7 @@ struct HealthCheckRecord {
   int64_t id = 0;
   std::string name, check_sql, timeout;  // timeout as interval text, e.g. "00:00:30"
   std::optional<std::string> extname;
+  std::string created_by;  // the role that added it; the check runs as this role
 };
 
 struct RestorePointRecord {

@@ -84,12 +84,14 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   return c;
 }
 
-void ValidateAgentConfig(const AgentConfig& c) {
+void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missing) {
   auto require = [](const std::string& value, const char* key) {
     if (value.empty()) throw ConfigError(std::string(key) + ": missing (required)");
   };
   require(c.data_directory, "cluster.data_directory");
-  if (!IsDirectory(c.data_directory))
+  if (data_directory_may_be_missing && !PathExists(c.data_directory)) {
+    // A rollback moved it aside and will put a restored one in its place.
+  } else if (!IsDirectory(c.data_directory))
     throw ConfigError("cluster.data_directory: \"" + c.data_directory + "\" does not exist or is not a directory");
   if (!PathExists(JoinPath(c.data_directory, "PG_VERSION")))
     throw ConfigError("cluster.data_directory: \"" + c.data_directory +

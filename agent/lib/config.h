@@ -53,7 +53,8 @@ struct AgentConfig {
 AgentConfig LoadAgentConfig(const std::string& path);
 AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& source_path = "<string>");
 // Validation of paths and values (the data directory must be a PostgreSQL data directory...).
-void ValidateAgentConfig(const AgentConfig& config);
+// data_directory_may_be_missing: only while a journaled rollback has moved it aside.
+void ValidateAgentConfig(const AgentConfig& config, bool data_directory_may_be_missing = false);
 // The TOML text for a config (used by the sandbox and the tests to write one).
 std::string RenderAgentConfig(const AgentConfig& config);
 

@@ -1,6 +1,190 @@
-// Placeholder; replaced by the real dry_run job.
+// The dry-run job: the upgrade and the health checks on an isolated clone of the upgrade's
+// snapshot, then teardown. Production is only read (the upgrade row, its health checks and the
+// dependency rows recorded before); the clone never connects to it and never archives.
+#include <regex>
+
+#include "catalog.h"
+#include "clone.h"
+#include "health_checks.h"
 #include "jobs.h"
+#include "upgrade_runner.h"
 
 namespace safe_upgrade {
-nlohmann::json RunDryRunJob(JobContext&) { throw JobFailure("dry_run is not implemented yet"); }
+namespace {
+
+using nlohmann::json;
+
+int64_t MsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The journal may name the snapshot (the snapshot job writes it); otherwise the default name.
+// Either way it must look like one of ours, since it becomes a path.
+std::string SnapshotIdOf(JobContext& ctx) {
+  auto doc = ctx.journal().Load(ctx.upgrade_id());
+  std::string id = doc.value("snapshot_id", "");
+  static const std::regex valid("^snap-[0-9]{1,18}(-[0-9A-Za-z]{1,32})?$");
+  if (id.empty() || !std::regex_match(id, valid)) id = SnapshotIdFor(ctx.upgrade_id());
+  return id;
+}
+
+// Relations the upgrade locks in AccessExclusiveLock, for the event log: on production these
+// block every reader while the upgrade runs.
+std::vector<std::string> ExclusiveRelations(const json& lock_profile) {
+  std::vector<std::string> out;
+  for (const auto& l : lock_profile)
+    if (l.value("locktype", "") == "relation" && l.value("mode", "") == "AccessExclusiveLock")
+      out.push_back(l.value("object", ""));
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+json RunDryRunJob(JobContext& ctx) {
+  const AgentConfig& config = ctx.config();
+  const int64_t id = ctx.upgrade_id();
+  auto job_started = std::chrono::steady_clock::now();
+  json report = {{"hops", json::array()},
+                 {"lock_profile", json::array()},
+                 {"checks", json::array()},
+                 {"drift", json::object()},
+                 {"dependency_after", json::array()}};
+  auto failure = [&](const std::string& message, const json& extra = json::object()) {
+    json detail = report;
+    for (auto it = extra.begin(); it != extra.end(); ++it) detail[it.key()] = it.value();
+    detail["reason"] = message;
+    detail["duration_ms"] = MsSince(job_started);
+    return JobFailure(message, detail);
+  };
+
+  // What to do, from production's catalog (read only, and closed before the clone exists).
+  UpgradeRecord upgrade;
+  std::vector<HealthCheckRecord> user_checks;
+  json before_recorded;
+  {
+    auto prod = ConnectProduction(config, "safe-upgrade-agent dryrun");
+    upgrade = LoadUpgrade(*prod, id);
+    user_checks = LoadHealthChecks(*prod, upgrade.extname);
+    before_recorded = RecordedDependencyRows(*prod, id, "before");
+  }
+  report["extname"] = upgrade.extname;
+  report["from_version"] = upgrade.from_version;
+  report["to_version"] = upgrade.to_version;
+
+  std::string snapshot_id = SnapshotIdOf(ctx);
+  report["snapshot_id"] = snapshot_id;
+  try {
+    LoadSnapshotMeta(config, snapshot_id);
+  } catch (const std::exception& e) {
+    throw failure(std::string("no usable snapshot for the dry run: ") + e.what());
+  }
+
+  Clone clone(ctx, snapshot_id);
+  try {
+    clone.Create(0.0, 0.6);
+    report["clone"] = {{"port", clone.port()}, {"data_dir", clone.data_dir()}};
+    if (ctx.Stopping())
+      throw failure("the agent is shutting down; the dry run stopped before starting the clone");
+    clone.Start();
+    ctx.Progress(0.65);
+    ctx.Failpoint("dryrun:after_clone_start");
+    report["isolation"] = clone.VerifyIsolation();
+  } catch (const JobFailure& f) {
+    json extra = f.detail().is_object() ? f.detail() : json::object();
+    throw failure(f.what(), extra);
+  }
+  ctx.Info("clone",
+           "clone is isolated: archive_mode off, no standby.signal, no primary_conninfo, "
+           "safe_upgrade.enabled off, no TCP",
+           report["isolation"]);
+
+  try {
+    auto conn = clone.Connect("safe-upgrade-agent dryrun");
+    std::string current = InstalledVersion(*conn, upgrade.extname);
+    if (current.empty())
+      throw failure("extension " + upgrade.extname + " is not installed in snapshot " + snapshot_id);
+    if (current != upgrade.from_version)
+      throw failure("extension " + upgrade.extname + " is at version " + current + " in snapshot " +
+                    snapshot_id + ", but the upgrade starts from " + upgrade.from_version);
+
+    json before_clone = DependencyRows(*conn, upgrade.extname);
+    json before = before_recorded.empty() ? before_clone : before_recorded;
+    std::string before_source = before_recorded.empty() ? "clone" : "production";
+
+    auto hops = PlanHops(upgrade, current);
+    UpgradeRunOptions opt;
+    // Nothing else runs in the clone, so a lock wait can only be a stray autovacuum worker.
+    opt.lock_timeout = "1min";
+    opt.statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
+    opt.on_hop = [&](const Hop& h) {
+      ctx.Info("upgrade", "hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
+               {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}});
+    };
+    ctx.Info("upgrade", "upgrading " + upgrade.extname + " in the clone: " + std::to_string(hops.size()) +
+                            " hop(s) in one transaction");
+    UpgradeOutcome outcome = RunUpgrade(*conn, upgrade.extname, hops, opt);
+    json o = outcome.ToJson();
+    report["hops"] = o["hops"];
+    report["lock_profile"] = o["lock_profile"];
+    if (!outcome.committed)
+      throw failure(outcome.FailureMessage(), {{"failed_hop", o.value("failed_hop", json())}});
+    ctx.Progress(0.8);
+    auto exclusive = ExclusiveRelations(outcome.lock_profile);
+    ctx.Info("upgrade",
+             "upgrade committed in the clone; it held " + std::to_string(outcome.lock_profile.size()) +
+                 " lock(s)" + (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
+             {{"lock_profile", outcome.lock_profile}});
+
+    report["dependency_after"] = DependencyRows(*conn, upgrade.extname);
+    json drift = DependencyDrift(before, report["dependency_after"]);
+    drift["before_source"] = before_source;
+    report["drift"] = drift;
+    if (!drift["removed"].empty() || !drift["changed"].empty())
+      ctx.Event("drift", "warning",
+                "dependencies changed: " + std::to_string(drift["added"].size()) + " added, " +
+                    std::to_string(drift["removed"].size()) + " removed, " +
+                    std::to_string(drift["changed"].size()) + " changed",
+                drift);
+    conn.reset();
+
+    // A new backend, so that C functions run from the new library, as they will on production.
+    auto check_conn = clone.Connect("safe-upgrade-agent dryrun-checks");
+    HealthCheckInput input;
+    input.extname = upgrade.extname;
+    input.target_version = upgrade.to_version;
+    input.user_checks = user_checks;
+    input.dependency_before = before;
+    auto results = RunHealthChecks(*check_conn, input, [&](const CheckResult& c) {
+      ctx.Event("checks", c.ok ? "info" : "error",
+                "check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
+                    (c.message.empty() ? "" : ": " + c.message),
+                c.ToJson());
+    });
+    report["checks"] = ChecksToJson(results);
+    ctx.Progress(0.95);
+    if (const CheckResult* bad = FirstFailure(results))
+      throw failure("health check \"" + bad->name + "\" failed in the clone: " + bad->message);
+  } catch (const JobFailure&) {
+    throw;
+  } catch (const PgError& e) {
+    // The clone itself broke (e.g. a new library crashed its backend): that blocks the upgrade.
+    throw failure("the dry-run clone failed: " + e.Full() + "; its log ends with:\n" + clone.LogTail(1500));
+  } catch (const std::exception& e) {
+    // Keep what the dry run found so far in the report.
+    throw failure(std::string("the dry run failed: ") + e.what());
+  }
+
+  clone.Teardown();
+  report["duration_ms"] = MsSince(job_started);
+  ctx.Info("dryrun", "dry run passed: " + std::to_string(report["hops"].size()) + " hop(s), " +
+                         std::to_string(report["checks"].size()) + " check(s), production untouched");
+  return report;
+}
+
 }  // namespace safe_upgrade

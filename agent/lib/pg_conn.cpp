@@ -2,6 +2,9 @@
 #include "pg_conn.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
+
+#include <cerrno>
 
 namespace safe_upgrade {
 namespace {
@@ -69,6 +72,77 @@ void PgConn::Cancel() {
   char err[256];
   PQcancel(c, err, sizeof err);
   PQfreeCancel(c);
+}
+
+namespace {
+QueryResult ToQueryResult(PGresult* res) {
+  QueryResult out;
+  int ncols = PQnfields(res), nrows = PQntuples(res);
+  for (int c = 0; c < ncols; ++c) out.columns.emplace_back(PQfname(res, c));
+  for (int r = 0; r < nrows; ++r) {
+    Row row;
+    for (int c = 0; c < ncols; ++c)
+      row.push_back(PQgetisnull(res, r, c) ? std::nullopt : std::optional<std::string>(PQgetvalue(res, r, c)));
+    out.rows.push_back(std::move(row));
+  }
+  return out;
+}
+}  // namespace
+
+std::string PgConn::QuoteIdent(const std::string& identifier) const {
+  char* q = PQescapeIdentifier(conn_, identifier.c_str(), identifier.size());
+  if (!q) throw PgError("22000", PQerrorMessage(conn_));
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+std::string PgConn::QuoteLiteral(const std::string& literal) const {
+  char* q = PQescapeLiteral(conn_, literal.c_str(), literal.size());
+  if (!q) throw PgError("22000", PQerrorMessage(conn_));
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+void PgConn::SendQuery(const std::string& sql) {
+  // The extended protocol (even without parameters) accepts exactly one statement.
+  if (!PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0))
+    ThrowFromResult(nullptr, conn_);
+}
+
+std::optional<QueryResult> PgConn::PollResult(std::chrono::milliseconds wait) {
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (true) {
+    if (!PQconsumeInput(conn_)) ThrowFromResult(nullptr, conn_);
+    if (!PQisBusy(conn_)) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    struct pollfd pfd = {PQsocket(conn_), POLLIN, 0};
+    if (pfd.fd < 0) ThrowFromResult(nullptr, conn_);
+    int r = poll(&pfd, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno != EINTR) throw PgError("08006", "poll on the connection failed");
+  }
+  // Drain every result of the statement; the first error wins, as with PQexec.
+  PGresult* error = nullptr;
+  std::optional<QueryResult> out;
+  while (PGresult* res = PQgetResult(conn_)) {
+    auto status = PQresultStatus(res);
+    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+      if (!error) out = ToQueryResult(res);
+      PQclear(res);
+    } else if (!error) {
+      error = res;
+    } else {
+      PQclear(res);
+    }
+  }
+  if (error) ThrowFromResult(error, conn_);
+  if (!out) {
+    if (PQstatus(conn_) != CONNECTION_OK) ThrowFromResult(nullptr, conn_);
+    out = QueryResult{};
+  }
+  return out;
 }
 
 QueryResult PgConn::Exec(const std::string& sql, const std::vector<std::optional<std::string>>& params) {

@@ -54,6 +54,18 @@ class PgConn {
   // Asks the server to cancel the statement running on this connection.
   void Cancel();
 
+  // Identifier / literal quoting by libpq (PQescapeIdentifier / PQescapeLiteral), for the few
+  // statements that cannot take bind parameters (ALTER EXTENSION ... UPDATE TO ...).
+  std::string QuoteIdent(const std::string& identifier) const;
+  std::string QuoteLiteral(const std::string& literal) const;
+
+  // Asynchronous execution, so that a caller can watch something else (e.g. who blocks a lock)
+  // while a statement runs. SendQuery starts one statement; PollResult waits up to `wait` and
+  // returns std::nullopt while it still runs, its result once it finished, or throws PgError.
+  // SendQuery uses the extended protocol, so text holding several statements is refused.
+  void SendQuery(const std::string& sql);
+  std::optional<QueryResult> PollResult(std::chrono::milliseconds wait);
+
  private:
   pg_conn* conn_ = nullptr;
 };

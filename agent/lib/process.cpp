@@ -102,6 +102,12 @@ std::optional<UserIds> LookupUser(const std::string& name) {
 
 std::string ServiceUserForCaller() { return geteuid() == 0 ? "postgres" : ""; }
 
+std::string ShellQuote(const std::string& word) {
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 bool ProcessAlive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, const ProcessOptions& options) {

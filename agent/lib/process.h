@@ -65,4 +65,8 @@ std::optional<UserIds> LookupUser(const std::string& name);
 
 bool ProcessAlive(pid_t pid);
 
+// Single-quotes a word for /bin/sh, for the few commands PostgreSQL itself runs through a shell
+// (archive_command, restore_command).
+std::string ShellQuote(const std::string& word);
+
 }  // namespace safe_upgrade

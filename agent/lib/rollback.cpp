@@ -17,6 +17,7 @@
 #include "fs_util.h"
 #include "jobs.h"
 #include "pg_conn.h"
+#include "process.h"
 
 namespace safe_upgrade {
 namespace {
@@ -39,12 +40,6 @@ std::string SelfExe() {
   if (n <= 0) throw std::runtime_error("cannot find the agent's own executable");
   buf[n] = '\0';
   return buf;
-}
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 class Rollback {

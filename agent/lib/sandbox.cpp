@@ -45,13 +45,6 @@ void Say(const SandboxOptions& o, const std::string& line) {
   if (o.progress) o.progress(line);
 }
 
-// Single-quotes a path for the shell that runs archive_command / restore_command.
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
 void CheckReachableBy(const std::string& dir, const std::string& user) {
   if (user.empty()) return;
   ProcessOptions opt;

@@ -55,10 +55,25 @@ void PrepareUnixSocket(const std::string& path) {
   unlink(path.c_str());
 }
 
+// The journaled rollback that is in progress, if any (its data directory may be moved aside).
+nlohmann::json RollbackInProgress(const AgentConfig& config) {
+  std::string dir = config.JournalDir();
+  if (config.work_dir.empty() || !IsDirectory(dir)) return nullptr;
+  Journal journal(dir);
+  for (int64_t id : journal.UpgradeIds()) {
+    auto doc = journal.Load(id);
+    if (doc.value("rollback", "none") == "in_progress") return doc;
+  }
+  return nullptr;
+}
+
 int Serve(const std::string& config_path) {
   AgentConfig config;
+  nlohmann::json rollback;
   try {
-    config = LoadAgentConfig(config_path);
+    config = ParseAgentConfig(ReadFile(config_path), config_path);
+    rollback = RollbackInProgress(config);
+    ValidateAgentConfig(config, /*data_directory_may_be_missing=*/!rollback.is_null());
   } catch (const std::exception& e) {
     fprintf(stderr, "safe-upgrade-agent: invalid configuration: %s\n", e.what());
     return 2;
@@ -78,7 +93,15 @@ int Serve(const std::string& config_path) {
     EnsureDir(config.snapshot_dir, 0700);
     EnsureDir(config.wal_archive_dir, 0700);
     EnsureDir(config.work_dir, 0700);
-    auto facts = ReadControlData(config.bin_dir, config.data_directory);
+    ClusterFacts facts;
+    if (PathExists(config.data_directory)) {
+      facts = ReadControlData(config.bin_dir, config.data_directory);
+    } else {
+      facts.system_identifier =
+          std::stoull(rollback["rollback_context"].value("system_identifier", std::string("0")));
+      spdlog::warn("the data directory {} is moved aside by an interrupted rollback; resuming it",
+                   config.data_directory);
+    }
     Journal journal(config.JournalDir());
     JobManager jobs(config, journal);
     std::string address = config.listen;

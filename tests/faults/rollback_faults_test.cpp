@@ -8,6 +8,7 @@
 #include "fault_report.h"
 #include "fs_util.h"
 #include "rollback.h"
+#include "fixtures.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -15,15 +16,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-void PrepareFixture(const TestCluster& c) {
-  c.Exec(
-      "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
-      "CREATE TABLE marks (batch int, n int);"
-      "CREATE TABLE poison (v int);");
-  c.Scalar(
-      "SELECT safe_upgrade.add_health_check('values_still_valid', "
-      "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
-}
 
 // Begins an upgrade that passes its dry run and then fails verification on production: the
 // poison row is written after the snapshot, while the upgrade waits for approval.
@@ -43,7 +35,7 @@ TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_wit
               "`rolled_back`; old version back; rows before the restore point intact; failed data directory kept");
   TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:" + step}}});
   c.ExpectCrashes();
-  PrepareFixture(c);
+  PrepareRollbackFixture(c);
   int64_t id = BeginDoomedUpgrade(c);
   ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
   EXPECT_NE(c.AgentLog().find("failpoint rollback:after:" + step), std::string::npos) << c.AgentLog();
@@ -83,7 +75,7 @@ TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_ori
               "`rollback_failed`; the original data directory is running again; the failed restore is kept");
   TestCluster c;
   c.ExpectCrashes();
-  PrepareFixture(c);
+  PrepareRollbackFixture(c);
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0",
                               R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100})");
   ASSERT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <exception>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -72,7 +73,8 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
 }
 
 TestCluster::~TestCluster() {
-  bool failed = ::testing::Test::HasFailure();
+  // An exception escaping the test body is a failure gtest records only after we are gone.
+  bool failed = ::testing::Test::HasFailure() || std::uncaught_exceptions() > 0;
   std::string log = ServerLog();
   if (!options_.expect_crashes && log.find("terminated by signal") != std::string::npos) {
     ADD_FAILURE() << "a server process was terminated by a signal; see postgres.log below";

@@ -232,3 +232,31 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
 
 }  // namespace
 }  // namespace safe_upgrade::testing
+
+namespace safe_upgrade::testing {
+namespace {
+
+TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privileges_not_the_agents) {
+  TestCluster c;
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE op1 LOGIN IN ROLE safe_upgrade_operator;"
+      "SET SESSION AUTHORIZATION op1;"
+      "SELECT safe_upgrade.add_health_check('runs_as_op1', 'SELECT current_user = ''op1''', 'hstore');"
+      "RESET SESSION AUTHORIZATION;");
+  int64_t id = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
+  EXPECT_EQ(c.WaitForTerminalState(id, std::chrono::seconds(300)), "validated") << c.Events(id);
+
+  // A check that needs superuser fails when an operator added it: no privilege escalation.
+  c.Exec(
+      "SET SESSION AUTHORIZATION op1;"
+      "SELECT safe_upgrade.add_health_check('reads_server_files', "
+      "'SELECT pg_read_file(''PG_VERSION'') IS NOT NULL', 'hstore');"
+      "RESET SESSION AUTHORIZATION;");
+  int64_t second = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
+  EXPECT_EQ(c.WaitForTerminalState(second, std::chrono::seconds(300)), "blocked") << c.Events(second);
+  EXPECT_NE(c.Events(second).find("permission denied"), std::string::npos) << c.Events(second);
+}
+
+}  // namespace
+}  // namespace safe_upgrade::testing

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fs_util.h"
+#include "fixtures.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -14,18 +15,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-// A database with the fixture at 1.0, marker rows, and a user health check that the 2.0 version
-// fails once a "poison" value (>= 1000) exists. The snapshot has no poison row, so the dry run
-// passes; the poison row is written to production afterwards, so verification there fails.
-void PrepareFixture(const TestCluster& c) {
-  c.Exec(
-      "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
-      "CREATE TABLE marks (batch int, n int);"
-      "CREATE TABLE poison (v int);");
-  c.Scalar(
-      "SELECT safe_upgrade.add_health_check('values_still_valid', "
-      "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
-}
 
 void WriteBatch(PgConn& conn, int batch) {
   conn.Exec("INSERT INTO marks SELECT $1::int, g FROM generate_series(1, 100) g", {std::to_string(batch)});
@@ -50,7 +39,7 @@ HeldApply StartHeldUpgrade(const TestCluster& c) {
 
 TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_later_ones) {
   TestCluster c;
-  PrepareFixture(c);
+  PrepareRollbackFixture(c);
   auto writer = c.Connect();
   HeldApply h = StartHeldUpgrade(c);
   // Written after the snapshot, before the restore point: must survive.
@@ -113,7 +102,7 @@ TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_
 
 TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart) {
   TestCluster c;
-  PrepareFixture(c);
+  PrepareRollbackFixture(c);
   std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
   auto blocker = c.Connect();
   blocker->ExecScript("SET application_name = 'nightly-report'; BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
@@ -131,7 +120,7 @@ TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart
 
 TEST(Rollback, manual_rollback_of_a_succeeded_upgrade_restores_the_old_version) {
   TestCluster c;
-  PrepareFixture(c);
+  PrepareRollbackFixture(c);
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
   EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "2");

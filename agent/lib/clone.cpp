@@ -1,0 +1,492 @@
+// Dry-run clones: copy, isolate, start, verify isolation, tear down.
+#include "clone.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "catalog.h"
+#include "cluster.h"
+#include "fs_util.h"
+#include "process.h"
+
+namespace fs = std::filesystem;
+
+namespace safe_upgrade {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kClonePrefix = "dryrun-";
+constexpr const char* kTmpSocketPrefix = "/tmp/su-clone-";
+// sun_path is 108 bytes; the socket file is "<dir>/.s.PGSQL.<port>".
+constexpr size_t kMaxSocketDirLength = 90;
+
+std::string Normal(const std::string& p) { return fs::path(p).lexically_normal().string(); }
+
+// True when path lies strictly inside dir (lexically; both absolute).
+bool Inside(const std::string& path, const std::string& dir) {
+  std::string p = Normal(path), d = Normal(dir);
+  if (!d.empty() && d.back() != '/') d += '/';
+  return p.size() > d.size() && p.compare(0, d.size(), d) == 0;
+}
+
+std::string ReadOr(const std::string& path, const std::string& fallback = "") {
+  try {
+    return ReadFile(path);
+  } catch (...) {
+    return fallback;
+  }
+}
+
+// Whether pid is a live (not zombie) postgres started on that data directory.
+bool IsPostmasterOf(long pid, const std::string& data_dir) {
+  if (pid <= 0 || !ProcessAlive(static_cast<pid_t>(pid))) return false;
+  std::string cmdline = ReadOr("/proc/" + std::to_string(pid) + "/cmdline");
+  std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+  return cmdline.find(data_dir) != std::string::npos;
+}
+
+// The postmaster of a clone, if one runs. Its pid must be a postgres started on that data
+// directory, so that a stale postmaster.pid never makes us signal some unrelated process.
+long ClonePostmaster(const std::string& data_dir) {
+  std::ifstream in(JoinPath(data_dir, "postmaster.pid"));
+  long pid = 0;
+  if (!(in >> pid)) return 0;
+  return IsPostmasterOf(pid, data_dir) ? pid : 0;
+}
+
+bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (IsPostmasterOf(pid, data_dir)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+void StopClonePostmaster(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir) {
+  long pid = ClonePostmaster(data_dir);
+  if (!pid) return;
+  try {
+    ServerControl(bin_dir, data_dir, "pg_ctl").Stop("immediate", std::chrono::seconds(30));
+  } catch (const std::exception& e) {
+    spdlog::warn("upgrade {}: pg_ctl stop of the clone in {} failed: {}", upgrade_id, data_dir, e.what());
+  }
+  // pg_ctl returns once postmaster.pid is gone, a moment before the process itself; its files
+  // are removed only after it has exited.
+  if (WaitGone(pid, data_dir, std::chrono::seconds(10))) return;
+  kill(static_cast<pid_t>(pid), SIGKILL);
+  WaitGone(pid, data_dir, std::chrono::seconds(10));
+}
+
+// Removes a clone's directories; refuses anything that is not one of our scratch locations.
+void DestroyClone(int64_t upgrade_id, const AgentConfig& config, const std::string& dir,
+                  const std::string& socket_dir) {
+  if (!Inside(dir, config.ClonesDir()) || fs::path(dir).filename().string().rfind(kClonePrefix, 0) != 0) {
+    spdlog::error("upgrade {}: refusing to remove \"{}\": not a dry-run clone under {}", upgrade_id, dir,
+                  config.ClonesDir());
+    return;
+  }
+  StopClonePostmaster(upgrade_id, config.bin_dir, JoinPath(dir, "data"));
+  if (PathExists(dir)) RemoveTree(dir);
+  if (!socket_dir.empty() && !Inside(socket_dir, dir) && Normal(socket_dir).rfind(kTmpSocketPrefix, 0) == 0 &&
+      PathExists(socket_dir))
+    RemoveTree(socket_dir);
+}
+
+std::string Trim(const std::string& s) {
+  auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The setting name a postgresql.conf line assigns ("" for comments and blank lines).
+std::string ConfKey(const std::string& line) {
+  std::string t = Trim(line);
+  if (t.empty() || t[0] == '#') return "";
+  auto end = t.find_first_of(" \t=");
+  return Lower(t.substr(0, end));
+}
+
+// A copied postgresql.conf must not point the clone at production's files: those settings are
+// commented out (ours come from postgresql.auto.conf). Relative includes of a config file that
+// lived elsewhere are made absolute so they still resolve.
+std::string SanitizeConf(const std::string& text, const std::string& origin_dir) {
+  static const std::vector<std::string> disabled = {"data_directory", "hba_file", "ident_file",
+                                                    "external_pid_file", "config_file"};
+  std::istringstream in(text);
+  std::ostringstream out;
+  for (std::string line; std::getline(in, line);) {
+    std::string key = ConfKey(line);
+    if (std::find(disabled.begin(), disabled.end(), key) != disabled.end()) {
+      out << "# disabled in a safe-upgrade dry-run clone: " << line << "\n";
+      continue;
+    }
+    if (!origin_dir.empty() && (key == "include" || key == "include_dir" || key == "include_if_exists")) {
+      auto q1 = line.find('\'');
+      auto q2 = q1 == std::string::npos ? q1 : line.find('\'', q1 + 1);
+      if (q2 != std::string::npos && line[q1 + 1] != '/') {
+        out << line.substr(0, q1 + 1) << origin_dir << "/" << line.substr(q1 + 1) << "\n";
+        continue;
+      }
+    }
+    out << line << "\n";
+  }
+  return out.str();
+}
+
+void WriteText(const std::string& path, const std::string& text, mode_t mode = 0600) {
+  AtomicWriteFile(path, text, mode);
+}
+
+// pg_wal and tablespaces may be symlinks in a snapshot; a clone that followed them would write
+// into someone else's directory, so they become real copies inside the clone.
+void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
+                      const std::string& snapshot_dir) {
+  std::string wal = JoinPath(data_dir, "pg_wal");
+  if (fs::is_symlink(wal)) {
+    std::string target = fs::read_symlink(wal).string();
+    std::string copy = JoinPath(clone_dir, "pg_wal");
+    RunChecked({"cp", "-a", "--reflink=auto", target, copy});
+    fs::remove(wal);
+    fs::create_directory_symlink(copy, wal);
+  }
+  std::string tblspc = JoinPath(data_dir, "pg_tblspc");
+  if (!IsDirectory(tblspc)) return;
+  for (const auto& entry : fs::directory_iterator(tblspc)) {
+    if (!fs::is_symlink(entry.path())) continue;
+    std::string target = fs::read_symlink(entry.path()).string();
+    if (!Inside(target, snapshot_dir))
+      throw JobFailure("the snapshot's tablespace " + entry.path().filename().string() + " points to " +
+                       target +
+                       ", outside the snapshot; a clone would write into it, so the dry run refuses");
+    std::string copy = JoinPath(JoinPath(clone_dir, "tablespaces"), entry.path().filename().string());
+    EnsureDir(JoinPath(clone_dir, "tablespaces"), 0700);
+    RunChecked({"cp", "-a", "--reflink=auto", target, copy});
+    fs::remove(entry.path());
+    fs::create_directory_symlink(copy, entry.path());
+  }
+}
+
+std::string Mb(uint64_t bytes) { return std::to_string((bytes + 512 * 1024) / (1024 * 1024)) + " MB"; }
+
+}  // namespace
+
+Clone::Clone(JobContext& ctx, std::string snapshot_id) : ctx_(ctx), snapshot_id_(std::move(snapshot_id)) {
+  dir_ = JoinPath(ctx_.config().ClonesDir(), kClonePrefix + std::to_string(ctx_.upgrade_id()));
+  data_dir_ = JoinPath(dir_, "data");
+  log_file_ = JoinPath(dir_, "postgres.log");
+}
+
+Clone::~Clone() { Teardown(); }
+
+std::string Clone::LogTail(size_t max_bytes) const {
+  std::string log = ReadOr(log_file_);
+  if (log.size() > max_bytes) log = "..." + log.substr(log.size() - max_bytes);
+  while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
+  return log;
+}
+
+json Clone::ToJson() const {
+  return {
+      {"port", port_}, {"data_dir", data_dir_}, {"socket_dir", socket_dir_}, {"snapshot_id", snapshot_id_}};
+}
+
+void Clone::Create(double progress_from, double progress_to) {
+  const AgentConfig& config = ctx_.config();
+  EnsureDir(config.ClonesDir(), 0700);
+  // A clone left by an earlier attempt of this upgrade is scratch, like this one.
+  if (PathExists(dir_)) DestroyClone(ctx_.upgrade_id(), config, dir_, "");
+
+  port_ = FindFreePort();
+  socket_dir_ = JoinPath(dir_, "run");
+  if (socket_dir_.size() > kMaxSocketDirLength) {
+    std::string tmpl = std::string(kTmpSocketPrefix) + "XXXXXX";
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("could not create a socket directory for the clone");
+    socket_dir_ = tmpl;
+  }
+
+  // Journaled before anything exists on disk, so a crash at any later point leaves a clone that
+  // the next agent start finds and removes.
+  json entry = {
+      {"path", dir_},         {"data_dir", data_dir_},       {"socket_dir", socket_dir_}, {"port", port_},
+      {"job", ctx_.job_id()}, {"snapshot_id", snapshot_id_}, {"created_at", NowIso8601()}};
+  ctx_.journal().Update(ctx_.upgrade_id(), [&](json& doc) {
+    if (!doc.contains("clones") || !doc["clones"].is_array()) doc["clones"] = json::array();
+    doc["clones"].push_back(entry);
+  });
+  journaled_ = true;
+
+  std::string source = SnapshotDataDir(config, snapshot_id_);
+  if (!IsDirectory(source))
+    throw JobFailure("snapshot " + snapshot_id_ + " has no data directory (" + source + ")");
+  uint64_t total = TreeSize(source);
+  uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
+  uint64_t free_bytes = FreeBytes(config.ClonesDir());
+  if (free_bytes < total + reserve)
+    throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
+                     Mb(total) + " plus the reserve of " + Mb(reserve) + ", and " + Mb(free_bytes) +
+                     " are free");
+
+  EnsureDir(dir_, 0700);
+  if (Inside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+  ctx_.Info("clone", "copying snapshot " + snapshot_id_ + " (" + Mb(total) + ") into " + data_dir_,
+            {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}});
+
+  // The copy is one cp; a watcher reports how far it got from the size of the target.
+  std::atomic<bool> copying{true};
+  std::thread watcher([&] {
+    auto last_event = std::chrono::steady_clock::now();
+    while (copying.load()) {
+      for (int i = 0; i < 20 && copying.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!copying.load()) break;
+      uint64_t done = IsDirectory(data_dir_) ? TreeSize(data_dir_) : 0;
+      double fraction = total ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0;
+      ctx_.Progress(progress_from + (progress_to - progress_from) * fraction);
+      if (std::chrono::steady_clock::now() - last_event > std::chrono::seconds(10)) {
+        last_event = std::chrono::steady_clock::now();
+        ctx_.Info("clone", "copied " + Mb(done) + " of " + Mb(total),
+                  {{"bytes_done", done}, {"bytes_total", total}});
+      }
+    }
+  });
+  auto started = std::chrono::steady_clock::now();
+  try {
+    CopyTree(source, data_dir_);
+  } catch (...) {
+    copying = false;
+    watcher.join();
+    throw;
+  }
+  copying = false;
+  watcher.join();
+  ctx_.Progress(progress_to);
+  double seconds =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+          .count() /
+      1000.0;
+  ctx_.Info("clone", "copied " + Mb(total) + " in " + std::to_string(seconds).substr(0, 5) + " s",
+            {{"bytes", total}, {"duration_s", seconds}});
+
+  MaterializeLinks(dir_, data_dir_, SnapshotDir(config, snapshot_id_));
+  WriteSettings();
+}
+
+void Clone::WriteSettings() {
+  const AgentConfig& config = ctx_.config();
+  // Signal files would make the clone a standby (following production, or waiting forever);
+  // without them the backup_label alone recovers it to consistency as a primary.
+  for (const char* f : {"standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts"}) {
+    std::string p = JoinPath(data_dir_, f);
+    if (PathExists(p)) fs::remove(p);
+  }
+
+  std::string conf = JoinPath(data_dir_, "postgresql.conf");
+  if (PathExists(conf)) {
+    WriteText(conf, SanitizeConf(ReadFile(conf), ""));
+  } else if (!config.config_file.empty() && PathExists(config.config_file)) {
+    // Debian-style layout: the configuration lives outside the data directory.
+    WriteText(conf, SanitizeConf(ReadFile(config.config_file), Dirname(config.config_file)));
+  } else {
+    WriteText(conf, "# safe-upgrade dry-run clone: production's configuration was not available\n");
+  }
+  // Only the agent's OS user can reach the clone's socket (0700 directory, no TCP), so trust is
+  // safe here, and it does not depend on passwords the agent may not have.
+  std::string hba = JoinPath(dir_, "pg_hba.conf");
+  std::string ident = JoinPath(dir_, "pg_ident.conf");
+  WriteText(hba, "# safe-upgrade dry-run clone: unix socket in a 0700 directory only\nlocal all all trust\n");
+  WriteText(ident, "");
+
+  std::vector<std::pair<std::string, std::string>> settings = {
+      {"port", std::to_string(port_)},
+      {"listen_addresses", "''"},
+      {"unix_socket_directories", ConfQuote(socket_dir_)},
+      {"unix_socket_permissions", "0700"},
+      {"hba_file", ConfQuote(hba)},
+      {"ident_file", ConfQuote(ident)},
+      // Never archive into production's WAL archive, never follow or restore from anything.
+      {"archive_mode", "off"},
+      {"archive_command", "''"},
+      {"archive_library", "''"},
+      {"restore_command", "''"},
+      {"primary_conninfo", "''"},
+      {"primary_slot_name", "''"},
+      // A primary with synchronous standbys configured would wait forever at COMMIT.
+      {"synchronous_standby_names", "''"},
+      // The scheduler must not act in the clone, nor reach the real agent.
+      {"safe_upgrade.enabled", "off"},
+      {"safe_upgrade.agent_address", ConfQuote("unix:" + JoinPath(dir_, "no-agent.sock"))},
+      // Scratch that shares the host with production: small, quiet, no durability.
+      {"shared_buffers", "'128MB'"},
+      {"huge_pages", "'off'"},
+      {"autovacuum", "off"},
+      {"fsync", "off"},
+      {"full_page_writes", "off"},
+      {"synchronous_commit", "off"},
+      {"ssl", "off"},
+      {"logging_collector", "off"},
+      {"log_destination", "'stderr'"},
+      {"cluster_name", ConfQuote("safe-upgrade dry run " + std::to_string(ctx_.upgrade_id()))},
+  };
+  std::string auto_conf = JoinPath(data_dir_, "postgresql.auto.conf");
+  std::string text = ReadOr(auto_conf);
+  if (!text.empty() && text.back() != '\n') text += "\n";
+  // Appended last, so these win over anything production had set with ALTER SYSTEM.
+  text +=
+      "# --- safe-upgrade dry-run clone settings (upgrade " + std::to_string(ctx_.upgrade_id()) + ") ---\n";
+  for (const auto& [k, v] : settings) text += k + " = " + v + "\n";
+  WriteText(auto_conf, text);
+}
+
+void Clone::Start() {
+  const AgentConfig& config = ctx_.config();
+  ServerControl server(config.bin_dir, data_dir_, "pg_ctl", "", log_file_);
+  auto started = std::chrono::steady_clock::now();
+  try {
+    server.Start({}, std::chrono::seconds(std::max(60, config.job_timeout_s)));
+  } catch (const std::exception& e) {
+    throw JobFailure(
+        "the dry-run clone did not start: " + std::string(e.what()) + "; its log ends with:\n" + LogTail(),
+        {{"clone", ToJson()}});
+  }
+  double seconds =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
+          .count() /
+      1000.0;
+  ctx_.Info("clone",
+            "clone started on port " + std::to_string(port_) + " (socket " + socket_dir_ +
+                "), recovered to consistency in " + std::to_string(seconds).substr(0, 5) + " s",
+            ToJson());
+}
+
+std::unique_ptr<PgConn> Clone::Connect(const std::string& application_name) const {
+  const AgentConfig& config = ctx_.config();
+  return std::make_unique<PgConn>(
+      ConnInfo(socket_dir_, port_, config.database, config.db_user, application_name));
+}
+
+json Clone::VerifyIsolation() {
+  for (const char* f : {"standby.signal", "recovery.signal"})
+    if (PathExists(JoinPath(data_dir_, f)))
+      throw JobFailure(std::string("the dry-run clone is not isolated: it has ") + f, {{"clone", ToJson()}});
+  auto conn = Connect("safe-upgrade-agent dryrun-check");
+  auto r = conn->Exec(
+      "SELECT n, pg_catalog.current_setting(n, true) FROM unnest($1::text[]) AS n",
+      {"{archive_mode,archive_command,archive_library,restore_command,primary_conninfo,listen_addresses,port,"
+       "unix_socket_directories,synchronous_standby_names,safe_upgrade.enabled,data_directory}"});
+  json seen = json::object();
+  for (const auto& row : r.rows) seen[*row[0]] = row[1] ? json(*row[1]) : json(nullptr);
+  seen["in_recovery"] = conn->Exec("SELECT pg_catalog.pg_is_in_recovery()::text").Scalar();
+
+  auto expect = [&](const std::string& name, std::vector<std::string> allowed) {
+    std::string v = seen[name].is_string() ? seen[name].get<std::string>() : "(unset)";
+    if (std::find(allowed.begin(), allowed.end(), v) == allowed.end())
+      throw JobFailure("the dry-run clone is not isolated: " + name + " is \"" + v + "\", expected \"" +
+                           allowed[0] + "\"; production is untouched",
+                       {{"clone", ToJson()}, {"settings", seen}});
+  };
+  expect("archive_mode", {"off"});
+  // With archiving off, SHOW archive_command says "(disabled)".
+  expect("archive_command", {"", "(disabled)"});
+  expect("archive_library", {""});
+  expect("restore_command", {""});
+  expect("primary_conninfo", {""});
+  expect("listen_addresses", {""});
+  expect("port", {std::to_string(port_)});
+  expect("unix_socket_directories", {socket_dir_});
+  expect("synchronous_standby_names", {""});
+  expect("safe_upgrade.enabled", {"off"});
+  expect("data_directory", {data_dir_});
+  expect("in_recovery", {"false"});
+  return seen;
+}
+
+void Clone::Teardown() {
+  if (port_ == 0 && !journaled_) return;
+  try {
+    DestroyClone(ctx_.upgrade_id(), ctx_.config(), dir_, socket_dir_);
+  } catch (const std::exception& e) {
+    spdlog::error("upgrade {}: could not remove the dry-run clone {}: {}", ctx_.upgrade_id(), dir_, e.what());
+    return;  // stays journaled, so the next agent start tries again
+  }
+  if (journaled_) {
+    try {
+      ctx_.journal().Update(ctx_.upgrade_id(), [&](json& doc) {
+        if (!doc.contains("clones") || !doc["clones"].is_array()) return;
+        json kept = json::array();
+        for (const auto& c : doc["clones"])
+          if (c.value("path", "") != dir_) kept.push_back(c);
+        doc["clones"] = kept;
+      });
+      journaled_ = false;
+      ctx_.Info("clone", "clone on port " + std::to_string(port_) + " stopped and removed");
+    } catch (const std::exception& e) {
+      spdlog::error("upgrade {}: could not update the journal after removing clone {}: {}", ctx_.upgrade_id(),
+                    dir_, e.what());
+    }
+  }
+  port_ = 0;
+}
+
+void RemoveOrphanedClones(const AgentConfig& config, Journal& journal) {
+  for (int64_t id : journal.UpgradeIds()) {
+    json doc;
+    try {
+      doc = journal.Load(id);
+    } catch (const std::exception& e) {
+      spdlog::error("upgrade {}: could not read the journal: {}", id, e.what());
+      continue;
+    }
+    if (!doc.contains("clones") || !doc["clones"].is_array() || doc["clones"].empty()) continue;
+    json kept = json::array();
+    for (const auto& c : doc["clones"]) {
+      std::string path = c.value("path", "");
+      try {
+        DestroyClone(id, config, path, c.value("socket_dir", ""));
+        spdlog::warn("upgrade {}: removed the dry-run clone {} (port {}) left by an interrupted dry run", id,
+                     path, c.value("port", 0));
+      } catch (const std::exception& e) {
+        spdlog::error("upgrade {}: could not remove the orphaned clone {}: {}", id, path, e.what());
+        kept.push_back(c);
+      }
+    }
+    journal.Update(id, [&](json& d) { d["clones"] = kept; });
+  }
+  // Anything else under clones/ is scratch from a crash before the journal was written.
+  if (!IsDirectory(config.ClonesDir())) return;
+  for (const auto& entry : fs::directory_iterator(config.ClonesDir())) {
+    std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.rfind(kClonePrefix, 0) != 0) continue;
+    int64_t id = 0;
+    try {
+      id = std::stoll(name.substr(std::string(kClonePrefix).size()));
+    } catch (...) {
+    }
+    try {
+      DestroyClone(id, config, entry.path().string(), "");
+      spdlog::warn("upgrade {}: removed the leftover dry-run clone directory {}", id, entry.path().string());
+    } catch (const std::exception& e) {
+      spdlog::error("upgrade {}: could not remove the leftover clone directory {}: {}", id,
+                    entry.path().string(), e.what());
+    }
+  }
+}
+
+}  // namespace safe_upgrade

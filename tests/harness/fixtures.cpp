@@ -1,0 +1,16 @@
+// Scenario set-ups shared by several test files.
+#include "fixtures.h"
+
+namespace safe_upgrade::testing {
+
+void PrepareRollbackFixture(const TestCluster& c) {
+  c.Exec(
+      "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
+      "CREATE TABLE marks (batch int, n int);"
+      "CREATE TABLE poison (v int);");
+  c.Scalar(
+      "SELECT safe_upgrade.add_health_check('values_still_valid', "
+      "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
+}
+
+}  // namespace safe_upgrade::testing
