@@ -89,13 +89,16 @@ void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missin
     if (value.empty()) throw ConfigError(std::string(key) + ": missing (required)");
   };
   require(c.data_directory, "cluster.data_directory");
-  if (data_directory_may_be_missing && !PathExists(c.data_directory)) {
-    // A rollback moved it aside and will put a restored one in its place.
-  } else if (!IsDirectory(c.data_directory))
-    throw ConfigError("cluster.data_directory: \"" + c.data_directory + "\" does not exist or is not a directory");
-  if (!PathExists(JoinPath(c.data_directory, "PG_VERSION")))
-    throw ConfigError("cluster.data_directory: \"" + c.data_directory +
-                      "\" is not a PostgreSQL data directory (no PG_VERSION file)");
+  // While a journaled rollback has moved it aside, a missing data directory is expected: the
+  // rollback puts a restored one in its place.
+  bool moved_aside = data_directory_may_be_missing && !PathExists(c.data_directory);
+  if (!moved_aside) {
+    if (!IsDirectory(c.data_directory))
+      throw ConfigError("cluster.data_directory: \"" + c.data_directory + "\" does not exist or is not a directory");
+    if (!PathExists(JoinPath(c.data_directory, "PG_VERSION")))
+      throw ConfigError("cluster.data_directory: \"" + c.data_directory +
+                        "\" is not a PostgreSQL data directory (no PG_VERSION file)");
+  }
   if (!PathExists(JoinPath(c.bin_dir, "pg_ctl")))
     throw ConfigError("cluster.bin_dir: no pg_ctl in \"" + c.bin_dir + "\"");
   if (c.port <= 0 || c.port > 65535) throw ConfigError("cluster.port: " + std::to_string(c.port) + " is not a port");

@@ -260,6 +260,8 @@ class Rollback {
                       " on timeline " + std::to_string(rc_["restore_point"]["timeline"].get<int>()));
   }
 
+  // The server's own reason for ending recovery: the last FATAL line that is not a client being
+  // turned away while the server starts or stops.
   std::string LastFatalLine() const {
     if (config_.server_log.empty()) return "";
     std::string log;
@@ -268,10 +270,12 @@ class Rollback {
     } catch (...) {
       return "";
     }
-    auto pos = log.rfind("FATAL:");
-    if (pos == std::string::npos) return "";
-    auto end = log.find('\n', pos);
-    return log.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+    for (auto pos = log.rfind("FATAL:"); pos != std::string::npos && pos > 0; pos = log.rfind("FATAL:", pos - 1)) {
+      auto end = log.find('\n', pos);
+      std::string line = log.substr(pos + 7, end == std::string::npos ? std::string::npos : end - pos - 7);
+      if (line.find("the database system is") == std::string::npos) return line;
+    }
+    return "";
   }
 
   void StartAndWaitForPromotion() {
