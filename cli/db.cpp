@@ -21,7 +21,8 @@ std::string OptionValue(PQconninfoOption* options, const std::string& keyword) {
 std::string ReasonFrom(const std::string& libpq_message) {
   std::string text = libpq_message;
   auto failed = text.find("failed: ");
-  if (text.rfind("connection to server", 0) == 0 && failed != std::string::npos) text = text.substr(failed + 8);
+  if (text.rfind("connection to server", 0) == 0 && failed != std::string::npos)
+    text = text.substr(failed + 8);
   // Only the first attempt's reason: later lines repeat it for other addresses of the same host.
   auto next = text.find("\nconnection to server");
   if (next != std::string::npos) text = text.substr(0, next);
@@ -79,8 +80,8 @@ std::unique_ptr<PgConn> Connect(const std::string& dsn, std::chrono::seconds tim
       static const std::regex socket_re("socket \"(.*)/\\.s\\.PGSQL\\.([0-9]+)\"");
       target.host = std::regex_search(message, m, socket_re) ? m[1].str() : "/var/run/postgresql";
     }
-    throw ConnectError("cannot connect to PostgreSQL at host \"" + target.host + "\" port " + target.port + ": " +
-                           ReasonFrom(message),
+    throw ConnectError("cannot connect to PostgreSQL at host \"" + target.host + "\" port " + target.port +
+                           ": " + ReasonFrom(message),
                        target);
   }
 }

@@ -31,7 +31,8 @@ class ConnectError : public std::runtime_error {
 };
 
 // Connects with the DSN (empty: libpq's environment). Throws ConnectError.
-std::unique_ptr<PgConn> Connect(const std::string& dsn, std::chrono::seconds timeout = std::chrono::seconds(10));
+std::unique_ptr<PgConn> Connect(const std::string& dsn,
+                                std::chrono::seconds timeout = std::chrono::seconds(10));
 
 // True when e (raised on conn) means the connection is gone, e.g. the server restarted for a
 // rollback, rather than an SQL error.

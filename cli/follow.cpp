@@ -46,7 +46,8 @@ int Rank(const std::string& state) {
 }
 
 bool IsProgressEvent(const json& detail) {
-  return detail.is_object() && (detail.contains("percent") || detail.contains("mb_per_s") || detail.contains("done_mb"));
+  return detail.is_object() &&
+         (detail.contains("percent") || detail.contains("mb_per_s") || detail.contains("done_mb"));
 }
 
 std::string DescribeBlocker(const json& b) {
@@ -74,8 +75,10 @@ class Follower {
     try {
       conn_ = Connect(o_.dsn);
     } catch (const ConnectError& e) {
-      std::cerr << "safe-upgrade: " << e.what() << "\n";
-      return Finish(kExitFailure, nullptr, ErrorJson(e.what()));
+      // begin() has just committed, so the server was there a moment ago: retry as for any
+      // lost connection.
+      last_connect_error_ = e.what();
+      MarkLost(e.what());
     }
     while (true) {
       if (g_interrupted) return Interrupted();
@@ -87,8 +90,10 @@ class Follower {
       try {
         auto doc = LoadUpgradeDoc(*conn_, o_.id, last_event_id_);
         if (!doc) {
-          Line("safe-upgrade: upgrade " + std::to_string(o_.id) + " does not exist");
-          return Finish(kExitFailure, nullptr, ErrorJson("upgrade " + std::to_string(o_.id) + " does not exist"));
+          ClearProgress();
+          std::cerr << "safe-upgrade: upgrade " << o_.id << " does not exist\n";
+          return Finish(kExitFailure, nullptr,
+                        ErrorJson("upgrade " + std::to_string(o_.id) + " does not exist"));
         }
         Process(*doc);
         if (IsTerminalState(doc->State())) {
@@ -141,6 +146,7 @@ class Follower {
     samples_.clear();
     last_quarter_ = -1;
     event_rate_mb_s_.reset();
+    progress_events_ = false;
     event_total_mb_.reset();
     estimated_total_bytes_.reset();
     char name[24];
@@ -161,6 +167,7 @@ class Follower {
     std::string level = JsonString(e, "level", "info");
     std::string message = JsonString(e, "message");
     if (IsProgressEvent(detail)) {
+      progress_events_ = true;
       if (auto r = JsonNumber(detail, "mb_per_s")) event_rate_mb_s_ = *r;
       if (auto t = JsonNumber(detail, "total_mb")) event_total_mb_ = *t;
       if (tty_ && level == "info") return;  // the progress bar shows it
@@ -169,11 +176,15 @@ class Follower {
     Line(mark + message);
     if (detail.is_object() && detail.contains("blockers") && detail["blockers"].is_array())
       for (const auto& b : detail["blockers"]) Line("      blocked by " + DescribeBlocker(b));
+    // The rollback writes its outcome as an event of the final phase rather than as a transition.
+    std::string phase = JsonString(e, "phase");
+    if (IsTerminalState(phase) && phase == doc.State() && phase != shown_state_) ShowPhase(phase, elapsed);
   }
 
   void Process(const UpgradeDoc& doc) {
     for (const auto& e : doc.events) {
-      if (auto id = JsonNumber(e, "id")) last_event_id_ = std::max<int64_t>(last_event_id_, static_cast<int64_t>(*id));
+      if (auto id = JsonNumber(e, "id"))
+        last_event_id_ = std::max<int64_t>(last_event_id_, static_cast<int64_t>(*id));
       // Keyed by content, not id: after a rollback the agent writes the events back into the
       // restored catalog, and we re-read them all.
       std::string key = JsonString(e, "at") + "|" + JsonString(e, "phase") + "|" + JsonString(e, "message");
@@ -195,28 +206,30 @@ class Follower {
     if (!fraction || IsTerminalState(doc.State())) return;
     auto now = Clock::now();
     samples_.push_back({now, *fraction});
-    while (samples_.size() > 2 && now - samples_.front().first > std::chrono::seconds(5)) samples_.pop_front();
+    while (samples_.size() > 2 && now - samples_.front().first > std::chrono::seconds(5))
+      samples_.pop_front();
 
     std::string rate;
     double total_bytes = 0;
     if (event_total_mb_) total_bytes = *event_total_mb_ * 1024 * 1024;
     if (total_bytes <= 0) total_bytes = EstimatedTotalBytes(doc);
-    if (event_rate_mb_s_) {
-      rate = FormatBytes(*event_rate_mb_s_ * 1024 * 1024) + "/s";
-    } else if (samples_.size() >= 2) {
+    // The rate over the last seconds, from the progress fraction and what the copy moves; else
+    // the rate the agent last reported.
+    if (samples_.size() >= 2) {
       double dt = std::chrono::duration<double>(samples_.back().first - samples_.front().first).count();
       double df = samples_.back().second - samples_.front().second;
       if (dt > 0.5 && df > 0)
         rate = total_bytes > 0 ? "~" + FormatBytes(df * total_bytes / dt) + "/s"
                                : std::to_string(static_cast<int>(std::lround(df * 100 / dt))) + "%/s";
     }
+    if (rate.empty() && event_rate_mb_s_) rate = FormatBytes(*event_rate_mb_s_ * 1024 * 1024) + "/s";
     if (tty_) {
       std::string bar = ProgressBar(*fraction, rate);
       if (progress_shown_ && bar == last_bar_) return;  // redraw only what changed
       out_ << "\r\033[K          " << bar << std::flush;
       last_bar_ = bar;
       progress_shown_ = true;
-    } else {
+    } else if (!progress_events_) {  // the agent's own progress events already say it
       int quarter = static_cast<int>(std::floor(*fraction * 4));
       if (quarter > last_quarter_) {
         last_quarter_ = quarter;
@@ -340,10 +353,13 @@ class Follower {
 
   int LostForGood() {
     std::string id = std::to_string(o_.id);
-    Line("safe-upgrade: gave up reconnecting after " + FormatDuration(o_.reconnect_timeout_s) + ": " +
-         last_connect_error_);
-    Line("the upgrade may still be in progress on the server; check it with: safe-upgrade status " + id);
-    return Finish(kExitFailure, nullptr, ErrorJson("lost the connection to the server: " + last_connect_error_));
+    ClearProgress();
+    std::cerr << "safe-upgrade: gave up reconnecting after " << FormatDuration(o_.reconnect_timeout_s) << ": "
+              << last_connect_error_ << "\n"
+              << "the upgrade may still be in progress on the server; check it with: safe-upgrade status "
+              << id << "\n";
+    return Finish(kExitFailure, nullptr,
+                  ErrorJson("lost the connection to the server: " + last_connect_error_));
   }
 
   // Sleeps, but returns early on Ctrl-C.
@@ -412,6 +428,7 @@ class Follower {
   std::string last_connect_error_;
   // progress
   bool progress_shown_ = false;
+  bool progress_events_ = false;  // this phase's events report progress themselves
   std::string last_bar_;
   std::deque<std::pair<Clock::time_point, double>> samples_;
   int last_quarter_ = -1;

@@ -11,9 +11,9 @@ namespace safe_upgrade::cli {
 struct FollowOptions {
   std::string dsn;
   int64_t id = 0;
-  bool json = false;             // the final document on stdout; live lines go to stderr
-  bool ask_approval = true;      // prompt (or explain how to approve) at awaiting_approval
-  int reconnect_timeout_s = 300; // how long to keep retrying a lost connection
+  bool json = false;              // the final document on stdout; live lines go to stderr
+  bool ask_approval = true;       // prompt (or explain how to approve) at awaiting_approval
+  int reconnect_timeout_s = 300;  // how long to keep retrying a lost connection
   int poll_interval_ms = 300;
 };
 

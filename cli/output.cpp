@@ -50,7 +50,8 @@ std::string FormatBytes(double bytes) {
 std::optional<double> ParseTimestamp(const std::string& text) {
   int year, mon, day, hour, min, sec, consumed = 0;
   char sep;
-  if (sscanf(text.c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d%n", &year, &mon, &day, &sep, &hour, &min, &sec, &consumed) != 7 ||
+  if (sscanf(text.c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d%n", &year, &mon, &day, &sep, &hour, &min, &sec,
+             &consumed) != 7 ||
       (sep != 'T' && sep != ' '))
     return std::nullopt;
   size_t pos = static_cast<size_t>(consumed);
@@ -180,7 +181,8 @@ std::string Label(const std::string& key) {
 }
 
 bool IsArrayOfObjects(const json& v) {
-  return v.is_array() && !v.empty() && std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_object(); });
+  return v.is_array() && !v.empty() &&
+         std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_object(); });
 }
 
 void PrintTableOf(std::ostream& out, const json& rows, const std::string& indent) {
@@ -188,7 +190,8 @@ void PrintTableOf(std::ostream& out, const json& rows, const std::string& indent
   // first-seen order across all rows.
   std::vector<std::string> columns;
   std::set<std::string> seen;
-  for (const char* k : {"name", "object_type", "object_identity", "depends_on_type", "depends_on_identity", "deptype"})
+  for (const char* k :
+       {"name", "object_type", "object_identity", "depends_on_type", "depends_on_identity", "deptype"})
     for (const auto& r : rows)
       if (r.contains(k) && seen.insert(k).second) columns.push_back(k);
   for (const auto& r : rows)
@@ -211,7 +214,8 @@ void PrintJsonValue(std::ostream& out, const json& value, const std::string& ind
   if (value.is_object()) {
     size_t key_width = 0;
     for (auto it = value.begin(); it != value.end(); ++it)
-      if (it->is_primitive() || (it->is_array() && !IsArrayOfObjects(*it))) key_width = std::max(key_width, it.key().size());
+      if (it->is_primitive() || (it->is_array() && !IsArrayOfObjects(*it)))
+        key_width = std::max(key_width, it.key().size());
     for (auto it = value.begin(); it != value.end(); ++it) {
       const json& v = *it;
       if (v.is_object() && !v.empty()) {
@@ -222,11 +226,13 @@ void PrintJsonValue(std::ostream& out, const json& value, const std::string& ind
         PrintTableOf(out, v, indent + "  ");
       } else {
         std::string text = v.is_object() || (v.is_array() && v.empty()) ? "(none)" : JsonText(v);
-        const std::string& key = it.key();
-        if (v.is_number() && key.size() > 6 && key.compare(key.size() - 6, 6, "_bytes") == 0)
+        std::string key = it.key();
+        if (v.is_number() && key.size() > 6 && key.compare(key.size() - 6, 6, "_bytes") == 0) {
           text = FormatBytes(v.get<double>());
+          key.resize(key.size() - 6);  // "cluster_size_bytes: 24.2 MB" reads as "cluster size: 24.2 MB"
+        }
         if (text.empty()) text = "-";
-        out << indent << Label(it.key()) << ":" << std::string(key_width - it.key().size() + 2, ' ') << text << "\n";
+        out << indent << Label(key) << ":" << std::string(key_width - key.size() + 2, ' ') << text << "\n";
       }
     }
   } else if (IsArrayOfObjects(value)) {

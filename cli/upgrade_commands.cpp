@@ -64,7 +64,8 @@ struct PlanArgs {
 
 int Plan(const GlobalOptions& g, const PlanArgs& a) {
   return WithConnection(g, a.json, [&](PgConn& conn) {
-    std::string text = conn.Exec("SELECT safe_upgrade.plan($1::name, $2::text)::text", {a.ext, a.version}).Scalar();
+    std::string text =
+        conn.Exec("SELECT safe_upgrade.plan($1::name, $2::text)::text", {a.ext, a.version}).Scalar();
     if (a.json) {
       std::cout << text << "\n";
     } else {
@@ -95,7 +96,8 @@ int Run(const GlobalOptions& g, const RunArgs& a) {
                               {a.ext, a.version, options.dump()})
                         .Scalar());
     std::string from = "?";
-    auto r = conn.Exec("SELECT from_version FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+    auto r = conn.Exec("SELECT from_version FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                       {std::to_string(id)});
     if (!r.Empty() && r.rows[0][0]) from = *r.rows[0][0];
     std::ostream& out = a.json ? std::cerr : std::cout;
     out << "upgrade " << id << ": " << a.ext << " " << from << " -> " << a.version
@@ -125,7 +127,8 @@ int Status(const GlobalOptions& g, const StatusArgs& a) {
     int64_t id = a.id;
     if (id == 0) {
       auto current = CurrentUpgradeId(conn);
-      if (!current) return ReportError("there are no upgrades yet; start one with: safe-upgrade run EXT VERSION", a.json);
+      if (!current)
+        return ReportError("there are no upgrades yet; start one with: safe-upgrade run EXT VERSION", a.json);
       id = *current;
     }
     auto doc = LoadUpgradeDoc(conn, id, 0);
@@ -145,14 +148,15 @@ struct HistoryArgs {
 
 int History(const GlobalOptions& g, const HistoryArgs& a) {
   return WithConnection(g, a.json, [&](PgConn& conn) {
-    std::string text = conn.Exec(
-                               "SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.id DESC), '[]')::text FROM ("
-                               "  SELECT id, extname, from_version, to_version, state, created_by, created_at, "
-                               "         updated_at, round(extract(epoch FROM updated_at - created_at), 3) AS "
-                               "duration_s, error "
-                               "  FROM safe_upgrade.upgrades ORDER BY id DESC LIMIT $1::int) x",
-                               {std::to_string(a.limit)})
-                           .Scalar();
+    std::string text =
+        conn.Exec(
+                "SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.id DESC), '[]')::text FROM ("
+                "  SELECT id, extname, from_version, to_version, state, created_by, created_at, "
+                "         updated_at, round(extract(epoch FROM updated_at - created_at), 3) AS "
+                "duration_s, error "
+                "  FROM safe_upgrade.upgrades ORDER BY id DESC LIMIT $1::int) x",
+                {std::to_string(a.limit)})
+            .Scalar();
     json rows = json::parse(text);
     if (a.json) {
       PrintJson(rows);
@@ -186,10 +190,11 @@ struct ActionArgs {
 int Action(const GlobalOptions& g, const std::string& action, const ActionArgs& a) {
   std::string id = std::to_string(a.id);
   if (action == "rollback" && !a.yes && StdinIsTerminal() && !a.json) {
-    std::cout << "roll back upgrade " << id
-              << "? Production is restored to the upgrade's restore point: the server restarts and every write "
-                 "committed after the restore point is discarded. [y/N] "
-              << std::flush;
+    std::cout
+        << "roll back upgrade " << id
+        << "? Production is restored to the upgrade's restore point: the server restarts and every write "
+           "committed after the restore point is discarded. [y/N] "
+        << std::flush;
     std::string answer;
     std::getline(std::cin, answer);
     answer = OneLine(answer);
@@ -248,27 +253,32 @@ void AddUpgradeCommands(CLI::App& app, const GlobalOptions& global, int& exit_co
   p->callback([=] { *code = Plan(*g, plan); });
 
   auto* r = app.add_subcommand(
-      "run", "upgrade EXT to VERSION safely (snapshot, dry run, apply, verify, rollback on failure) and follow it");
+      "run",
+      "upgrade EXT to VERSION safely (snapshot, dry run, apply, verify, rollback on failure) and follow it");
   r->add_option("EXT", run.ext, "extension name")->required();
   r->add_option("VERSION", run.version, "target version")->required();
   r->add_flag("--dry-run", run.dry_run, "stop after the dry run on a clone; production is never touched");
   r->add_flag("--no-rollback", run.no_rollback,
               "when production fails its health checks, leave the upgrade applied instead of rolling back");
   r->add_flag("--approve", run.approve, "apply to production without asking once the dry run passes");
-  r->add_flag("--json", run.json, "print the final upgrade document as JSON on stdout (progress goes to stderr)");
+  r->add_flag("--json", run.json,
+              "print the final upgrade document as JSON on stdout (progress goes to stderr)");
   r->add_option("--reconnect-timeout", run.reconnect_timeout_s,
                 "seconds to keep reconnecting when the connection drops (a rollback restarts the server)")
       ->capture_default_str()
       ->check(CLI::Range(1, 24 * 3600));
   r->callback([=] { *code = Run(*g, run); });
 
-  auto* s = app.add_subcommand("status", "show an upgrade (default: the one in flight, else the most recent)");
+  auto* s =
+      app.add_subcommand("status", "show an upgrade (default: the one in flight, else the most recent)");
   s->add_option("ID", status.id, "upgrade id")->check(CLI::PositiveNumber);
   s->add_flag("--json", status.json, "print the upgrade document as JSON");
   s->callback([=] { *code = Status(*g, status); });
 
   auto* h = app.add_subcommand("history", "list past upgrades, newest first");
-  h->add_option("--limit", history.limit, "how many upgrades to list")->capture_default_str()->check(CLI::Range(1, 100000));
+  h->add_option("--limit", history.limit, "how many upgrades to list")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   h->add_flag("--json", history.json, "print the list as a JSON array");
   h->callback([=] { *code = History(*g, history); });
 
@@ -279,10 +289,12 @@ void AddUpgradeCommands(CLI::App& app, const GlobalOptions& global, int& exit_co
     sub->add_flag("--json", args->json, "print the result as JSON");
     sub->callback([=] { *code = Action(*g, name, *args); });
   };
-  action(app.add_subcommand("approve", "approve an upgrade that passed its dry run and waits for approval"), "approve",
-         &approve);
-  action(app.add_subcommand("cancel", "cancel an upgrade that has not touched production yet"), "cancel", &cancel);
-  auto* rb = app.add_subcommand("rollback", "roll production back to an upgrade's restore point (the server restarts)");
+  action(app.add_subcommand("approve", "approve an upgrade that passed its dry run and waits for approval"),
+         "approve", &approve);
+  action(app.add_subcommand("cancel", "cancel an upgrade that has not touched production yet"), "cancel",
+         &cancel);
+  auto* rb = app.add_subcommand("rollback",
+                                "roll production back to an upgrade's restore point (the server restarts)");
   action(rb, "rollback", &rollback);
   rb->add_flag("-y,--yes", rollback.yes, "do not ask for confirmation on a terminal");
 }

@@ -54,7 +54,8 @@ std::string ListSome(const json& items, size_t max_items = 5) {
 
 // Sub-second steps (hops, checks) read better in milliseconds.
 std::string Millis(double ms) {
-  return ms < 1000 ? std::to_string(static_cast<long long>(std::llround(ms))) + " ms" : FormatDuration(ms / 1000);
+  return ms < 1000 ? std::to_string(static_cast<long long>(std::llround(ms))) + " ms"
+                   : FormatDuration(ms / 1000);
 }
 
 void PrintDrift(std::ostream& out, const json& drift, const std::string& indent) {
@@ -66,7 +67,8 @@ void PrintDrift(std::ostream& out, const json& drift, const std::string& indent)
     out << indent << "dependency drift: none (your objects depend on the extension as before)\n";
     return;
   }
-  out << indent << "dependency drift (how your objects' dependencies on the extension changed, seen on the clone):\n";
+  out << indent
+      << "dependency drift (how your objects' dependencies on the extension changed, seen on the clone):\n";
   for (const char* k : {"added", "removed", "changed"}) {
     const json& items = Member(drift, k);
     if (!items.is_array() || items.empty()) continue;
@@ -81,14 +83,13 @@ void PrintChecks(std::ostream& out, const json& checks, const std::string& inden
     if (!c.is_object()) continue;
     bool ok = c.value("ok", false);
     auto ms = JsonNumber(c, "duration_ms");
-    t.AddRow({JsonString(c, "name"), JsonString(c, "kind"), ok ? "ok" : "FAILED",
-              ms ? Millis(*ms) : "", JsonText(Member(c, "message"))});
+    t.AddRow({JsonString(c, "name"), JsonString(c, "kind"), ok ? "ok" : "FAILED", ms ? Millis(*ms) : "",
+              JsonText(Member(c, "message"))});
   }
   t.Print(out, indent);
 }
 
 std::string Elapsed(double seconds) { return "+" + FormatDuration(seconds); }
-
 
 void PrintDataLossWindow(std::ostream& out, const json& window, const std::string& indent) {
   if (!window.is_object() || window.empty()) return;
@@ -103,7 +104,8 @@ void PrintDataLossWindow(std::ostream& out, const json& window, const std::strin
   auto a = ParseTimestamp(from), b = ParseTimestamp(to);
   std::vector<std::string> facts;
   if (a && b) facts.push_back(FormatDuration(*b - *a) + " of writes");
-  if (auto bytes = JsonNumber(window, "wal_bytes_discarded")) facts.push_back(FormatBytes(*bytes) + " of WAL");
+  if (auto bytes = JsonNumber(window, "wal_bytes_discarded"))
+    facts.push_back(FormatBytes(*bytes) + " of WAL");
   if (auto xids = JsonNumber(window, "transaction_ids_discarded"); xids && *xids >= 0)
     facts.push_back("about " + std::to_string(static_cast<long long>(*xids)) + " transaction ids");
   if (!facts.empty()) {
@@ -128,10 +130,13 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
       "  'created_epoch', extract(epoch FROM u.created_at),"
       "  'updated_epoch', extract(epoch FROM u.updated_at),"
       "  'now_epoch', extract(epoch FROM clock_timestamp()),"
-      "  'restore_point', (SELECT to_jsonb(rp) FROM safe_upgrade.restore_points rp WHERE rp.upgrade_id = u.id),"
-      "  'events', coalesce((SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('at_epoch', extract(epoch FROM e.at))"
+      "  'restore_point', (SELECT to_jsonb(rp) FROM safe_upgrade.restore_points rp WHERE rp.upgrade_id = "
+      "u.id),"
+      "  'events', coalesce((SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('at_epoch', extract(epoch "
+      "FROM e.at))"
       "                                       ORDER BY e.id)"
-      "                      FROM safe_upgrade.events e WHERE e.upgrade_id = u.id AND e.id > $2::bigint), '[]'))::text "
+      "                      FROM safe_upgrade.events e WHERE e.upgrade_id = u.id AND e.id > $2::bigint), "
+      "'[]'))::text "
       "FROM safe_upgrade.upgrades u WHERE u.id = $1::bigint",
       {std::to_string(id), std::to_string(after_event_id)});
   if (r.Empty() || !r.rows[0][0]) return std::nullopt;
@@ -150,7 +155,8 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
 std::optional<int64_t> CurrentUpgradeId(PgConn& conn) {
   auto r = conn.Exec(
       "SELECT id::text FROM safe_upgrade.upgrades "
-      "ORDER BY (state IN ('queued', 'snapshotting', 'dry_running', 'awaiting_approval', 'scheduled', 'applying', "
+      "ORDER BY (state IN ('queued', 'snapshotting', 'dry_running', 'awaiting_approval', 'scheduled', "
+      "'applying', "
       "'verifying', 'rolling_back')) DESC, id DESC LIMIT 1");
   if (r.Empty() || !r.rows[0][0]) return std::nullopt;
   return std::stoll(*r.rows[0][0]);
@@ -174,7 +180,8 @@ std::string StateMeaning(const std::string& state) {
   if (state == "queued") return "waiting for the scheduler (the background worker) to pick it up";
   if (state == "snapshotting") return "taking a verified base backup of production, the rollback target";
   if (state == "dry_running") return "rehearsing the upgrade and the health checks on a throwaway clone";
-  if (state == "awaiting_approval") return "the dry run passed; waiting for approval before touching production";
+  if (state == "awaiting_approval")
+    return "the dry run passed; waiting for approval before touching production";
   if (state == "scheduled") return "creating the restore point and waiting until its WAL is archived";
   if (state == "applying") return "running ALTER EXTENSION ... UPDATE on production, under lock limits";
   if (state == "verifying") return "running the health checks on production";
@@ -210,14 +217,16 @@ std::vector<PhaseSpan> PhaseTimeline(const UpgradeDoc& doc) {
     double at = JsonNumber(e, "at_epoch").value_or(doc.now_epoch);
     if (auto to = TransitionTarget(e)) {
       if (*to != current.state) open(*to, JsonString(e, "at"), at);
-    } else if (JsonString(e, "phase") == doc.State() && IsTerminalState(doc.State()) && current.state != doc.State()) {
+    } else if (JsonString(e, "phase") == doc.State() && IsTerminalState(doc.State()) &&
+               current.state != doc.State()) {
       // The rollback writes its outcome as an event of the final phase, not as a transition.
       open(doc.State(), JsonString(e, "at"), at);
     }
   }
   if (current.state != doc.State() && !doc.State().empty())
     open(doc.State(), JsonString(doc.upgrade, "updated_at"), doc.updated_epoch);
-  if (!IsTerminalState(current.state)) current.duration_s = std::max(0.0, doc.now_epoch - current.start_epoch);
+  if (!IsTerminalState(current.state))
+    current.duration_s = std::max(0.0, doc.now_epoch - current.start_epoch);
   spans.push_back(current);
   return spans;
 }
@@ -309,11 +318,13 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
 
   Table phases({"phase", "started", "duration"});
   for (const auto& p : PhaseTimeline(doc))
-    phases.AddRow({p.state, Elapsed(p.start_epoch - doc.created_epoch), p.duration_s ? FormatDuration(*p.duration_s) : ""});
+    phases.AddRow({p.state, Elapsed(p.start_epoch - doc.created_epoch),
+                   p.duration_s ? FormatDuration(*p.duration_s) : ""});
   out << "  phases:\n";
   phases.Print(out, "    ");
   auto timeline = PhaseTimeline(doc);
-  double end = IsTerminalState(state) ? std::max(doc.updated_epoch, timeline.back().start_epoch) : doc.now_epoch;
+  double end =
+      IsTerminalState(state) ? std::max(doc.updated_epoch, timeline.back().start_epoch) : doc.now_epoch;
   out << "  total: " << FormatDuration(std::max(0.0, end - doc.created_epoch)) << "\n";
 
   const json& dry_run = Member(report, "dry_run");
@@ -323,23 +334,24 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
     if (checks.is_array())
       for (const auto& c : checks)
         if (c.is_object() && !c.value("ok", true))
-          out << "  failed on the clone: " << JsonString(c, "name") << ": " << OneLine(JsonText(Member(c, "message")))
-              << "\n";
+          out << "  failed on the clone: " << JsonString(c, "name") << ": "
+              << OneLine(JsonText(Member(c, "message"))) << "\n";
   }
   const json& rollback = Member(report, "rollback");
   if (state == "rolled_back" || state == "rollback_failed") {
     PrintDataLossWindow(out, Member(rollback, "data_loss_window"), "  ");
     std::string aside = JsonString(rollback, "failed_data_directory");
     if (state == "rolled_back" && !aside.empty())
-      out << "  the upgraded data directory is kept in " << aside << " (remove it once you no longer need it)\n";
+      out << "  the upgraded data directory is kept in " << aside
+          << " (remove it once you no longer need it)\n";
   }
-  if (state == "blocked" || state == "failed")
-    out << "  details: safe-upgrade status " << doc.id << "\n";
+  if (state == "blocked" || state == "failed") out << "  details: safe-upgrade status " << doc.id << "\n";
 }
 
 void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
   std::string state = doc.State();
-  out << "upgrade " << doc.id << ": " << doc.Extname() << " " << doc.FromVersion() << " -> " << doc.ToVersion() << "\n";
+  out << "upgrade " << doc.id << ": " << doc.Extname() << " " << doc.FromVersion() << " -> "
+      << doc.ToVersion() << "\n";
   out << "  state:    " << state << " (" << StateMeaning(state) << ")\n";
   out << "  created:  " << ShortTimestamp(JsonString(doc.upgrade, "created_at")) << " by "
       << JsonString(doc.upgrade, "created_by", "?") << "\n";
@@ -353,12 +365,13 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
     if (progress) out << "  progress: " << ProgressBar(*progress, "") << "\n";
     Table phases({"phase", "started", "duration"});
     for (const auto& p : PhaseTimeline(doc))
-      phases.AddRow({p.state, Elapsed(p.start_epoch - doc.created_epoch), p.duration_s ? FormatDuration(*p.duration_s) : ""});
+      phases.AddRow({p.state, Elapsed(p.start_epoch - doc.created_epoch),
+                     p.duration_s ? FormatDuration(*p.duration_s) : ""});
     out << "  phases:\n";
     phases.Print(out, "    ");
     if (state == "awaiting_approval")
-      out << "  approve it with: safe-upgrade approve " << doc.id << "   (or cancel: safe-upgrade cancel " << doc.id
-          << ")\n";
+      out << "  approve it with: safe-upgrade approve " << doc.id << "   (or cancel: safe-upgrade cancel "
+          << doc.id << ")\n";
   } else {
     PrintOutcome(out, doc);
   }
@@ -366,7 +379,8 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
   if (doc.restore_point.is_object()) {
     const json& rp = doc.restore_point;
     out << "restore point: " << JsonString(rp, "name") << " at LSN " << JsonString(rp, "lsn") << " (timeline "
-        << JsonText(Member(rp, "timeline")) << ", created " << ShortTimestamp(JsonString(rp, "created_at")) << ")\n";
+        << JsonText(Member(rp, "timeline")) << ", created " << ShortTimestamp(JsonString(rp, "created_at"))
+        << ")\n";
   }
   const json& report = doc.Report();
   const json& dry_run = Member(report, "dry_run");
@@ -391,8 +405,8 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
     out << "events:\n";
     Table t({"time", "phase", "level", "message"});
     for (const auto& e : doc.events)
-      t.AddRow({ShortTimestamp(JsonString(e, "at")).substr(11), JsonString(e, "phase"), JsonString(e, "level"),
-                JsonString(e, "message")});
+      t.AddRow({ShortTimestamp(JsonString(e, "at")).substr(11), JsonString(e, "phase"),
+                JsonString(e, "level"), JsonString(e, "message")});
     t.Print(out, "  ", 110);
   }
 }
@@ -429,7 +443,8 @@ void PrintPlan(std::ostream& out, const json& plan) {
         for (const auto& r : items) out << "  - " << OneLine(PlainItem(r)) << "\n";
       }
       json rest = *verdict;
-      for (const char* k : {"verdict", "decision", "status", "result", "ok", "reasons", "blockers", "warnings"})
+      for (const char* k :
+           {"verdict", "decision", "status", "result", "ok", "reasons", "blockers", "warnings"})
         rest.erase(k);
       if (!rest.empty()) PrintJsonValue(out, rest, "  ");
     } else {
@@ -455,7 +470,8 @@ void PrintPlan(std::ostream& out, const json& plan) {
     if (!ext.empty() || !from.empty() || !to.empty()) {
       out << "\nextension: " << ext << "  installed " << (from.empty() ? "-" : from) << "  target "
           << (to.empty() ? "-" : to) << "\n";
-      for (const char* k : {"extname", "extension", "installed_version", "from_version", "target_version", "to_version"})
+      for (const char* k :
+           {"extname", "extension", "installed_version", "from_version", "target_version", "to_version"})
         done.insert(k);
     }
   }
@@ -479,7 +495,8 @@ void PrintPlan(std::ostream& out, const json& plan) {
     if (value->is_primitive() || scalars) {
       // Short lists read best on one line; an update path as the hops it takes.
       std::string text;
-      for (const auto& v : *value) text += (text.empty() ? "" : key == "update_path" ? " -> " : ", ") + JsonText(v);
+      for (const auto& v : *value)
+        text += (text.empty() ? "" : key == "update_path" ? " -> " : ", ") + JsonText(v);
       if (value->is_primitive()) text = JsonText(*value);
       out << "\n" << s.title << ": " << (text.empty() ? "(none)" : text) << "\n";
       continue;

@@ -71,6 +71,7 @@ done
 # Data directories that earlier rollbacks moved aside (the agent never deletes them itself).
 rm -rf "$DEMO_DIR"/data.failed-* "$DEMO_DIR"/data.rollback-failed-*
 sql <<'SQL'
+SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS demo CASCADE;
 DROP EXTENSION IF EXISTS hstore, su_fixture_dropfn, su_rollback_fixture CASCADE;
 DELETE FROM safe_upgrade.health_checks WHERE name LIKE 'demo_%';

@@ -189,8 +189,9 @@ TEST(CliUsage, missing_or_malformed_arguments_exit_2) {
 }
 
 TEST(CliUsage, every_subcommand_has_help_that_exits_0) {
-  for (const auto& sub : std::vector<std::string>{"plan", "run", "status", "history", "approve", "cancel", "rollback",
-                                                  "sandbox", "sandbox up", "sandbox down", "sandbox env"}) {
+  for (const auto& sub :
+       std::vector<std::string>{"plan", "run", "status", "history", "approve", "cancel", "rollback",
+                                "sandbox", "sandbox up", "sandbox down", "sandbox env"}) {
     std::vector<std::string> args;
     std::istringstream words(sub);
     for (std::string w; words >> w;) args.push_back(w);
@@ -201,7 +202,8 @@ TEST(CliUsage, every_subcommand_has_help_that_exits_0) {
   }
   auto top = Cli({"--help"});
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* word : {"plan", "run", "status", "history", "approve", "cancel", "rollback", "sandbox", "--dsn"})
+  for (const char* word :
+       {"plan", "run", "status", "history", "approve", "cancel", "rollback", "sandbox", "--dsn"})
     EXPECT_NE(top.out.find(word), std::string::npos) << word;
 }
 
@@ -233,9 +235,11 @@ TEST(CliConnection, libpq_environment_is_used_when_there_is_no_dsn) {
 
 TEST(CliConnection, json_error_output_still_parses) {
   std::string port = std::to_string(FreePort());
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"plan", "hstore", "1.8", "--json"}, {"status", "--json"}, {"history", "--json"}, {"cancel", "1", "--json"},
-           {"run", "hstore", "1.8", "--json"}}) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"plan", "hstore", "1.8", "--json"},
+                                                                {"status", "--json"},
+                                                                {"history", "--json"},
+                                                                {"cancel", "1", "--json"},
+                                                                {"run", "hstore", "1.8", "--json"}}) {
     std::vector<std::string> full = {"--dsn", "host=127.0.0.1 port=" + port};
     full.insert(full.end(), args.begin(), args.end());
     auto r = Cli(full);
@@ -257,8 +261,8 @@ class CliCommands : public ::testing::Test {
     options.settings = {{"safe_upgrade.enabled", "off"}};
     c_ = std::make_unique<TestCluster>(options);
     CreateHstoreSchema(*c_);
-    ASSERT_TRUE(WaitUntil([&] { return c_->Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; },
-                          60s))
+    ASSERT_TRUE(WaitUntil(
+        [&] { return c_->Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; }, 60s))
         << c_->Scalar("SELECT last_error FROM safe_upgrade.agent_status()");
   }
   std::unique_ptr<TestCluster> c_;
@@ -353,8 +357,9 @@ TEST_F(CliCommands, status_history_and_actions_print_json_that_parses) {
   auto cancel = Cli(*c_, {"cancel", sid, "--json"});
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
   EXPECT_EQ(ParseJson(cancel.out).value("action", ""), "cancel");
-  EXPECT_EQ(c_->Scalar("SELECT cancel_requested::text FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}),
-            "true");
+  EXPECT_EQ(
+      c_->Scalar("SELECT cancel_requested::text FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}),
+      "true");
 }
 
 TEST_F(CliCommands, status_of_a_missing_upgrade_exits_1) {
@@ -494,7 +499,8 @@ TEST(CliRun, rollback_that_cannot_reach_the_restore_point_exits_5) {
   c.Exec("INSERT INTO orders (amount) VALUES (1500)");
   ASSERT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
   std::string segment =
-      c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint", {std::to_string(id)});
+      c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+               {std::to_string(id)});
   ASSERT_FALSE(segment.empty());
   std::string archived = JoinPath(c.info().agent_config.wal_archive_dir, segment);
   ASSERT_TRUE(PathExists(archived)) << archived;
@@ -515,7 +521,8 @@ TEST(CliRun, lock_blockers_are_shown_while_the_apply_waits) {
   std::string holder_pid = std::to_string(holder->BackendPid());
   holder->ExecScript("BEGIN; LOCK TABLE su_locking_items IN ACCESS SHARE MODE");
   Background run({"--dsn", c.ConnInfo(), "run", "su_fixture_locking", "1.1", "--approve"}, c.root());
-  bool shown = WaitUntil([&] { return run.Out().find("pid " + holder_pid) != std::string::npos; }, 300s, 100ms);
+  bool shown =
+      WaitUntil([&] { return run.Out().find("pid " + holder_pid) != std::string::npos; }, 300s, 100ms);
   holder->ExecScript("COMMIT");
   EXPECT_TRUE(shown) << "the blocking backend's pid is printed while the apply waits\n" << run.Out();
   EXPECT_EQ(run.Wait(), 0) << run.Out() << run.Err();
@@ -530,7 +537,8 @@ TEST(CliRun, ctrl_c_while_following_exits_130_and_the_upgrade_goes_on) {
   run.Signal(SIGINT);
   EXPECT_EQ(run.Wait(60s), 130) << run.Out() << run.Err();
   EXPECT_NE(run.Err().find("safe-upgrade status " + std::to_string(id)), std::string::npos) << run.Err();
-  EXPECT_EQ(c.WaitForTerminalState(id), "succeeded") << "Ctrl-C must not cancel the upgrade\n" << c.Events(id);
+  EXPECT_EQ(c.WaitForTerminalState(id), "succeeded") << "Ctrl-C must not cancel the upgrade\n"
+                                                     << c.Events(id);
 }
 
 TEST(CliRun, progress_bar_is_drawn_only_on_a_terminal) {
@@ -546,8 +554,8 @@ TEST(CliRun, progress_bar_is_drawn_only_on_a_terminal) {
   }
   c.StartAgent();
   CreateHstoreSchema(c);
-  ASSERT_TRUE(WaitUntil([&] { return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; },
-                        60s));
+  ASSERT_TRUE(WaitUntil(
+      [&] { return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; }, 60s));
 
   int master = -1;
   pid_t pid = forkpty(&master, nullptr, nullptr, nullptr);
@@ -586,11 +594,13 @@ TEST(CliPackaging, example_agent_config_parses_and_matches_the_systemd_unit) {
   // The unit's runtime directory holds the socket the configuration listens on.
   EXPECT_EQ(config.listen, "unix:/run/safe-upgrade/agent.sock");
   EXPECT_NE(unit.find("RuntimeDirectory=safe-upgrade\n"), std::string::npos) << unit;
-  EXPECT_NE(unit.find("ExecStart=/usr/local/bin/safe-upgrade-agent serve --config /etc/safe-upgrade/agent.toml"),
-            std::string::npos)
+  EXPECT_NE(
+      unit.find("ExecStart=/usr/local/bin/safe-upgrade-agent serve --config /etc/safe-upgrade/agent.toml"),
+      std::string::npos)
       << unit;
   EXPECT_NE(unit.find("User=postgres"), std::string::npos);
-  EXPECT_NE(unit.find("KillMode=process"), std::string::npos) << "stopping the agent must not stop PostgreSQL";
+  EXPECT_NE(unit.find("KillMode=process"), std::string::npos)
+      << "stopping the agent must not stop PostgreSQL";
 }
 
 }  // namespace
