@@ -116,7 +116,7 @@ CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
   OUT worker_pid integer, OUT snapshot_free_bytes bigint, OUT disk_reserve_bytes bigint,
-  OUT wal_archive_writable boolean)
+  OUT wal_archive_writable boolean, OUT data_free_bytes bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;
@@ -368,10 +368,10 @@ DECLARE
   v_ms numeric;
   v_int numeric;
   c_keys constant text[] := ARRAY['dry_run_only', 'auto_rollback', 'require_approval', 'not_before',
-                                  'lock_timeout', 'max_lock_retries'];
+                                  'lock_timeout', 'max_lock_retries', 'rollback_target'];
   c_valid constant text := 'Valid options are dry_run_only, auto_rollback, require_approval (booleans), '
-                           'not_before (a timestamp), lock_timeout (an interval such as "2s") '
-                           'and max_lock_retries (0 to 100).';
+                           'not_before (a timestamp), lock_timeout (an interval such as "2s"), '
+                           'max_lock_retries (0 to 100) and rollback_target (auto, ready or cold).';
 BEGIN
   IF jsonb_typeof(v_in) <> 'object' THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('options must be a JSON object, not %s',
@@ -455,6 +455,19 @@ BEGIN
       HINT = 'Use a whole number, for example ''{"max_lock_retries": 5}''.';
   END IF;
   v_out := v_out || jsonb_build_object('max_lock_retries', v_int::integer);
+
+  v_value := v_in -> 'rollback_target';
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+    v_out := v_out || jsonb_build_object('rollback_target', 'auto');
+  ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') IN ('auto', 'ready', 'cold') THEN
+    v_out := v_out || jsonb_build_object('rollback_target', lower(v_value #>> '{}'));
+  ELSE
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('option "rollback_target" must be auto, ready or cold, not %s',
+                       @extschema@._for_message(v_value::text)),
+      HINT = 'Use "auto" (a parked target when the disk allows), "ready" (require one) or "cold" '
+             '(restore the snapshot), for example ''{"rollback_target": "cold"}''.';
+  END IF;
   RETURN v_out;
 END
 $fn$;
@@ -561,6 +574,7 @@ BEGIN
     'wal_archive_writable', a.wal_archive_writable,
     'snapshot_free_bytes', a.snapshot_free_bytes,
     'disk_reserve_bytes', a.disk_reserve_bytes,
+    'data_free_bytes', a.data_free_bytes,
     'database_size_bytes', v_db_size,
     'cluster_size_bytes', v_cluster_size,
     'enough_disk', v_enough,
@@ -592,6 +606,8 @@ DECLARE
   v_reasons text[];
   v_hints text[];
   v_snapshot_bytes bigint;
+  v_data_free bigint;
+  v_auto_mode text;
 BEGIN
   SELECT * INTO v_resolved FROM @extschema@._resolve_target(v_ext, v_target);
   SELECT e.oid INTO v_ext_oid FROM pg_catalog.pg_extension e WHERE e.extname = v_ext;
@@ -621,6 +637,10 @@ BEGIN
   END IF;
 
   v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
+  v_data_free := (v_pitr ->> 'data_free_bytes')::bigint;
+  v_auto_mode := CASE WHEN v_data_free IS NULL THEN 'unknown (the agent is unreachable)'
+                      WHEN v_data_free >= v_snapshot_bytes + coalesce((v_pitr ->> 'disk_reserve_bytes')::bigint, 0)
+                      THEN 'ready' ELSE 'cold' END;
   RETURN jsonb_build_object(
     'extname', v_ext,
     'installed_version', v_resolved.installed_version,
@@ -634,9 +654,26 @@ BEGIN
       'method', 'point-in-time recovery: restore the snapshot taken before the upgrade, '
                 'then replay the archived WAL up to the restore point created just before the apply',
       'snapshot_bytes', v_snapshot_bytes,
-      'cost', format('restore snapshot of %s bytes (%s) + WAL replay up to the restore point; '
-                     'the server is down meanwhile and restarts on a new timeline',
-                     v_snapshot_bytes, pg_catalog.pg_size_pretty(v_snapshot_bytes)),
+      'rollback_target', jsonb_build_object(
+        'option', 'rollback_target',
+        'default', 'auto',
+        'auto_would_use', v_auto_mode,
+        'ready_disk_bytes', v_snapshot_bytes,
+        'data_free_bytes', v_data_free,
+        'ready', format('a copy of the snapshot (%s) next to the data directory follows the WAL archive and parks '
+                        'at the restore point while the upgrade is applied and verified; a rollback is then '
+                        'stop, swap and start, seconds whatever the database size',
+                        pg_catalog.pg_size_pretty(v_snapshot_bytes)),
+        'cold', 'the rollback restores the snapshot and replays WAL; no extra disk until then, '
+                'but the downtime grows with the database size'),
+      'cost', CASE WHEN v_auto_mode = 'ready'
+                   THEN format('with the parked target (rollback_target auto or ready): stop, swap and start, '
+                               'seconds; it holds %s more disk next to the data directory during the apply '
+                               'and verification; the server restarts on a new timeline',
+                               pg_catalog.pg_size_pretty(v_snapshot_bytes))
+                   ELSE format('restore snapshot of %s bytes (%s) + WAL replay up to the restore point; '
+                               'the server is down meanwhile and restarts on a new timeline',
+                               v_snapshot_bytes, pg_catalog.pg_size_pretty(v_snapshot_bytes)) END,
       'loses', 'every write committed after the restore point, in every database of the cluster, '
                'including writes made by the upgraded version; '
                'the data directory it replaces is kept aside, not deleted'),

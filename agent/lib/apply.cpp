@@ -14,6 +14,7 @@
 #include "fs_util.h"
 #include "health_checks.h"
 #include "jobs.h"
+#include "rollback_target.h"
 #include "upgrade_runner.h"
 
 namespace safe_upgrade {
@@ -283,6 +284,12 @@ json RunApplyJob(JobContext& ctx) {
     message = outcome.FailureMessage();
   }
   message += "; production is unchanged (" + upgrade.extname + " is at " + now_at + ")";
+  // Not applied: nothing will be rolled back, so the parked target only holds disk.
+  try {
+    DiscardRollbackTarget(config, ctx.journal(), id, "the upgrade was not applied");
+  } catch (const std::exception& e) {
+    ctx.Event("applying", "warning", std::string("could not remove the rollback target: ") + e.what());
+  }
   throw JobFailure(message, result);
 }
 

@@ -16,6 +16,7 @@
 
 #include "catalog.h"
 #include "cluster.h"
+#include "copy_progress.h"
 #include "fs_util.h"
 #include "process.h"
 
@@ -56,39 +57,6 @@ bool IsPostmasterOf(long pid, const std::string& data_dir) {
   return cmdline.find(data_dir) != std::string::npos;
 }
 
-// The postmaster of a clone, if one runs. Its pid must be a postgres started on that data
-// directory, so that a stale postmaster.pid never makes us signal some unrelated process.
-long ClonePostmaster(const std::string& data_dir) {
-  std::ifstream in(JoinPath(data_dir, "postmaster.pid"));
-  long pid = 0;
-  if (!(in >> pid)) return 0;
-  return IsPostmasterOf(pid, data_dir) ? pid : 0;
-}
-
-bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (IsPostmasterOf(pid, data_dir)) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
-void StopClonePostmaster(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir) {
-  long pid = ClonePostmaster(data_dir);
-  if (!pid) return;
-  try {
-    ServerControl(bin_dir, data_dir, "pg_ctl").Stop("immediate", std::chrono::seconds(30));
-  } catch (const std::exception& e) {
-    spdlog::warn("upgrade {}: pg_ctl stop of the clone in {} failed: {}", upgrade_id, data_dir, e.what());
-  }
-  // pg_ctl returns once postmaster.pid is gone, a moment before the process itself; its files
-  // are removed only after it has exited.
-  if (WaitGone(pid, data_dir, std::chrono::seconds(10))) return;
-  kill(static_cast<pid_t>(pid), SIGKILL);
-  WaitGone(pid, data_dir, std::chrono::seconds(10));
-}
-
 // Removes a clone's directories; refuses anything that is not one of our scratch locations.
 void DestroyClone(int64_t upgrade_id, const AgentConfig& config, const std::string& dir,
                   const std::string& socket_dir) {
@@ -97,7 +65,7 @@ void DestroyClone(int64_t upgrade_id, const AgentConfig& config, const std::stri
                   config.ClonesDir());
     return;
   }
-  StopClonePostmaster(upgrade_id, config.bin_dir, JoinPath(dir, "data"));
+  StopScratchServer(upgrade_id, config.bin_dir, JoinPath(dir, "data"));
   if (PathExists(dir)) RemoveTree(dir);
   if (!socket_dir.empty() && !Inside(socket_dir, dir) && Normal(socket_dir).rfind(kTmpSocketPrefix, 0) == 0 &&
       PathExists(socket_dir))
@@ -127,7 +95,7 @@ std::string ConfKey(const std::string& line) {
 // A copied postgresql.conf must not point the clone at production's files: those settings are
 // commented out (ours come from postgresql.auto.conf). Relative includes of a config file that
 // lived elsewhere are made absolute so they still resolve.
-std::string SanitizeConf(const std::string& text, const std::string& origin_dir) {
+std::string SanitizeConfInternal(const std::string& text, const std::string& origin_dir) {
   static const std::vector<std::string> disabled = {"data_directory", "hba_file", "ident_file",
                                                     "external_pid_file", "config_file"};
   std::istringstream in(text);
@@ -184,9 +152,44 @@ void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
   }
 }
 
-std::string Mb(uint64_t bytes) { return std::to_string((bytes + 512 * 1024) / (1024 * 1024)) + " MB"; }
-
 }  // namespace
+
+// The postmaster of a clone, if one runs. Its pid must be a postgres started on that data
+// directory, so that a stale postmaster.pid never makes us signal some unrelated process.
+long ScratchPostmaster(const std::string& data_dir) {
+  std::ifstream in(JoinPath(data_dir, "postmaster.pid"));
+  long pid = 0;
+  if (!(in >> pid)) return 0;
+  return IsPostmasterOf(pid, data_dir) ? pid : 0;
+}
+
+static bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (IsPostmasterOf(pid, data_dir)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir) {
+  long pid = ScratchPostmaster(data_dir);
+  if (!pid) return;
+  try {
+    ServerControl(bin_dir, data_dir, "pg_ctl").Stop("immediate", std::chrono::seconds(30));
+  } catch (const std::exception& e) {
+    spdlog::warn("upgrade {}: pg_ctl stop of the clone in {} failed: {}", upgrade_id, data_dir, e.what());
+  }
+  // pg_ctl returns once postmaster.pid is gone, a moment before the process itself; its files
+  // are removed only after it has exited.
+  if (WaitGone(pid, data_dir, std::chrono::seconds(10))) return;
+  kill(static_cast<pid_t>(pid), SIGKILL);
+  WaitGone(pid, data_dir, std::chrono::seconds(10));
+}
+
+std::string SanitizeCopiedConf(const std::string& text, const std::string& origin_dir) {
+  return SanitizeConfInternal(text, origin_dir);
+}
 
 Clone::Clone(JobContext& ctx, std::string snapshot_id) : ctx_(ctx), snapshot_id_(std::move(snapshot_id)) {
   dir_ = JoinPath(ctx_.config().ClonesDir(), kClonePrefix + std::to_string(ctx_.upgrade_id()));
@@ -241,48 +244,16 @@ void Clone::Create(double progress_from, double progress_to) {
   uint64_t free_bytes = FreeBytes(config.ClonesDir());
   if (free_bytes < total + reserve)
     throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
-                     Mb(total) + " plus the reserve of " + Mb(reserve) + ", and " + Mb(free_bytes) +
+                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " + Megabytes(free_bytes) +
                      " are free");
 
   EnsureDir(dir_, 0700);
   if (Inside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
-  ctx_.Info("clone", "copying snapshot " + snapshot_id_ + " (" + Mb(total) + ") into " + data_dir_,
+  ctx_.Info("clone", "copying snapshot " + snapshot_id_ + " (" + Megabytes(total) + ") into " + data_dir_,
             {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}});
 
-  // The copy is one cp; a watcher reports how far it got from the size of the target.
-  std::atomic<bool> copying{true};
-  std::thread watcher([&] {
-    auto last_event = std::chrono::steady_clock::now();
-    while (copying.load()) {
-      for (int i = 0; i < 20 && copying.load(); ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (!copying.load()) break;
-      uint64_t done = IsDirectory(data_dir_) ? TreeSize(data_dir_) : 0;
-      double fraction = total ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0;
-      ctx_.Progress(progress_from + (progress_to - progress_from) * fraction);
-      if (std::chrono::steady_clock::now() - last_event > std::chrono::seconds(10)) {
-        last_event = std::chrono::steady_clock::now();
-        ctx_.Info("clone", "copied " + Mb(done) + " of " + Mb(total),
-                  {{"bytes_done", done}, {"bytes_total", total}});
-      }
-    }
-  });
-  auto started = std::chrono::steady_clock::now();
-  try {
-    CopyTree(source, data_dir_);
-  } catch (...) {
-    copying = false;
-    watcher.join();
-    throw;
-  }
-  copying = false;
-  watcher.join();
-  ctx_.Progress(progress_to);
-  double seconds =
-      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started)
-          .count() /
-      1000.0;
-  ctx_.Info("clone", "copied " + Mb(total) + " in " + std::to_string(seconds).substr(0, 5) + " s",
+  double seconds = CopyTreeReporting(ctx_, "clone", source, data_dir_, total, progress_from, progress_to);
+  ctx_.Info("clone", "copied " + Megabytes(total) + " in " + std::to_string(seconds).substr(0, 5) + " s",
             {{"bytes", total}, {"duration_s", seconds}});
 
   MaterializeLinks(dir_, data_dir_, SnapshotDir(config, snapshot_id_));
@@ -300,10 +271,10 @@ void Clone::WriteSettings() {
 
   std::string conf = JoinPath(data_dir_, "postgresql.conf");
   if (PathExists(conf)) {
-    WriteText(conf, SanitizeConf(ReadFile(conf), ""));
+    WriteText(conf, SanitizeCopiedConf(ReadFile(conf), ""));
   } else if (!config.config_file.empty() && PathExists(config.config_file)) {
     // Debian-style layout: the configuration lives outside the data directory.
-    WriteText(conf, SanitizeConf(ReadFile(config.config_file), Dirname(config.config_file)));
+    WriteText(conf, SanitizeCopiedConf(ReadFile(config.config_file), Dirname(config.config_file)));
   } else {
     WriteText(conf, "# safe-upgrade dry-run clone: production's configuration was not available\n");
   }

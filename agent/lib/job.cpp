@@ -15,7 +15,7 @@ namespace safe_upgrade {
 std::string JobId(const std::string& kind, int64_t upgrade_id) { return kind + "-" + std::to_string(upgrade_id); }
 
 bool ParseJobId(const std::string& job_id, std::string& kind, int64_t& upgrade_id) {
-  static const std::regex re("^(snapshot|dryrun|apply|verify|rollback)-([1-9][0-9]{0,17})$");
+  static const std::regex re("^(snapshot|dryrun|rollback_target|apply|verify|rollback)-([1-9][0-9]{0,17})$");
   std::smatch m;
   if (job_id.size() > 40 || !std::regex_match(job_id, m, re)) return false;
   kind = m[1];

@@ -12,6 +12,8 @@ namespace safe_upgrade {
 nlohmann::json RunSnapshotJob(JobContext& ctx);
 // Clone of the snapshot, upgrade + health checks in it, teardown; returns the dry-run report.
 nlohmann::json RunDryRunJob(JobContext& ctx);
+// The parked rollback target (rollback_target.h).
+nlohmann::json RunPrepareRollbackJob(JobContext& ctx);
 // ALTER EXTENSION ... UPDATE on production under lock_timeout with retries.
 nlohmann::json RunApplyJob(JobContext& ctx);
 // Health checks on production.

@@ -18,6 +18,8 @@
 #include "jobs.h"
 #include "pg_conn.h"
 #include "process.h"
+#include "recovery_settings.h"
+#include "rollback_target.h"
 
 namespace safe_upgrade {
 namespace {
@@ -25,8 +27,9 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kRestoredMarker = "safe_upgrade_restored_from";
-constexpr const char* kRecoveryBegin = "# --- safe-upgrade rollback recovery settings: begin ---";
-constexpr const char* kRecoveryEnd = "# --- safe-upgrade rollback recovery settings: end ---";
+// How long a rollback waits for the parked target to reach the restore point before it falls
+// back to restoring the snapshot.
+constexpr std::chrono::seconds kParkWait{120};
 
 int StepIndex(const std::string& step) {
   const auto& steps = RollbackSteps();
@@ -34,12 +37,8 @@ int StepIndex(const std::string& step) {
   return it == steps.end() ? -1 : static_cast<int>(it - steps.begin());
 }
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw std::runtime_error("cannot find the agent's own executable");
-  buf[n] = '\0';
-  return buf;
+double EpochSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 class Rollback {
@@ -63,6 +62,7 @@ class Rollback {
     Do("prechecked", [&] { Precheck(); });
     try {
       Do("window_recorded", [&] { RecordWindow(); });
+      Do("target_checked", [&] { CheckRollbackTarget(); });
       Do("stopped", [&] { StopServer(); });
       Do("moved_aside", [&] { MoveAside(); });
       Do("restored", [&] { RestoreSnapshot(); });
@@ -75,7 +75,11 @@ class Rollback {
       return PutOriginalBack(e.what());
     }
     Finish("rolled_back");
-    return json{{"state", "rolled_back"}, {"data_loss_window", rc_["window"]}};
+    ForgetTarget();
+    return json{{"state", "rolled_back"},
+                {"data_loss_window", rc_["window"]},
+                {"path", Fast() ? "parked target" : "snapshot restore"},
+                {"downtime_s", rc_.value("downtime_s", -1.0)}};
   }
 
  private:
@@ -128,14 +132,13 @@ class Rollback {
       throw JobFailure("snapshot " + snapshot_id + " belongs to another cluster (system identifier " +
                            meta.value("system_identifier", "?") + ", this cluster " + sysid + ")",
                        fail_detail);
-    uint64_t need = meta.value("size_bytes", uint64_t{0}) + config_.disk_reserve_mb * 1024 * 1024;
-    uint64_t free = FreeBytes(Dirname(config_.data_directory));
-    if (free < need)
-      throw JobFailure("not enough disk to restore the snapshot next to the data directory: need " +
-                           std::to_string(need / (1024 * 1024)) + " MB, " + std::to_string(free / (1024 * 1024)) +
-                           " MB free",
-                       fail_detail);
+    json journal = ctx_.journal().Load(id_);
+    bool fast = journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
+    if (!fast) RequireDiskForRestore(meta);
     rc_ = json::object();
+    rc_["fast"] = fast;
+    rc_["snapshot_bytes"] = meta.value("size_bytes", uint64_t{0});
+    if (fast) rc_["rollback_target"] = journal["rollback_target"];
     rc_["extname"] = u.extname;
     rc_["from_version"] = u.from_version;
     rc_["to_version"] = u.to_version;
@@ -146,6 +149,40 @@ class Rollback {
                             {"timeline", rp->timeline},   {"xid", rp->xid},
                             {"wal_segment", rp->wal_segment}, {"backup_stop_lsn", rp->backup_stop_lsn}};
     rc_["events"] = json::array();
+  }
+
+  void RequireDiskForRestore(const json& meta) {
+    uint64_t need = meta.value("size_bytes", uint64_t{0}) + config_.disk_reserve_mb * 1024 * 1024;
+    uint64_t free = FreeBytes(Dirname(config_.data_directory));
+    if (free < need)
+      throw JobFailure("not enough disk to restore the snapshot next to the data directory: need " +
+                           std::to_string(need / (1024 * 1024)) + " MB, " + std::to_string(free / (1024 * 1024)) +
+                           " MB free",
+                       {{"stage", "precheck"}});
+  }
+
+  bool Fast() const { return rc_.value("fast", false); }
+
+  // Nothing is stopped yet. The parked target is used only if it stopped exactly at the restore
+  // point; otherwise it is discarded and the snapshot is restored (the cold path).
+  void CheckRollbackTarget() {
+    if (!Fast()) {
+      Event("info", "no parked rollback target: the snapshot will be restored and WAL replayed (the cold path)");
+      return;
+    }
+    std::string rp = rc_["restore_point"]["name"];
+    ParkedState parked = WaitUntilParked(config_, rc_["rollback_target"], rp, kParkWait);
+    if (parked.parked) {
+      Event("info", "the rollback target prepared before the apply is parked at restore point " + rp +
+                        "; rolling back by swapping it in (no copy, almost no replay)",
+            {{"dir", rc_["rollback_target"].value("dir", "")}});
+      return;
+    }
+    Event("warning", "the rollback target cannot be used: " + parked.reason +
+                         "; falling back to restoring the snapshot");
+    DiscardRollbackTarget(config_, ctx_.journal(), id_, "it was not parked at the restore point");
+    rc_["fast"] = false;
+    RequireDiskForRestore(LoadSnapshotMeta(config_, rc_["snapshot_id"].get<std::string>()));
   }
 
   void RecordWindow() {
@@ -193,6 +230,14 @@ class Rollback {
 
   void StopServer() {
     if (!server_.Running()) return;
+    if (!rc_.contains("downtime_started")) rc_["downtime_started"] = EpochSeconds();
+    if (Fast()) {
+      // Its data directory is moved aside, not reused; if it must be put back, crash recovery
+      // is safe. A fast shutdown's checkpoint would be most of the downtime.
+      Event("info", "stopping the server (immediate: its data directory is set aside, not reused)");
+      server_.Stop("immediate", std::chrono::seconds(60));
+      return;
+    }
     Event("info", "stopping the server");
     try {
       server_.Stop("fast", std::chrono::seconds(60));
@@ -223,6 +268,7 @@ class Rollback {
       return;  // restored and renamed before a crash
     if (PathExists(config_.data_directory))
       throw std::runtime_error(config_.data_directory + " reappeared while rolling back; refusing to overwrite it");
+    if (Fast()) return SwapInTarget();
     // A partial copy from a crash is our own scratch, not a data directory anyone used.
     if (PathExists(RestoringDir())) RemoveTree(RestoringDir());
     Event("info", "restoring snapshot " + rc_["snapshot_id"].get<std::string>());
@@ -236,23 +282,26 @@ class Rollback {
     Event("info", "snapshot restored in " + std::to_string(secs).substr(0, 5) + " s");
   }
 
+  // The parked target becomes the data directory: one rename on the same filesystem.
+  void SwapInTarget() {
+    std::string dir = rc_["rollback_target"].value("dir", "");
+    AtomicWriteFile(JoinPath(dir, kRestoredMarker), rc_["snapshot_id"].get<std::string>() + " (parked target)\n");
+    for (const char* f : {"postmaster.pid", "postmaster.opts"})
+      if (PathExists(JoinPath(dir, f))) unlink(JoinPath(dir, f).c_str());
+    // Its sanitized postgresql.conf was for the parked run (Debian layout: the real one is elsewhere).
+    if (!config_.config_file.empty() && PathExists(JoinPath(dir, "postgresql.conf")))
+      unlink(JoinPath(dir, "postgresql.conf").c_str());
+    ctx_.journal().Update(id_, [](json& doc) {
+      if (doc.contains("rollback_target")) doc["rollback_target"]["state"] = "swapped";
+    });
+    DurableRename(dir, config_.data_directory);
+    Event("info", "swapped the parked rollback target in as the data directory");
+  }
+
   void WriteRecoverySettings() {
-    std::string auto_conf = JoinPath(config_.data_directory, "postgresql.auto.conf");
-    std::string text = PathExists(auto_conf) ? ReadFile(auto_conf) : "";
-    auto begin = text.find(kRecoveryBegin);
-    if (begin != std::string::npos) text.erase(begin);
-    if (!text.empty() && text.back() != '\n') text += "\n";
-    std::string restore_command =
-        ShellQuote(SelfExe()) + " wal-fetch --config " + ShellQuote(config_.source_path) + " %f %p";
-    std::ostringstream s;
-    s << kRecoveryBegin << "\n"
-      << "restore_command = " << ConfQuote(restore_command) << "\n"
-      << "recovery_target_name = " << ConfQuote(rc_["restore_point"]["name"].get<std::string>()) << "\n"
-      << "recovery_target_action = 'promote'\n"
-      << "recovery_target_timeline = '" << rc_["restore_point"]["timeline"].get<int>() << "'\n"
-      << kRecoveryEnd << "\n";
-    text += s.str();
-    AtomicWriteFile(auto_conf, text, 0600);
+    WriteRecoveryBlock(config_, config_.data_directory,
+                       {rc_["restore_point"]["name"].get<std::string>(), rc_["restore_point"]["timeline"].get<int>(),
+                        "promote"});
     std::string standby = JoinPath(config_.data_directory, "standby.signal");
     if (PathExists(standby)) unlink(standby.c_str());
     AtomicWriteFile(JoinPath(config_.data_directory, "recovery.signal"), "", 0600);
@@ -303,7 +352,13 @@ class Rollback {
       if (std::chrono::steady_clock::now() > deadline) throw RecoveryFailed("recovery did not finish in time");
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    Event("info", "the server reached the restore point and was promoted");
+    if (rc_.contains("downtime_started") && !rc_.contains("downtime_s"))
+      rc_["downtime_s"] = EpochSeconds() - rc_["downtime_started"].get<double>();
+    Event("info", "the server reached the restore point and was promoted" +
+                      (rc_.contains("downtime_s")
+                           ? " (down for " + std::to_string(rc_["downtime_s"].get<double>()).substr(0, 5) + " s)"
+                           : std::string()),
+          {{"path", Fast() ? "parked target" : "snapshot restore"}, {"downtime_s", rc_.value("downtime_s", -1.0)}});
   }
 
   void VerifyRestored() {
@@ -336,9 +391,8 @@ class Rollback {
     auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
     // ALTER SYSTEM rewrites postgresql.auto.conf without our lines; a later recovery must not
     // inherit them.
-    for (const char* name :
-         {"restore_command", "recovery_target_name", "recovery_target_action", "recovery_target_timeline"})
-      conn->Exec(std::string("ALTER SYSTEM RESET ") + name);
+    for (const char* const* name = RecoverySettingNames(); *name; ++name)
+      conn->Exec(std::string("ALTER SYSTEM RESET ") + *name);
     conn->Exec("SELECT pg_reload_conf()");
   }
 
@@ -376,7 +430,9 @@ class Rollback {
       report["rollback"] = {{"state", state},
                             {"data_loss_window", rc_.value("window", json::object())},
                             {"timeline_after", rc_.value("timeline_after", 0)},
-                            {"failed_data_directory", AsideDir()}};
+                            {"failed_data_directory", AsideDir()},
+                            {"path", Fast() ? "parked target" : "snapshot restore"},
+                            {"downtime_s", rc_.value("downtime_s", -1.0)}};
       if (!error.empty()) report["rollback"]["error"] = error;
       std::string message = state == "rolled_back"
                                 ? "rolled back to restore point " + rp["name"].get<std::string>() + "; " +
@@ -398,6 +454,15 @@ class Rollback {
       } catch (...) {
       }
       throw;
+    }
+  }
+
+  // The target's scratch and journal entry (a swapped-in target is production now).
+  void ForgetTarget() {
+    try {
+      DiscardRollbackTarget(config_, ctx_.journal(), id_, "the rollback is over");
+    } catch (const std::exception& e) {
+      ctx_.Event("rolling_back", "warning", std::string("could not clean up the rollback target: ") + e.what());
     }
   }
 
@@ -430,6 +495,7 @@ class Rollback {
           {{"failed_restore", failed_restore}});
     WriteOutcome("rollback_failed", reason);
     Finish("rollback_failed");
+    ForgetTarget();
     throw JobFailure(reason, {{"state", "rollback_failed"}, {"stage", "recovery"}});
   }
 
@@ -444,7 +510,8 @@ class Rollback {
 }  // namespace
 
 const std::vector<std::string>& RollbackSteps() {
-  static const std::vector<std::string> steps = {"prechecked", "window_recorded", "stopped",  "moved_aside",
+  static const std::vector<std::string> steps = {"prechecked", "window_recorded", "target_checked", "stopped",
+                                                 "moved_aside",
                                                  "restored",        "configured", "promoted",
                                                  "verified",        "settings_removed", "outcome_written",
                                                  "done"};

@@ -2,7 +2,9 @@
 // rollbacks from the journal.
 #include <spdlog/spdlog.h>
 
+#include "catalog.h"
 #include "clone.h"
+#include "rollback_target.h"
 #include "jobs.h"
 
 namespace safe_upgrade {
@@ -10,6 +12,15 @@ namespace safe_upgrade {
 void RecoverOnStartup(JobManager& jobs, Journal& journal, const AgentConfig& config) {
   // No job survives an agent restart, so every journaled dry-run clone is an orphan.
   RemoveOrphanedClones(config, journal);
+  // Rollback targets survive an agent restart (they are servers of their own, or parked), but
+  // those of upgrades that can no longer roll back only hold disk. Without the catalog (the
+  // server may be down mid-rollback) they are kept until a later job start looks again.
+  try {
+    auto conn = ConnectProduction(config, "safe-upgrade-agent startup");
+    DiscardRollbackTargetsExcept(config, journal, UpgradesThatMayRollBack(*conn));
+  } catch (const std::exception& e) {
+    spdlog::info("rollback targets not checked at start (the catalog is not reachable: {})", e.what());
+  }
   for (int64_t id : journal.UpgradeIds()) {
     nlohmann::json doc;
     try {

@@ -5,6 +5,7 @@
 #include "catalog.h"
 #include "health_checks.h"
 #include "jobs.h"
+#include "rollback_target.h"
 
 namespace safe_upgrade {
 
@@ -54,6 +55,12 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
     throw JobFailure("health check \"" + bad->name + "\" failed on production: " + bad->message, result);
   }
   ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production");
+  // Succeeded: the upgrade stays, so its parked rollback target only holds disk now.
+  try {
+    DiscardRollbackTarget(ctx.config(), ctx.journal(), ctx.upgrade_id(), "the upgrade succeeded");
+  } catch (const std::exception& e) {
+    ctx.Event("verifying", "warning", std::string("could not remove the rollback target: ") + e.what());
+  }
   return result;
 }
 

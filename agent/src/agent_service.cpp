@@ -10,6 +10,7 @@
 #include "pg_conn.h"
 #include "fs_util.h"
 #include "jobs.h"
+#include "rollback_target.h"
 
 namespace safe_upgrade {
 namespace {
@@ -41,6 +42,7 @@ v1::JobState ToProto(JobStatus s) {
 JobBody BodyFor(const std::string& kind) {
   if (kind == "snapshot") return RunSnapshotJob;
   if (kind == "dryrun") return RunDryRunJob;
+  if (kind == "rollback_target") return RunPrepareRollbackJob;
   if (kind == "apply") return RunApplyJob;
   if (kind == "verify") return RunVerifyJob;
   return RunRollbackJob;
@@ -84,6 +86,7 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_data_directory(config_.data_directory);
     resp->set_active_job_id(jobs_.ActiveJobId());
     resp->set_snapshot_free_bytes(FreeBytes(config_.snapshot_dir));
+    resp->set_data_free_bytes(FreeBytes(Dirname(config_.data_directory)));
     resp->set_disk_reserve_bytes(config_.disk_reserve_mb * 1024 * 1024);
     resp->set_wal_archive_writable(access(config_.wal_archive_dir.c_str(), W_OK) == 0);
     return grpc::Status::OK;
@@ -102,6 +105,9 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
               .Empty())
         return grpc::Status(grpc::StatusCode::NOT_FOUND,
                             "upgrade " + std::to_string(req->upgrade_id()) + " does not exist");
+      // Rollback targets of upgrades that ended meanwhile only hold disk; a new job is the moment
+      // to give it back (unless a job runs, which may be using its own).
+      if (jobs_.ActiveJobId().empty()) DiscardRollbackTargetsExcept(config_, journal_, UpgradesThatMayRollBack(*conn));
     } catch (const PgError& e) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cannot read the catalog: " + e.message());
     }
@@ -117,6 +123,10 @@ grpc::ServerUnaryReactor* AgentService::StartSnapshot(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AgentService::StartDryRun(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                                     v1::JobRef* resp) {
   return StartJob(ctx, "dryrun", req, resp);
+}
+grpc::ServerUnaryReactor* AgentService::StartPrepareRollback(grpc::CallbackServerContext* ctx,
+                                                             const v1::UpgradeRef* req, v1::JobRef* resp) {
+  return StartJob(ctx, "rollback_target", req, resp);
 }
 grpc::ServerUnaryReactor* AgentService::StartApply(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                                    v1::JobRef* resp) {

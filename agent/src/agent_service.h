@@ -27,6 +27,8 @@ class AgentService final : public v1::Agent::CallbackService {
                                           v1::JobRef* resp) override;
   grpc::ServerUnaryReactor* StartDryRun(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                         v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartPrepareRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                 v1::JobRef* resp) override;
   grpc::ServerUnaryReactor* StartApply(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                        v1::JobRef* resp) override;
   grpc::ServerUnaryReactor* StartVerify(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,

@@ -3,6 +3,7 @@
 // and the exact rows present afterwards.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "fs_util.h"
@@ -27,21 +28,29 @@ struct HeldApply {
   int64_t id = 0;
 };
 
-HeldApply StartHeldUpgrade(const TestCluster& c) {
+HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto") {
   HeldApply h;
   h.id = c.BeginUpgrade("su_rollback_fixture", "2.0",
-                        R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100})");
+                        R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
+                        R"("rollback_target": ")" + rollback_target + R"("})");
   EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", 300s)) << c.Events(h.id);
   h.blocker = c.Connect();
   h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
   return h;
 }
 
-TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_later_ones) {
+std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
+
+// Both rollback paths: "ready" swaps in the target parked at the restore point, "cold" restores
+// the snapshot and replays WAL. Each must keep exactly the rows written before the restore point.
+class RollbackPath : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_discards_later_ones) {
+  const std::string mode = GetParam();
   TestCluster c;
   PrepareRollbackFixture(c);
   auto writer = c.Connect();
-  HeldApply h = StartHeldUpgrade(c);
+  HeldApply h = StartHeldUpgrade(c, mode);
   // Written after the snapshot, before the restore point: must survive.
   WriteBatch(*writer, 1);
   writer->Exec("INSERT INTO poison VALUES (1000)");
@@ -98,6 +107,82 @@ TEST(Rollback, rollback_restores_rows_written_before_restore_point_and_discards_
   EXPECT_FALSE(PathExists(c.info().data_dir + "/recovery.signal"));
   // The failed data directory was moved aside, not deleted.
   EXPECT_TRUE(PathExists(c.info().data_dir + ".failed-" + std::to_string(h.id)));
+
+  // The path taken is the one asked for, and no target is left behind.
+  EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), mode) << status["report"].dump();
+  EXPECT_EQ(status["report"]["rollback"].value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
+      << status["report"]["rollback"].dump();
+  if (mode == "ready") EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
+  EXPECT_FALSE(PathExists(ReadyDir(c, h.id)));
+}
+
+INSTANTIATE_TEST_SUITE_P(ReadyAndCold, RollbackPath, ::testing::Values("ready", "cold"),
+                         [](const auto& info) { return info.param; });
+
+TEST(Rollback, a_target_that_is_not_parked_falls_back_to_restoring_the_snapshot) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, "ready");
+  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  ASSERT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
+  // Parked (its server has exited at the restore point); then an operator moves it away.
+  std::string ready = ReadyDir(c, h.id);
+  ASSERT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
+      << c.Events(h.id);
+  std::string moved = JoinPath(c.root(), "ready-moved-by-test");
+  std::filesystem::rename(ready, moved);
+  h.blocker->ExecScript("COMMIT");
+  h.blocker.reset();
+
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  std::string events = c.Events(h.id);
+  EXPECT_NE(events.find("the rollback target cannot be used"), std::string::npos) << events;
+  EXPECT_NE(events.find("restoring snapshot"), std::string::npos) << events;
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
+}
+
+TEST(Rollback, rollback_target_ready_that_cannot_be_prepared_fails_before_production_is_touched) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
+  // The target goes next to the data directory; a parent the agent cannot write to stops it
+  // (as a full disk would), and "ready" insists on a target.
+  std::string parent = std::filesystem::path(c.info().data_dir).parent_path().string();
+  auto mode = std::filesystem::status(parent).permissions();
+  std::filesystem::permissions(parent, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
+                                           std::filesystem::perms::others_write,
+                               std::filesystem::perm_options::remove);
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"rollback_target": "ready"})");
+  std::string state = c.WaitForTerminalState(id, 600s);
+  std::filesystem::permissions(parent, mode);
+  ASSERT_EQ(state, "failed") << c.Events(id);
+  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  EXPECT_NE(error.find("could not prepare the rollback target"), std::string::npos) << error;
+  EXPECT_NE(error.find("production was not touched"), std::string::npos) << error;
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                     {std::to_string(id)}),
+            "0");
+}
+
+TEST(Rollback, rollback_target_auto_that_cannot_be_prepared_goes_on_with_the_cold_path) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  std::string parent = std::filesystem::path(c.info().data_dir).parent_path().string();
+  auto mode = std::filesystem::status(parent).permissions();
+  std::filesystem::permissions(parent, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
+                                           std::filesystem::perms::others_write,
+                               std::filesystem::perm_options::remove);
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
+  std::string state = c.WaitForTerminalState(id, 600s);
+  std::filesystem::permissions(parent, mode);
+  ASSERT_EQ(state, "succeeded") << c.Events(id);
+  json status = json::parse(c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(id)}));
+  EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), "cold") << status["report"].dump();
+  EXPECT_NE(c.Events(id).find("no fast rollback target"), std::string::npos) << c.Events(id);
 }
 
 TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart) {
@@ -115,6 +200,8 @@ TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_rb_applied"), "0");
+  // Not applied: its rollback target is not kept.
+  EXPECT_FALSE(PathExists(ReadyDir(c, id)));
   blocker->ExecScript("COMMIT");
 }
 
@@ -124,6 +211,8 @@ TEST(Rollback, manual_rollback_of_a_succeeded_upgrade_restores_the_old_version) 
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
   EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "2");
+  // Succeeded: the parked target was removed; a later rollback restores the snapshot.
+  EXPECT_FALSE(PathExists(ReadyDir(c, id)));
   c.Scalar("SELECT safe_upgrade.rollback($1::bigint)", {std::to_string(id)});
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rolled_back") << c.Events(id);
   EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "1");

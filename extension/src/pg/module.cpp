@@ -146,8 +146,8 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   SpinLockAcquire(&s->mutex);
   memcpy(&copy, s, sizeof copy);
   SpinLockRelease(&s->mutex);
-  Datum values[11];
-  bool nulls[11] = {false, false, false, false, false, false, false, false, true, true, true};
+  Datum values[12];
+  bool nulls[12] = {false, false, false, false, false, false, false, false, true, true, true, true};
   if (!copy.agent_checked) {
     for (bool& n : nulls) n = true;
     values[0] = BoolGetDatum(false);
@@ -172,7 +172,8 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
       values[8] = Int64GetDatum(static_cast<int64>(copy.snapshot_free_bytes));
       values[9] = Int64GetDatum(static_cast<int64>(copy.disk_reserve_bytes));
       values[10] = BoolGetDatum(copy.wal_archive_writable);
-      nulls[8] = nulls[9] = nulls[10] = false;
+      values[11] = Int64GetDatum(static_cast<int64>(copy.data_free_bytes));
+      nulls[8] = nulls[9] = nulls[10] = nulls[11] = false;
     }
   }
   values[7] = Int32GetDatum(copy.worker_pid);

@@ -25,6 +25,7 @@ struct SharedState {
   uint64 system_identifier;
   uint64 snapshot_free_bytes;
   uint64 disk_reserve_bytes;
+  uint64 data_free_bytes;
   bool wal_archive_writable;
   TimestampTz checked_at;
 };

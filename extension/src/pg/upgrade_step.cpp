@@ -193,7 +193,13 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
     Transition(u, "cancelled", std::string("cancelled by request"));
     return;
   }
-  if (u.state == "snapshotting") {
+  if (u.state == "scheduled") {
+    // The rollback target is prepared (or the cold path chosen); the restore point comes next.
+    MergeReport(u, "rollback_target", result);
+    SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0, progress = NULL "
+            "WHERE id = $1::bigint",
+            {std::to_string(u.id)});
+  } else if (u.state == "snapshotting") {
     SpiExec("UPDATE safe_upgrade.upgrades SET snapshot = $2::jsonb WHERE id = $1::bigint",
             {std::to_string(u.id), result.dump()});
     Transition(u, "dry_running");
@@ -223,7 +229,9 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
     Transition(u, "cancelled", "cancelled by request (the " + u.state + " step had failed: " + error + ")");
     return;
   }
-  if (u.state == "snapshotting") {
+  if (u.state == "scheduled") {
+    Transition(u, "failed", "could not prepare the rollback target: " + error);
+  } else if (u.state == "snapshotting") {
     Transition(u, "failed", "snapshot failed: " + error);
   } else if (u.state == "dry_running") {
     MergeReport(u, "dry_run", result);
@@ -299,9 +307,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json));
 }
 
-void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
-  if (u.state == "applying" && journal.apply != "none") return ResolveApply(u, journal);
-  std::string kind = JobKindForState(u.state);
+void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
   std::string job_id;
   AgentCallError err = agent.StartJob(kind, u.id, job_id);
   if (err.ok) {
@@ -314,6 +320,11 @@ void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journa
   if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
     Transition(u, "failed", "the agent is unreachable at " + agent.address() + ": " + err.message +
                                 "; production was not touched");
+}
+
+void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
+  if (u.state == "applying" && journal.apply != "none") return ResolveApply(u, journal);
+  StartJob(u, agent, JobKindForState(u.state));
 }
 
 void Step(int64_t id, AgentClient& agent) {
@@ -343,7 +354,13 @@ void Step(int64_t id, AgentClient& agent) {
     if (u.approved) Transition(u, "scheduled");
   } else if (u.state == "scheduled") {
     if (!u.not_before_reached) return;
-    if (!u.has_restore_point) return CreateRestorePoint(u);
+    if (!u.has_restore_point) {
+      // The rollback target is copied before the restore point exists (it waits for it in the
+      // archive), so its copy never widens the window of writes a rollback discards.
+      if (!u.report.contains("rollback_target"))
+        return u.agent_job ? FollowJob(u, agent, journal) : StartJob(u, agent, "rollback_target");
+      return CreateRestorePoint(u);
+    }
     std::string segment, archiver;
     if (RestorePointArchived(u, segment, archiver)) {
       AddEvent(u.id, "restore_point", "info", "WAL segment " + segment + " with the restore point is archived");

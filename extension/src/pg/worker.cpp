@@ -90,6 +90,7 @@ void CheckAgent() {
     s->system_identifier = ping.system_identifier;
     s->snapshot_free_bytes = ping.snapshot_free_bytes;
     s->disk_reserve_bytes = ping.disk_reserve_bytes;
+    s->data_free_bytes = ping.data_free_bytes;
     s->wal_archive_writable = ping.wal_archive_writable;
     s->last_error[0] = '\0';
   } else {

@@ -102,6 +102,7 @@ class GrpcAgentClient final : public AgentClient {
       out.system_identifier = resp.system_identifier();
       out.active_job_id = resp.active_job_id();
       out.snapshot_free_bytes = resp.snapshot_free_bytes();
+      out.data_free_bytes = resp.data_free_bytes();
       out.disk_reserve_bytes = resp.disk_reserve_bytes();
       out.wal_archive_writable = resp.wal_archive_writable();
     }
@@ -119,6 +120,8 @@ class GrpcAgentClient final : public AgentClient {
       status = stub_->StartSnapshot(&ctx, req, &resp);
     else if (kind == "dryrun")
       status = stub_->StartDryRun(&ctx, req, &resp);
+    else if (kind == "rollback_target")
+      status = stub_->StartPrepareRollback(&ctx, req, &resp);
     else if (kind == "apply")
       status = stub_->StartApply(&ctx, req, &resp);
     else if (kind == "verify")

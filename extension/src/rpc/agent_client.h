@@ -21,7 +21,7 @@ struct AgentCallError {
 struct AgentPing {
   std::string agent_version, api_version, data_directory, active_job_id;
   uint64_t system_identifier = 0;
-  uint64_t snapshot_free_bytes = 0, disk_reserve_bytes = 0;
+  uint64_t snapshot_free_bytes = 0, disk_reserve_bytes = 0, data_free_bytes = 0;
   bool wal_archive_writable = false;
 };
 

@@ -1,0 +1,54 @@
+// Recovery settings block in postgresql.auto.conf.
+#include "recovery_settings.h"
+
+#include <unistd.h>
+
+#include <sstream>
+#include <stdexcept>
+
+#include "cluster.h"
+#include "fs_util.h"
+#include "process.h"
+
+namespace safe_upgrade {
+namespace {
+
+constexpr const char* kRecoveryBegin = "# --- safe-upgrade rollback recovery settings: begin ---";
+constexpr const char* kRecoveryEnd = "# --- safe-upgrade rollback recovery settings: end ---";
+
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw std::runtime_error("cannot find the agent's own executable");
+  buf[n] = '\0';
+  return buf;
+}
+
+}  // namespace
+
+void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, const RecoveryTarget& target) {
+  std::string auto_conf = JoinPath(data_dir, "postgresql.auto.conf");
+  std::string text = PathExists(auto_conf) ? ReadFile(auto_conf) : "";
+  auto begin = text.find(kRecoveryBegin);
+  if (begin != std::string::npos) text.erase(begin);
+  if (!text.empty() && text.back() != '\n') text += "\n";
+  std::string restore_command =
+      ShellQuote(SelfExe()) + " wal-fetch --config " + ShellQuote(config.source_path) + " %f %p";
+  std::ostringstream s;
+  s << kRecoveryBegin << "\n"
+    << "restore_command = " << ConfQuote(restore_command) << "\n"
+    << "recovery_target_name = " << ConfQuote(target.restore_point) << "\n"
+    << "recovery_target_action = " << ConfQuote(target.action) << "\n"
+    << "recovery_target_timeline = '" << target.timeline << "'\n"
+    << kRecoveryEnd << "\n";
+  text += s.str();
+  AtomicWriteFile(auto_conf, text, 0600);
+}
+
+const char* const* RecoverySettingNames() {
+  static const char* const names[] = {"restore_command", "recovery_target_name", "recovery_target_action",
+                                      "recovery_target_timeline", nullptr};
+  return names;
+}
+
+}  // namespace safe_upgrade

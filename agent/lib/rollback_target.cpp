@@ -1,0 +1,326 @@
+// The parked rollback target: preparing it, telling whether it is parked, discarding it.
+#include "rollback_target.h"
+
+#include <spdlog/spdlog.h>
+#include <stdlib.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "catalog.h"
+#include "clone.h"
+#include "cluster.h"
+#include "copy_progress.h"
+#include "fs_util.h"
+#include "process.h"
+#include "recovery_settings.h"
+
+namespace safe_upgrade {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kPhase = "rollback_target";
+// sun_path is 108 bytes; the socket file is "<dir>/.s.PGSQL.<port>".
+constexpr size_t kMaxSocketDirLength = 90;
+
+// Scratch of the target that is not the data directory: its log and socket directory.
+std::string RunDir(const AgentConfig& config, int64_t id) {
+  return JoinPath(config.ClonesDir(), "ready-" + std::to_string(id));
+}
+
+std::string LogOf(const json& target) { return target.value("log", ""); }
+
+std::string ReadOr(const std::string& path) {
+  try {
+    return ReadFile(path);
+  } catch (...) {
+    return "";
+  }
+}
+
+std::string LogTail(const std::string& log_file, size_t max_bytes = 2000) {
+  std::string log = ReadOr(log_file);
+  if (log.size() > max_bytes) log = "..." + log.substr(log.size() - max_bytes);
+  while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
+  return log;
+}
+
+std::string StoppedAtTargetLine(const std::string& restore_point) {
+  return "recovery stopping at restore point \"" + restore_point + "\"";
+}
+
+bool Parked(const AgentConfig& config, const json& target, const std::string& restore_point, std::string& reason) {
+  std::string data_dir = target.value("dir", "");
+  if (!IsDirectory(data_dir)) {
+    reason = "its directory " + data_dir + " is gone";
+    return false;
+  }
+  ClusterFacts facts;
+  try {
+    facts = ReadControlData(config.bin_dir, data_dir);
+  } catch (const std::exception& e) {
+    reason = std::string("pg_controldata failed: ") + e.what();
+    return false;
+  }
+  if (facts.state != "shut down in recovery") {
+    reason = "it stopped in state \"" + facts.state + "\", not at the restore point";
+    return false;
+  }
+  if (ReadOr(LogOf(target)).find(StoppedAtTargetLine(restore_point)) == std::string::npos) {
+    reason = "its log does not show it stopping at restore point " + restore_point;
+    return false;
+  }
+  return true;
+}
+
+std::vector<std::string> ServerOptions(const AgentConfig& config, int64_t id, int port, const std::string& socket_dir) {
+  // Command-line settings win over postgresql.conf and postgresql.auto.conf, and, unlike them,
+  // do not stay in the directory that becomes production after the swap.
+  return {
+      "-c port=" + std::to_string(port),
+      "-c listen_addresses=''",
+      "-c unix_socket_directories=" + ShellQuote(socket_dir),
+      "-c unix_socket_permissions=0700",
+      // Never archive into production's archive, never stream from production.
+      "-c archive_mode=off",
+      "-c primary_conninfo=''",
+      "-c primary_slot_name=''",
+      "-c hot_standby=off",
+      "-c recovery_target_action=shutdown",
+      // Notice the restore point soon after it is archived (the default retry is 5 s).
+      "-c wal_retrieve_retry_interval=200ms",
+      "-c safe_upgrade.enabled=off",
+      // Production's external PID file, if it has one, must not be overwritten.
+      "-c external_pid_file=" + ShellQuote(JoinPath(RunDir(config, id), "external.pid")),
+      "-c shared_buffers=128MB",
+      "-c huge_pages=off",
+      "-c logging_collector=off",
+      "-c log_destination=stderr",
+      "-c cluster_name=" + ShellQuote("safe-upgrade rollback target " + std::to_string(id)),
+  };
+}
+
+json ColdResult(const std::string& reason) { return {{"mode", "cold"}, {"reason", reason}}; }
+
+class Preparation {
+ public:
+  explicit Preparation(JobContext& ctx) : ctx_(ctx), config_(ctx.config()), id_(ctx.upgrade_id()) {}
+
+  json Run() {
+    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback-target");
+    UpgradeRecord u = LoadUpgrade(*conn, id_);
+    if (u.state != "scheduled")
+      throw JobFailure("upgrade " + std::to_string(id_) + " is " + u.state +
+                       ", not scheduled; a rollback target is prepared only before the restore point");
+    std::string mode = u.options.value("rollback_target", "auto");
+    if (mode == "cold") {
+      ctx_.Info(kPhase, "rollback_target is cold: a rollback would restore the snapshot and replay WAL");
+      return ColdResult("the option rollback_target is cold");
+    }
+    restore_point_ = conn->Exec("SELECT safe_upgrade.restore_point_name($1::bigint)", {std::to_string(id_)}).Scalar();
+    conn.reset();
+    try {
+      return Prepare();
+    } catch (const std::exception& e) {
+      std::string reason = e.what();
+      DiscardRollbackTarget(config_, ctx_.journal(), id_, "its preparation failed");
+      if (mode == "ready")
+        throw JobFailure("could not prepare the rollback target (rollback_target is ready): " + reason +
+                         "; production was not touched");
+      ctx_.Event(kPhase, "warning",
+                 "no fast rollback target: " + reason + "; a rollback would restore the snapshot instead");
+      return ColdResult(reason);
+    }
+  }
+
+ private:
+  json Prepare() {
+    std::string snapshot_id = SnapshotIdFor(id_);
+    json meta = LoadSnapshotMeta(config_, snapshot_id);
+    std::string source = SnapshotDataDir(config_, snapshot_id);
+    uint64_t total = meta.value("size_bytes", uint64_t{0});
+    if (!total) total = TreeSize(source);
+    std::string dir = RollbackTargetDir(config_, id_);
+    uint64_t reserve = config_.disk_reserve_mb * 1024 * 1024;
+    uint64_t free_bytes = FreeBytes(Dirname(config_.data_directory));
+    if (free_bytes < total + reserve)
+      throw std::runtime_error("not enough free disk next to the data directory for it: it needs " +
+                               Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
+                               Megabytes(free_bytes) + " are free");
+
+    // An earlier attempt's target is scratch, like this one.
+    DiscardRollbackTarget(config_, ctx_.journal(), id_, "a new one is prepared");
+    std::string run_dir = RunDir(config_, id_);
+    std::string socket_dir = JoinPath(run_dir, "run");
+    if (socket_dir.size() > kMaxSocketDirLength) {
+      std::string tmpl = "/tmp/su-ready-XXXXXX";
+      if (!mkdtemp(tmpl.data())) throw std::runtime_error("could not create a socket directory for it");
+      socket_dir = tmpl;
+    }
+    int port = FindFreePort();
+    json target = {{"dir", dir},
+                   {"run_dir", run_dir},
+                   {"socket_dir", socket_dir},
+                   {"log", JoinPath(run_dir, "postgres.log")},
+                   {"port", port},
+                   {"restore_point", restore_point_},
+                   {"snapshot_id", snapshot_id},
+                   {"state", "copying"},
+                   {"created_at", NowIso8601()}};
+    // Journaled before anything exists on disk, so a crash at any later point leaves nothing
+    // the agent does not know about.
+    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
+
+    EnsureDir(config_.ClonesDir(), 0700);
+    EnsureDir(run_dir, 0700);
+    EnsureDir(socket_dir, 0700);
+    ctx_.Info(kPhase, "copying snapshot " + snapshot_id + " (" + Megabytes(total) + ") to " + dir +
+                          " as the rollback target",
+              {{"bytes", total}, {"dir", dir}});
+    double copy_s = CopyTreeReporting(ctx_, kPhase, source, dir, total, 0.0, 0.9);
+    ctx_.Failpoint("rollback_target:after:copy");
+    Configure(dir, meta);
+    Start(target, port, socket_dir);
+    target["state"] = "following";
+    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
+    ctx_.Progress(1.0);
+    ctx_.Info(kPhase,
+              "rollback target ready in " + std::to_string(copy_s).substr(0, 5) +
+                  " s: it follows the WAL archive and will stop at restore point " + restore_point_ +
+                  ", so a rollback is a stop, a swap and a start",
+              {{"dir", dir}, {"port", port}, {"bytes", total}, {"copy_s", copy_s}});
+    return {{"mode", "ready"},      {"dir", dir},          {"bytes", total},
+            {"copy_s", copy_s},     {"port", port},        {"restore_point", restore_point_}};
+  }
+
+  void Configure(const std::string& dir, const json& meta) {
+    for (const char* f : {"recovery.signal", "postmaster.pid", "postmaster.opts"})
+      if (PathExists(JoinPath(dir, f))) RemoveTree(JoinPath(dir, f));
+    // Debian-style layout: the configuration lives outside the data directory; the copy gets a
+    // sanitized one for its parked run (removed again when it is swapped in).
+    if (!PathExists(JoinPath(dir, "postgresql.conf")) && !config_.config_file.empty() &&
+        PathExists(config_.config_file))
+      AtomicWriteFile(JoinPath(dir, "postgresql.conf"),
+                      "# safe-upgrade rollback target: for its parked run only\n" +
+                          SanitizeCopiedConf(ReadFile(config_.config_file), Dirname(config_.config_file)));
+    // The same settings the cold path writes, with promote as the action: after the swap only
+    // the signal file changes. The parked run overrides the action with shutdown on its command
+    // line. Standby mode makes it wait for the restore point to appear in the archive.
+    WriteRecoveryBlock(config_, dir, {restore_point_, meta.value("timeline", 1), "promote"});
+    AtomicWriteFile(JoinPath(dir, "standby.signal"), "", 0600);
+  }
+
+  void Start(const json& target, int port, const std::string& socket_dir) {
+    std::string dir = target["dir"], log = target["log"];
+    std::string options;
+    for (const auto& o : ServerOptions(config_, id_, port, socket_dir)) options += (options.empty() ? "" : " ") + o;
+    // -W: a target whose restore point is already archived parks (exits) at once, which pg_ctl
+    // -w would report as a failed start; readiness is polled below instead.
+    RunChecked({config_.bin_dir + "/pg_ctl", "-D", dir, "-l", log, "-W", "-o", options, "start"});
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(60, config_.job_timeout_s));
+    // pg_ctl -W returns before postmaster.pid exists; give the server a moment to write it.
+    auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (true) {
+      // hot_standby is off, so postmaster.pid never says "standby": the log tells that the copy
+      // replayed its backup to consistency and now waits in the archive for more WAL.
+      if (ScratchPostmaster(dir) && ReadOr(log).find("consistent recovery state reached") != std::string::npos)
+        return;
+      if (!ScratchPostmaster(dir) && std::chrono::steady_clock::now() > grace) {
+        std::string why;
+        if (Parked(config_, target, restore_point_, why)) return;
+        throw std::runtime_error("the rollback target exited while starting; its log ends with:\n" + LogTail(log));
+      }
+      if (std::chrono::steady_clock::now() > deadline)
+        throw std::runtime_error("the rollback target did not reach standby mode in time; its log ends with:\n" +
+                                 LogTail(log));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  JobContext& ctx_;
+  const AgentConfig& config_;
+  int64_t id_;
+  std::string restore_point_;
+};
+
+}  // namespace
+
+std::string RollbackTargetDir(const AgentConfig& config, int64_t upgrade_id) {
+  return config.data_directory + ".ready-" + std::to_string(upgrade_id);
+}
+
+json RunPrepareRollbackJob(JobContext& ctx) { return Preparation(ctx).Run(); }
+
+ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const std::string& restore_point,
+                            std::chrono::seconds timeout) {
+  ParkedState out;
+  std::string dir = target.value("dir", "");
+  if (target.value("state", "") != "following") {
+    out.reason = "it was never started (journal state \"" + target.value("state", "") + "\")";
+    return out;
+  }
+  if (target.value("restore_point", "") != restore_point) {
+    out.reason = "it waits for restore point " + target.value("restore_point", "") + ", not " + restore_point;
+    return out;
+  }
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (ScratchPostmaster(dir)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      out.reason = "it had not reached restore point " + restore_point + " after " +
+                   std::to_string(timeout.count()) + " s";
+      return out;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  out.parked = Parked(config, target, restore_point, out.reason);
+  return out;
+}
+
+void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id, const std::string& why) {
+  json doc = journal.Load(upgrade_id);
+  std::string dir = RollbackTargetDir(config, upgrade_id);
+  std::string run_dir = RunDir(config, upgrade_id);
+  std::string socket_dir;
+  bool swapped = false;
+  if (doc.contains("rollback_target") && doc["rollback_target"].is_object()) {
+    swapped = doc["rollback_target"].value("state", "") == "swapped";
+    socket_dir = doc["rollback_target"].value("socket_dir", "");
+  }
+  // A swapped-in target is production now; only its journal entry and scratch go.
+  if (!swapped && IsDirectory(dir)) {
+    StopScratchServer(upgrade_id, config.bin_dir, dir);
+    RemoveTree(dir);
+    spdlog::info("upgrade {}: removed the rollback target {} ({})", upgrade_id, dir, why);
+  }
+  if (IsDirectory(run_dir)) RemoveTree(run_dir);
+  if (!socket_dir.empty() && socket_dir.rfind("/tmp/su-ready-", 0) == 0 && IsDirectory(socket_dir))
+    RemoveTree(socket_dir);
+  if (doc.contains("rollback_target"))
+    journal.Update(upgrade_id, [](json& d) { d.erase("rollback_target"); });
+}
+
+void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal, const std::set<int64_t>& keep) {
+  for (int64_t id : journal.UpgradeIds()) {
+    if (keep.count(id)) continue;
+    try {
+      if (!journal.Load(id).contains("rollback_target")) continue;
+      DiscardRollbackTarget(config, journal, id, "the upgrade can no longer roll back through it");
+    } catch (const std::exception& e) {
+      spdlog::error("upgrade {}: could not remove the rollback target: {}", id, e.what());
+    }
+  }
+}
+
+std::set<int64_t> UpgradesThatMayRollBack(PgConn& conn) {
+  auto r = conn.Exec(
+      "SELECT id::text FROM safe_upgrade.upgrades WHERE state IN ('scheduled', 'applying', 'verifying', "
+      "'rolling_back')");
+  std::set<int64_t> ids;
+  for (const auto& row : r.rows)
+    if (row[0]) ids.insert(std::stoll(*row[0]));
+  return ids;
+}
+
+}  // namespace safe_upgrade

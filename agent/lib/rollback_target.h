@@ -1,0 +1,59 @@
+// The parked rollback target: the fast rollback path.
+//
+// Before the restore point is created, the agent copies the upgrade's snapshot next to the data
+// directory (<data_directory>.ready-<id>, on the same filesystem so that the swap is a rename)
+// and starts it as an isolated archive-following standby: its own port and socket, no TCP, no
+// archiving, no streaming from production, hot_standby off, the scheduler off. Its recovery
+// target is the upgrade's restore point (the name is known in advance) with
+// recovery_target_action = 'shutdown', so once production has archived the restore point the
+// copy replays up to it and shuts down there: parked. A rollback then stops production, swaps the
+// directories and starts: the server promotes at the restore point after replaying almost
+// nothing, so the downtime no longer grows with the database size.
+//
+// The target costs one more copy of the cluster on the data directory's filesystem while the
+// upgrade is applied and verified; it is removed once the upgrade succeeds or ends otherwise.
+// When the disk is short (rollback_target = 'auto'), or on request ('cold'), the rollback
+// restores the snapshot instead (the cold path), which is also the fallback whenever the target
+// is not parked when it is needed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "config.h"
+#include "job.h"
+#include "journal.h"
+#include "pg_conn.h"
+
+namespace safe_upgrade {
+
+// <data_directory>.ready-<id>
+std::string RollbackTargetDir(const AgentConfig& config, int64_t upgrade_id);
+
+// Job "prepare_rollback": copies and starts the target; returns {"mode": "ready", ...} or, when
+// the option is "cold" or ("auto" and) the target cannot be had, {"mode": "cold", "reason": ...}.
+nlohmann::json RunPrepareRollbackJob(JobContext& ctx);
+
+struct ParkedState {
+  bool parked = false;
+  std::string reason;  // why not, in words
+};
+
+// Waits (at most timeout) until the upgrade's journaled target has replayed to restore_point
+// and shut down there. Never changes anything.
+ParkedState WaitUntilParked(const AgentConfig& config, const nlohmann::json& target, const std::string& restore_point,
+                            std::chrono::seconds timeout);
+
+// Stops and removes the upgrade's target (if any, and not swapped in) and its journal entry.
+void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id, const std::string& why);
+
+// Discards the targets of every upgrade not in keep (the upgrades that may still roll back).
+void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal, const std::set<int64_t>& keep);
+
+// The upgrades whose target must be kept: states scheduled, applying, verifying, rolling_back.
+std::set<int64_t> UpgradesThatMayRollBack(PgConn& conn);
+
+}  // namespace safe_upgrade
