@@ -244,7 +244,7 @@ EOF
     wait_state "$id" rolled_back
     snap+=("$(event_span "$id" 'taking snapshot %' 'snapshot snap-% verified:%')")
     prov+=("$(event_span "$id" 'copying snapshot %' 'clone started on port %')")
-    rto+=("$(event_span "$id" 'state verifying -> rolling_back' 'the server reached the restore point and was promoted')")
+    rto+=("$(event_span "$id" 'state verifying -> rolling_back' 'the server reached the restore point and was promoted%')")
     sql "DELETE FROM poison" >/dev/null
     rm -rf "$data".failed-*
     say "ours run $i (upgrade $id): snapshot ${snap[-1]} s, dry-run clone ${prov[-1]} s, rollback RTO ${rto[-1]} s"
