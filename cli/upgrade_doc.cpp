@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include "output.h"
@@ -340,6 +341,17 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   const json& rollback = Member(report, "rollback");
   if (state == "rolled_back" || state == "rollback_failed") {
     PrintDataLossWindow(out, Member(rollback, "data_loss_window"), "  ");
+    std::string path = JsonString(rollback, "path");
+    const json& downtime = Member(rollback, "downtime_s");
+    if (!path.empty()) {
+      out << "  rolled back through the " << path;
+      if (downtime.is_number() && downtime.get<double>() >= 0) {
+        char secs[32];
+        snprintf(secs, sizeof secs, "%.1f", downtime.get<double>());
+        out << "; the server was down for " << secs << " s";
+      }
+      out << "\n";
+    }
     std::string aside = JsonString(rollback, "failed_data_directory");
     if (state == "rolled_back" && !aside.empty())
       out << "  the upgraded data directory is kept in " << aside

@@ -190,10 +190,15 @@ version=$(value "SELECT extversion FROM pg_extension WHERE extname = 'su_rollbac
 big=$(value "SELECT count(*) FROM demo.orders WHERE amount = 1500")
 echo
 if [ "$rc" = 4 ] && [ "$version" = 1.0 ]; then
+  path=$(value "SELECT report #>> '{rollback,path}' FROM safe_upgrade.upgrades WHERE extname = 'su_rollback_fixture' ORDER BY id DESC LIMIT 1")
+  if [ "$path" = "parked target" ]; then
+    how="swapped in the copy of the snapshot that it had parked at the restore point while the upgrade ran, so the server was down only for a stop and a start, whatever the database size"
+  else
+    how="restored the snapshot and replayed the archived WAL up to the restore point"
+  fi
   tell "What happened: version 2.0 committed on production, then the health check found the order" \
-    "of 1500 invalid. pg_safe_upgrade stopped the server, restored the snapshot and replayed the" \
-    "archived WAL up to the restore point taken just before the upgrade: the extension is back at" \
-    "$version (exit code 4, rolled back)."
+    "of 1500 invalid. pg_safe_upgrade stopped the server and $how: the extension is back at" \
+    "$version, as it was at the restore point taken just before the upgrade (exit code 4, rolled back)."
   tell "What a rollback costs: every write committed after the restore point is gone (the data-loss" \
     "window printed above). The order of 1500 was placed before the restore point, so it is still" \
     "there ($big row), and the old version accepts it. The upgraded data directory was kept aside in" \

@@ -48,10 +48,29 @@ TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_wit
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledDuringRollback,
-                         ::testing::Values("prechecked", "window_recorded", "stopped", "moved_aside", "restored",
+                         ::testing::Values("prechecked", "window_recorded", "target_checked", "stopped",
+                                           "moved_aside", "restored",
                                            "configured", "promoted", "verified", "settings_removed",
                                            "outcome_written"),
                          [](const auto& info) { return info.param; });
+
+TEST(AgentKilledWhilePreparingTheRollbackTarget, the_target_is_prepared_again_and_the_rollback_uses_it) {
+  RecordFault("agent SIGKILLed right after copying the rollback target, then restarted",
+              "the target is prepared again; `rolled_back` through the parked target; no target left behind");
+  TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback_target:after:copy"}}});
+  c.ExpectCrashes();
+  PrepareRollbackFixture(c);
+  int64_t id = BeginDoomedUpgrade(c);
+  ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
+  c.StartAgent();  // without the failpoint
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rolled_back") << c.Events(id) << c.AgentLog();
+  std::string events = c.Events(id);
+  EXPECT_NE(events.find("the agent restarted during scheduled"), std::string::npos) << events;
+  EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 1"), "50");
+  EXPECT_FALSE(PathExists(c.info().data_dir + ".ready-" + std::to_string(id)));
+}
 
 TEST(PostmasterKilled, killed_while_verifying_the_upgrade_is_not_applied_twice) {
   RecordFault("postmaster SIGKILLed while the upgrade is `verifying`, then restarted",
@@ -76,8 +95,10 @@ TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_ori
   TestCluster c;
   c.ExpectCrashes();
   PrepareRollbackFixture(c);
+  // The cold path: a parked target may already hold the segment, so it is not asked for here.
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0",
-                              R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100})");
+                              R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
+                              R"("rollback_target": "cold"})");
   ASSERT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);
   c.Exec("INSERT INTO poison VALUES (1000)");
   auto blocker = c.Connect();

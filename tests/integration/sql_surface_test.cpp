@@ -98,7 +98,16 @@ TEST(PlanHstore, plan_lists_the_column_gist_index_and_view_that_use_hstore_and_t
   EXPECT_EQ(plan["pitr"]["enough_disk"], true);
   EXPECT_GT(plan["pitr"]["snapshot_free_bytes"].get<int64_t>(), 0);
   EXPECT_EQ(plan["pitr"]["archive_mode"], "on");
-  EXPECT_NE(plan["rollback"]["cost"].get<std::string>().find("WAL replay"), std::string::npos);
+  // The rollback path begin() would take by default: with room next to the data directory, the
+  // parked target, whose disk cost plan names.
+  const auto& target = plan["rollback"]["rollback_target"];
+  EXPECT_EQ(target["option"], "rollback_target") << target.dump(2);
+  EXPECT_EQ(target["default"], "auto");
+  EXPECT_EQ(target["auto_would_use"], "ready") << target.dump(2);
+  EXPECT_GT(target["data_free_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(target["ready_disk_bytes"], plan["pitr"]["cluster_size_bytes"]);
+  EXPECT_NE(plan["rollback"]["cost"].get<std::string>().find("stop, swap and start"), std::string::npos)
+      << plan["rollback"].dump(2);
   EXPECT_NE(plan["rollback"]["loses"].get<std::string>().find("after the restore point"), std::string::npos);
   // plan() is read-only.
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.upgrades"), "0");

@@ -39,6 +39,9 @@ SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"max_lock_retries"
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"max_lock_retries": 101}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"max_lock_retries": 2.5}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"max_lock_retries": "five"}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": "fast"}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": true}')$$);
+SELECT safe_upgrade._normalize_options('{"rollback_target": "COLD"}') ->> 'rollback_target';
 
 -- The normalized options begin() stores: defaults filled in, values in one form.
 SELECT safe_upgrade._normalize_options('{}') - 'not_before';
