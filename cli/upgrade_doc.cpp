@@ -183,7 +183,7 @@ std::string StateMeaning(const std::string& state) {
   if (state == "dry_running") return "rehearsing the upgrade and the health checks on a throwaway clone";
   if (state == "awaiting_approval")
     return "the dry run passed; waiting for approval before touching production";
-  if (state == "scheduled") return "creating the restore point and waiting until its WAL is archived";
+  if (state == "scheduled") return "parking a rollback target, then the restore point and its archived WAL";
   if (state == "applying") return "running ALTER EXTENSION ... UPDATE on production, under lock limits";
   if (state == "verifying") return "running the health checks on production";
   if (state == "rolling_back") return "restoring production to the restore point (the server restarts)";

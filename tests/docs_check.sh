@@ -5,7 +5,8 @@
 #   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp;
 #   - agent settings: Read(tbl, "section", "key", ...) in agent/lib/config.cpp;
 #   - CLI subcommands (add_subcommand("x", ...)) and flags (add_option/add_flag("--x")) in cli/*.cpp;
-#   - SQL functions: CREATE FUNCTION in sql/*.sql, except names starting with "_".
+#   - SQL functions: CREATE FUNCTION in sql/*.sql, except names starting with "_";
+#   - begin() options: the list _normalize_options() accepts (c_keys in sql/*.sql).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,9 +53,14 @@ functions=$(grep -ohiE 'CREATE[[:space:]]+(OR[[:space:]]+REPLACE[[:space:]]+)?FU
 [ -n "$functions" ] || { echo "docs_check: found no SQL functions in sql/"; exit 1; }
 for fn in $functions; do documented "SQL function" "$fn" "$(quote "$fn")\("; done
 
+options=$(sed -n "/c_keys constant text\[\] := ARRAY\[/,/\];/p" sql/safe_upgrade--0.1.sql | grep -oE "'[a-z_]+'" | tr -d "'" | sort -u)
+[ -n "$options" ] || { echo "docs_check: found no begin() options in sql/"; exit 1; }
+# Each option has a row in a table, as `name` | default | meaning.
+for o in $options; do documented "begin() option" "$o" '`'"$o"'` [|]'; done
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo "docs_check: ${#missing[@]} of $checked names are not documented in README.md or docs/*.md:"
   printf '  %s\n' "${missing[@]}"
   exit 1
 fi
-echo "docs_check: all $checked settings, agent settings, subcommands, flags and SQL functions are documented"
+echo "docs_check: all $checked settings, agent settings, subcommands, flags, SQL functions and begin() options are documented"
