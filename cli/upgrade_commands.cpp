@@ -81,6 +81,7 @@ int Plan(const GlobalOptions& g, const PlanArgs& a) {
 struct RunArgs {
   std::string ext, version;
   bool dry_run = false, no_rollback = false, approve = false, json = false;
+  std::string rollback_target;  // empty: the server's default (auto)
   int reconnect_timeout_s = 300;
 };
 
@@ -91,6 +92,7 @@ int Run(const GlobalOptions& g, const RunArgs& a) {
     json options = json::object();
     if (a.dry_run) options["dry_run_only"] = true;
     if (a.no_rollback) options["auto_rollback"] = false;
+    if (!a.rollback_target.empty()) options["rollback_target"] = a.rollback_target;
     if (!a.dry_run) options["require_approval"] = !a.approve;
     id = std::stoll(conn.Exec("SELECT safe_upgrade.begin($1::name, $2::text, $3::jsonb)::text",
                               {a.ext, a.version, options.dump()})
@@ -261,6 +263,10 @@ void AddUpgradeCommands(CLI::App& app, const GlobalOptions& global, int& exit_co
   r->add_flag("--no-rollback", run.no_rollback,
               "when production fails its health checks, leave the upgrade applied instead of rolling back");
   r->add_flag("--approve", run.approve, "apply to production without asking once the dry run passes");
+  r->add_option("--rollback-target", run.rollback_target,
+                "auto (default), ready (park a copy at the restore point: rollback in about a second) or cold "
+                "(restore the snapshot)")
+      ->check(CLI::IsMember({"auto", "ready", "cold"}));
   r->add_flag("--json", run.json,
               "print the final upgrade document as JSON on stdout (progress goes to stderr)");
   r->add_option("--reconnect-timeout", run.reconnect_timeout_s,

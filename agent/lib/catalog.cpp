@@ -86,4 +86,15 @@ nlohmann::json LoadSnapshotMeta(const AgentConfig& config, const std::string& sn
   return meta;
 }
 
+std::set<int64_t> UpgradeIdsInStates(PgConn& conn, const std::vector<std::string>& states) {
+  std::string array = "{";
+  for (const auto& st : states) array += (array.size() > 1 ? "," : "") + st;
+  array += "}";
+  auto r = conn.Exec("SELECT id::text FROM safe_upgrade.upgrades WHERE state = ANY ($1::text[])", {array});
+  std::set<int64_t> ids;
+  for (const auto& row : r.rows)
+    if (row[0]) ids.insert(std::stoll(*row[0]));
+  return ids;
+}
+
 }  // namespace safe_upgrade

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,9 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id);
 // User health checks for this extension (extname matches or is NULL).
 std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname);
 std::optional<RestorePointRecord> LoadRestorePoint(PgConn& conn, int64_t upgrade_id);
+
+// Ids of the upgrades whose state is one of states.
+std::set<int64_t> UpgradeIdsInStates(PgConn& conn, const std::vector<std::string>& states);
 
 // Connection to the production database named in the config.
 std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name);

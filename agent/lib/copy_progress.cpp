@@ -33,7 +33,7 @@ double CopyTreeReporting(JobContext& ctx, const std::string& phase, const std::s
   });
   auto started = std::chrono::steady_clock::now();
   try {
-    CopyTree(from, to);
+    CopyTree(from, to, /*low_priority=*/true);
   } catch (...) {
     copying = false;
     watcher.join();

@@ -99,8 +99,10 @@ void DurableRename(const std::string& from, const std::string& to) {
   if (Dirname(from) != Dirname(to)) FsyncParentDir(from);
 }
 
-void CopyTree(const std::string& from, const std::string& to) {
-  RunChecked({"cp", "-a", "--reflink=auto", from, to});
+void CopyTree(const std::string& from, const std::string& to, bool low_priority) {
+  ProcessOptions options;
+  options.low_priority = low_priority;
+  RunChecked({"cp", "-a", "--reflink=auto", from, to}, options);
 }
 
 void RemoveTree(const std::string& path) {

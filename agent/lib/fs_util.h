@@ -20,7 +20,8 @@ void FsyncParentDir(const std::string& path);
 // Renames and fsyncs both parent directories.
 void DurableRename(const std::string& from, const std::string& to);
 // Copies a directory tree with cp -a (reflinks where the filesystem allows).
-void CopyTree(const std::string& from, const std::string& to);
+// low_priority: for copies made while production serves (clones, the rollback target).
+void CopyTree(const std::string& from, const std::string& to, bool low_priority = false);
 // Removes a directory tree. Only for our own scratch copies, never for a data directory.
 void RemoveTree(const std::string& path);
 uint64_t TreeSize(const std::string& path);

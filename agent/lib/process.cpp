@@ -7,6 +7,8 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -44,6 +46,12 @@ std::vector<char*> CStrings(const std::vector<std::string>& v) {
   if (!options.cwd.empty() && chdir(options.cwd.c_str()) != 0) {
     fprintf(stderr, "cannot enter %s: %s\n", options.cwd.c_str(), strerror(errno));
     _exit(127);
+  }
+  if (options.low_priority) {
+    // Best effort: a kernel without ioprio support still runs the copy, only less politely.
+    (void)setpriority(PRIO_PROCESS, 0, 10);
+    constexpr int kIoprioWhoProcess = 1, kIoprioClassBestEffort = 2, kIoprioClassShift = 13;
+    (void)syscall(SYS_ioprio_set, kIoprioWhoProcess, 0, (kIoprioClassBestEffort << kIoprioClassShift) | 7);
   }
   sigset_t none;
   sigemptyset(&none);

@@ -24,6 +24,9 @@ struct ProcessOptions {
   std::function<void(const std::string&)> on_stderr_line;
   // Write stdout/stderr to this file (appending) instead of capturing them.
   std::string output_file;
+  // Run at low CPU and I/O priority (nice 10, best-effort I/O level 7): copies made while
+  // production serves its clients should yield to them.
+  bool low_priority = false;
 };
 
 struct ProcessResult {

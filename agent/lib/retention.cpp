@@ -67,13 +67,8 @@ std::vector<SnapshotEntry> ListSnapshots(const AgentConfig& config) {
 }
 
 std::set<int64_t> InFlightUpgradeIds(PgConn& conn) {
-  auto r = conn.Exec(
-      "SELECT id::text FROM safe_upgrade.upgrades WHERE state NOT IN "
-      "('succeeded', 'validated', 'blocked', 'failed', 'rolled_back', 'rollback_failed', 'cancelled')");
-  std::set<int64_t> ids;
-  for (const auto& row : r.rows)
-    if (row[0]) ids.insert(std::stoll(*row[0]));
-  return ids;
+  return UpgradeIdsInStates(conn, {"queued", "snapshotting", "dry_running", "awaiting_approval", "scheduled",
+                                   "applying", "verifying", "rolling_back"});
 }
 
 RetentionOutcome ApplySnapshotRetention(const AgentConfig& config, const std::set<int64_t>& in_flight,

@@ -88,6 +88,11 @@ std::vector<std::string> ServerOptions(const AgentConfig& config, int64_t id, in
       "-c primary_conninfo=''",
       "-c primary_slot_name=''",
       "-c hot_standby=off",
+      // Commands a standby would run at restartpoints or at the end of recovery: one copied from
+      // production could prune production's archive.
+      "-c archive_cleanup_command=''",
+      "-c recovery_end_command=''",
+      "-c promote_trigger_file=''",
       "-c recovery_target_action=shutdown",
       // Notice the restore point soon after it is archived (the default retry is 5 s).
       "-c wal_retrieve_retry_interval=200ms",
@@ -314,13 +319,7 @@ void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal, c
 }
 
 std::set<int64_t> UpgradesThatMayRollBack(PgConn& conn) {
-  auto r = conn.Exec(
-      "SELECT id::text FROM safe_upgrade.upgrades WHERE state IN ('scheduled', 'applying', 'verifying', "
-      "'rolling_back')");
-  std::set<int64_t> ids;
-  for (const auto& row : r.rows)
-    if (row[0]) ids.insert(std::stoll(*row[0]));
-  return ids;
+  return UpgradeIdsInStates(conn, {"scheduled", "applying", "verifying", "rolling_back"});
 }
 
 }  // namespace safe_upgrade

@@ -258,6 +258,8 @@ ProcessOptions ToolOptions(const AgentConfig& config) {
   opt.env["LC_ALL"] = "C";
   opt.env["PGAPPNAME"] = "safe-upgrade-agent snapshot";
   opt.timeout = std::chrono::seconds(std::max(60, config.job_timeout_s));
+  // The backup is taken while production serves; its client side and the verification yield.
+  opt.low_priority = true;
   return opt;
 }
 

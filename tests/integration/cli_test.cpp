@@ -178,6 +178,7 @@ TEST(CliUsage, missing_or_malformed_arguments_exit_2) {
            {"status", "-3"},
            {"rollback", "1", "2"},
            {"run", "hstore", "1.8", "--reconnect-timeout", "0"},
+           {"run", "hstore", "1.8", "--rollback-target", "fast"},
            {"sandbox"},
        }) {
     auto r = Cli(args);
@@ -492,7 +493,9 @@ TEST(CliRun, rollback_that_cannot_reach_the_restore_point_exits_5) {
   // been removed from the archive, so the rollback that follows cannot replay to it.
   auto holder = c.Connect();
   holder->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE");
-  Background run({"--dsn", c.ConnInfo(), "run", "su_rollback_fixture", "2.0", "--approve"}, c.root());
+  // The cold path: a parked target may already have replayed the segment removed below.
+  Background run({"--dsn", c.ConnInfo(), "run", "su_rollback_fixture", "2.0", "--approve", "--rollback-target", "cold"},
+                 c.root());
   ASSERT_TRUE(WaitUntil([&] { return LatestUpgradeId(c) > 0; }, 60s)) << run.Err();
   int64_t id = LatestUpgradeId(c);
   ASSERT_TRUE(c.WaitForState(id, "dry_running", 300s)) << c.Events(id);

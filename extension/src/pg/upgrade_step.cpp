@@ -327,10 +327,7 @@ void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journa
   StartJob(u, agent, JobKindForState(u.state));
 }
 
-void Step(int64_t id, AgentClient& agent) {
-  auto loaded = LoadUpgrade(id);
-  if (!loaded || !IsInFlightState(loaded->state)) return;
-  Upgrade& u = *loaded;
+void StepUpgrade(Upgrade& u, AgentClient& agent) {
 
   AgentJournal journal;
   bool touched_or_scheduled = ProductionMayBeTouched(u.state) || u.state == "scheduled";
@@ -379,6 +376,17 @@ void Step(int64_t id, AgentClient& agent) {
   }
 }
 
+// One step of one upgrade, in the caller's transaction. True when it moved to another in-flight
+// state, whose first step can run at once instead of a poll interval later (a rollback starts
+// sooner, for one).
+bool Step(int64_t id, AgentClient& agent) {
+  auto loaded = LoadUpgrade(id);
+  if (!loaded || !IsInFlightState(loaded->state)) return false;
+  const std::string before = loaded->state;
+  StepUpgrade(*loaded, agent);
+  return loaded->state != before && IsInFlightState(loaded->state);
+}
+
 }  // namespace
 
 bool RunSchedulerPass(AgentClient& agent) {
@@ -399,9 +407,12 @@ bool RunSchedulerPass(AgentClient& agent) {
     CHECK_FOR_INTERRUPTS();
     std::string problem;
     try {
-      SpiTransaction tx;
-      Step(id, agent);
-      tx.Commit();
+      for (int round = 0; round < 3; ++round) {
+        SpiTransaction tx;
+        bool moved = Step(id, agent);
+        tx.Commit();
+        if (!moved) break;
+      }
     } catch (const std::exception& e) {
       problem = e.what();
     }
