@@ -235,7 +235,7 @@ EOF
 
   # Ours, through a real upgrade: snapshot job, dry-run job (clone), apply, failed health check,
   # automatic rollback. Each run gives one snapshot, one provisioning and one rollback figure.
-  local snap=() prov=() rto=() id
+  local snap=() prov=() rto=() paths=() id
   for i in $(seq "$RUNS"); do
     id="$(sql "SELECT safe_upgrade.begin('su_rollback_fixture', '2.0', '{\"require_approval\": true}')")"
     wait_state "$id" awaiting_approval
@@ -245,9 +245,11 @@ EOF
     snap+=("$(event_span "$id" 'taking snapshot %' 'snapshot snap-% verified:%')")
     prov+=("$(event_span "$id" 'copying snapshot %' 'clone started on port %')")
     rto+=("$(event_span "$id" 'state verifying -> rolling_back' 'the server reached the restore point and was promoted%')")
+    paths+=("$(sql "SELECT report #>> '{rollback,path}' FROM safe_upgrade.upgrades WHERE id = $id")")
+    OURS_PATH="${paths[-1]}"
     sql "DELETE FROM poison" >/dev/null
     rm -rf "$data".failed-*
-    say "ours run $i (upgrade $id): snapshot ${snap[-1]} s, dry-run clone ${prov[-1]} s, rollback RTO ${rto[-1]} s"
+    say "ours run $i (upgrade $id): snapshot ${snap[-1]} s, dry-run clone ${prov[-1]} s, rollback RTO ${rto[-1]} s (${paths[-1]})"
   done
 
   # 2b. raw copy of our newest snapshot plus startup
@@ -342,7 +344,7 @@ EOF
     \"ours_vs_pgbackrest\": ${SNAP_R_PB[$mb]}, \"ours_vs_cp_a\": ${SNAP_R_CP[$mb]}},
   \"dry_run_provisioning\": {\"ours_s\": $(json_array "${prov[@]}"), \"raw_copy_start_s\": $(json_array "${raw[@]}"),
     \"ours_median_s\": $m_prov, \"raw_copy_start_median_s\": $m_raw, \"ours_vs_raw\": $(ratio "$m_prov" "$m_raw")},
-  \"rollback_rto\": {\"ours_s\": $(json_array "${rto[@]}"), \"pgbackrest_delta_s\": $(json_array "${delta[@]}"), \"pgbackrest_full_s\": $(json_array "${full[@]}"),
+  \"rollback_rto\": {\"ours_s\": $(json_array "${rto[@]}"), \"ours_paths\": [$(printf '"%s",' "${paths[@]}" | sed 's/,$//')], \"pgbackrest_delta_s\": $(json_array "${delta[@]}"), \"pgbackrest_full_s\": $(json_array "${full[@]}"),
     \"ours_median_s\": $m_rto, \"pgbackrest_delta_median_s\": $m_delta, \"pgbackrest_full_median_s\": $m_full,
     \"ours_vs_pgbackrest_delta\": $(ratio "$m_rto" "$m_delta"), \"ours_vs_pgbackrest_full\": $(ratio "$m_rto" "$m_full")},
   \"production_impact\": {\"baseline_tps\": ${base_tps:-null}, \"during_snapshot_tps\": $during_tps, \"ratio\": ${TPS_R[$mb]},
@@ -424,7 +426,7 @@ set key left top
 set grid
 set yrange [0:*]
 set xrange [0:*]
-plot "$dat" using 1:2 with linespoints lw 2 title "pg_safe_upgrade (copy + replay)", \
+plot "$dat" using 1:2 with linespoints lw 2 title "pg_safe_upgrade (${OURS_PATH:-rollback})", \
      "$dat" using 1:3 with linespoints lw 2 title "pgBackRest restore --delta", \
      "$dat" using 1:4 with linespoints lw 2 title "pgBackRest full restore"
 EOF

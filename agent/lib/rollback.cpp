@@ -350,7 +350,7 @@ class Rollback {
         // still starting or replaying
       }
       if (std::chrono::steady_clock::now() > deadline) throw RecoveryFailed("recovery did not finish in time");
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (rc_.contains("downtime_started") && !rc_.contains("downtime_s"))
       rc_["downtime_s"] = EpochSeconds() - rc_["downtime_started"].get<double>();

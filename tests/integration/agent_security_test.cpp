@@ -7,6 +7,7 @@
 
 #include "build_info.h"
 #include "cluster.h"
+#include "fault_report.h"
 #include "config.h"
 #include "fs_util.h"
 #include "rpc/agent_client.h"
@@ -22,6 +23,8 @@ std::string AgentBin(const TestCluster& c) { return JoinPath(JoinPath(c.info().d
 
 TEST(AgentSecurity, root_is_refused_at_the_socket_unless_allowed) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to call as a user other than the agent's";
+  RecordFault("root calls the agent's Unix socket, allow_root off",
+              "refused (peer credentials: PERMISSION_DENIED, \"may not call\"); the attempt is logged");
   TestCluster c({.allow_root_callers = false});
   auto client = AgentClient::Create(c.info().agent_config.listen, 5000);
   AgentPing ping;
@@ -33,6 +36,9 @@ TEST(AgentSecurity, root_is_refused_at_the_socket_unless_allowed) {
 
 TEST(AgentSecurity, another_os_user_is_refused_even_when_the_socket_is_reachable) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another OS user";
+  RecordFault("another OS user (nobody) calls the agent on the same host",
+              "cannot reach the socket in its 0700 directory; with the directory opened, refused by the peer "
+              "credential check (\"may not call\"); the agent's own user is served");
   TestCluster c;
   ProcessOptions as_nobody;
   as_nobody.run_as = "nobody";
@@ -95,6 +101,8 @@ Pki MakePki(const TestCluster& c) {
 }
 
 TEST(AgentSecurity, tcp_requires_a_client_certificate_from_the_configured_ca) {
+  RecordFault("TCP clients: plaintext, TLS without a client certificate, a certificate from another CA",
+              "all refused; only a certificate from the configured CA is served");
   TestCluster c;
   Pki pki = MakePki(c);
   int port = FindFreePort();
@@ -134,6 +142,8 @@ TEST(AgentSecurity, tcp_requires_a_client_certificate_from_the_configured_ca) {
 }
 
 TEST(AgentSecurity, tcp_without_tls_refuses_to_start) {
+  RecordFault("agent configured to listen on TCP without TLS",
+              "refuses to start (exit 2), naming tls.ca_file; insecure_tcp is the only way around it");
   TestCluster c({.start_agent = false});
   AgentConfig config = c.info().agent_config;
   config.listen = "127.0.0.1:" + std::to_string(FindFreePort());
@@ -178,6 +188,8 @@ class HostileRequests : public ::testing::Test {
 };
 
 TEST_F(HostileRequests, path_traversal_and_malformed_job_ids_are_invalid_arguments) {
+  RecordFault("job ids with path traversal, slashes, SQL, shell text, overlong or malformed",
+              "INVALID_ARGUMENT for each; nothing runs");
   for (const std::string& id : std::vector<std::string>{"../../etc/passwd", "snapshot-1/../../x", "snapshot-0", "snapshot--5", "rm -rf /",
                                "snapshot-1; DROP TABLE x", std::string(200, 'a'), std::string("snapshot-1\0x", 12)}) {
     auto s = GetJob(id);
@@ -186,11 +198,15 @@ TEST_F(HostileRequests, path_traversal_and_malformed_job_ids_are_invalid_argumen
 }
 
 TEST_F(HostileRequests, non_utf8_job_ids_are_rejected) {
+  RecordFault("a job id that is not UTF-8",
+              "INVALID_ARGUMENT");
   auto s = GetJob(std::string("snapshot-\xff\xfe", 11));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
 }
 
 TEST_F(HostileRequests, oversized_messages_are_rejected) {
+  RecordFault("an oversized request message",
+              "rejected before it reaches a handler");
   auto s = GetJob(std::string(1 << 20, 'x'));
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(s.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
@@ -199,6 +215,8 @@ TEST_F(HostileRequests, oversized_messages_are_rejected) {
 }
 
 TEST_F(HostileRequests, negative_and_unknown_upgrade_ids_are_refused) {
+  RecordFault("upgrade ids that are negative, zero or not in the catalog; unknown job ids",
+              "INVALID_ARGUMENT for malformed ids, NOT_FOUND for unknown ones");
   EXPECT_EQ(StartSnapshot(-1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(StartSnapshot(0).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   auto s = StartSnapshot(424242);
@@ -207,6 +225,8 @@ TEST_F(HostileRequests, negative_and_unknown_upgrade_ids_are_refused) {
 }
 
 TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
+  RecordFault("a second mutating job while one runs",
+              "FAILED_PRECONDITION (\"one job runs at a time\"); the first job finishes");
   auto& c = *cluster_;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext VERSION '1.4';");
   std::string a = c.Scalar(
@@ -237,6 +257,8 @@ namespace safe_upgrade::testing {
 namespace {
 
 TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privileges_not_the_agents) {
+  RecordFault("an operator adds a health check that needs superuser (pg_read_file)",
+              "checks run as the role that added them: `permission denied`, the dry run is `blocked`");
   TestCluster c;
   c.Exec(
       "CREATE EXTENSION hstore VERSION '1.4';"

@@ -112,7 +112,9 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
   EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), mode) << status["report"].dump();
   EXPECT_EQ(status["report"]["rollback"].value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
       << status["report"]["rollback"].dump();
-  if (mode == "ready") EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
+  if (mode == "ready") {
+    EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
+  }
   EXPECT_FALSE(PathExists(ReadyDir(c, h.id)));
 }
 
