@@ -1,5 +1,6 @@
-// The fault-injection suite (and the agent security tests) document themselves: each case records the fault it injects and the
-// outcome it asserts, and a listener writes them, with the observed result, as a Markdown table
+// The fault-injection suite and the agent security tests document themselves: each case records
+// the fault (or bad input) it injects and the outcome it asserts, and a listener writes them,
+// with the observed result, as a Markdown table
 // (docs/faults.md and docs/bad-inputs.md are generated this way; see fault_report.cpp).
 #pragma once
 
