@@ -285,11 +285,7 @@ json RunApplyJob(JobContext& ctx) {
   }
   message += "; production is unchanged (" + upgrade.extname + " is at " + now_at + ")";
   // Not applied: nothing will be rolled back, so the parked target only holds disk.
-  try {
-    DiscardRollbackTarget(config, ctx.journal(), id, "the upgrade was not applied");
-  } catch (const std::exception& e) {
-    ctx.Event("applying", "warning", std::string("could not remove the rollback target: ") + e.what());
-  }
+  ReleaseRollbackTarget(ctx, "applying", "the upgrade was not applied");
   throw JobFailure(message, result);
 }
 

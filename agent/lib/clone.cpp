@@ -41,20 +41,22 @@ bool Inside(const std::string& path, const std::string& dir) {
   return p.size() > d.size() && p.compare(0, d.size(), d) == 0;
 }
 
-std::string ReadOr(const std::string& path, const std::string& fallback = "") {
-  try {
-    return ReadFile(path);
-  } catch (...) {
-    return fallback;
-  }
-}
 
 // Whether pid is a live (not zombie) postgres started on that data directory.
 bool IsPostmasterOf(long pid, const std::string& data_dir) {
   if (pid <= 0 || !ProcessAlive(static_cast<pid_t>(pid))) return false;
-  std::string cmdline = ReadOr("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string cmdline = ReadFileOr("/proc/" + std::to_string(pid) + "/cmdline");
   std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
   return cmdline.find(data_dir) != std::string::npos;
+}
+
+bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (IsPostmasterOf(pid, data_dir)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 // Removes a clone's directories; refuses anything that is not one of our scratch locations.
@@ -90,33 +92,6 @@ std::string ConfKey(const std::string& line) {
   if (t.empty() || t[0] == '#') return "";
   auto end = t.find_first_of(" \t=");
   return Lower(t.substr(0, end));
-}
-
-// A copied postgresql.conf must not point the clone at production's files: those settings are
-// commented out (ours come from postgresql.auto.conf). Relative includes of a config file that
-// lived elsewhere are made absolute so they still resolve.
-std::string SanitizeConfInternal(const std::string& text, const std::string& origin_dir) {
-  static const std::vector<std::string> disabled = {"data_directory", "hba_file", "ident_file",
-                                                    "external_pid_file", "config_file"};
-  std::istringstream in(text);
-  std::ostringstream out;
-  for (std::string line; std::getline(in, line);) {
-    std::string key = ConfKey(line);
-    if (std::find(disabled.begin(), disabled.end(), key) != disabled.end()) {
-      out << "# disabled in a safe-upgrade dry-run clone: " << line << "\n";
-      continue;
-    }
-    if (!origin_dir.empty() && (key == "include" || key == "include_dir" || key == "include_if_exists")) {
-      auto q1 = line.find('\'');
-      auto q2 = q1 == std::string::npos ? q1 : line.find('\'', q1 + 1);
-      if (q2 != std::string::npos && line[q1 + 1] != '/') {
-        out << line.substr(0, q1 + 1) << origin_dir << "/" << line.substr(q1 + 1) << "\n";
-        continue;
-      }
-    }
-    out << line << "\n";
-  }
-  return out.str();
 }
 
 void WriteText(const std::string& path, const std::string& text, mode_t mode = 0600) {
@@ -163,22 +138,13 @@ long ScratchPostmaster(const std::string& data_dir) {
   return IsPostmasterOf(pid, data_dir) ? pid : 0;
 }
 
-static bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (IsPostmasterOf(pid, data_dir)) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
 void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir) {
   long pid = ScratchPostmaster(data_dir);
   if (!pid) return;
   try {
     ServerControl(bin_dir, data_dir, "pg_ctl").Stop("immediate", std::chrono::seconds(30));
   } catch (const std::exception& e) {
-    spdlog::warn("upgrade {}: pg_ctl stop of the clone in {} failed: {}", upgrade_id, data_dir, e.what());
+    spdlog::warn("upgrade {}: pg_ctl stop of the scratch server in {} failed: {}", upgrade_id, data_dir, e.what());
   }
   // pg_ctl returns once postmaster.pid is gone, a moment before the process itself; its files
   // are removed only after it has exited.
@@ -187,9 +153,33 @@ void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std
   WaitGone(pid, data_dir, std::chrono::seconds(10));
 }
 
+// A copied postgresql.conf must not point the clone at production's files: those settings are
+// commented out (ours come from postgresql.auto.conf). Relative includes of a config file that
+// lived elsewhere are made absolute so they still resolve.
 std::string SanitizeCopiedConf(const std::string& text, const std::string& origin_dir) {
-  return SanitizeConfInternal(text, origin_dir);
+  static const std::vector<std::string> disabled = {"data_directory", "hba_file", "ident_file",
+                                                    "external_pid_file", "config_file"};
+  std::istringstream in(text);
+  std::ostringstream out;
+  for (std::string line; std::getline(in, line);) {
+    std::string key = ConfKey(line);
+    if (std::find(disabled.begin(), disabled.end(), key) != disabled.end()) {
+      out << "# disabled in a safe-upgrade dry-run clone: " << line << "\n";
+      continue;
+    }
+    if (!origin_dir.empty() && (key == "include" || key == "include_dir" || key == "include_if_exists")) {
+      auto q1 = line.find('\'');
+      auto q2 = q1 == std::string::npos ? q1 : line.find('\'', q1 + 1);
+      if (q2 != std::string::npos && line[q1 + 1] != '/') {
+        out << line.substr(0, q1 + 1) << origin_dir << "/" << line.substr(q1 + 1) << "\n";
+        continue;
+      }
+    }
+    out << line << "\n";
+  }
+  return out.str();
 }
+
 
 Clone::Clone(JobContext& ctx, std::string snapshot_id) : ctx_(ctx), snapshot_id_(std::move(snapshot_id)) {
   dir_ = JoinPath(ctx_.config().ClonesDir(), kClonePrefix + std::to_string(ctx_.upgrade_id()));
@@ -199,12 +189,7 @@ Clone::Clone(JobContext& ctx, std::string snapshot_id) : ctx_(ctx), snapshot_id_
 
 Clone::~Clone() { Teardown(); }
 
-std::string Clone::LogTail(size_t max_bytes) const {
-  std::string log = ReadOr(log_file_);
-  if (log.size() > max_bytes) log = "..." + log.substr(log.size() - max_bytes);
-  while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
-  return log;
-}
+std::string Clone::LogTail(size_t max_bytes) const { return FileTail(log_file_, max_bytes); }
 
 json Clone::ToJson() const {
   return {
@@ -244,8 +229,8 @@ void Clone::Create(double progress_from, double progress_to) {
   uint64_t free_bytes = FreeBytes(config.ClonesDir());
   if (free_bytes < total + reserve)
     throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
-                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " + Megabytes(free_bytes) +
-                     " are free");
+                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
+                     Megabytes(free_bytes) + " are free");
 
   EnsureDir(dir_, 0700);
   if (Inside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
@@ -317,7 +302,7 @@ void Clone::WriteSettings() {
       {"cluster_name", ConfQuote("safe-upgrade dry run " + std::to_string(ctx_.upgrade_id()))},
   };
   std::string auto_conf = JoinPath(data_dir_, "postgresql.auto.conf");
-  std::string text = ReadOr(auto_conf);
+  std::string text = ReadFileOr(auto_conf);
   if (!text.empty() && text.back() != '\n') text += "\n";
   // Appended last, so these win over anything production had set with ALTER SYSTEM.
   text +=

@@ -70,13 +70,18 @@ void ServerControl::Stop(const std::string& mode, std::chrono::seconds timeout) 
   }
 }
 
-void ServerControl::Start(const std::vector<std::string>& extra_options, std::chrono::seconds timeout) {
+void ServerControl::Start(const std::vector<std::string>& extra_options, std::chrono::seconds timeout, bool wait) {
   ProcessOptions opt;
   opt.run_as = run_as_;
   opt.timeout = timeout + std::chrono::seconds(10);
   auto words = SplitWords(control_);
   if (words[0] == "pg_ctl") {
-    std::vector<std::string> argv = {bin_dir_ + "/pg_ctl", "-D", data_dir_, "-w", "-t", std::to_string(timeout.count())};
+    std::vector<std::string> argv = {bin_dir_ + "/pg_ctl", "-D", data_dir_};
+    if (wait) {
+      argv.insert(argv.end(), {"-w", "-t", std::to_string(timeout.count())});
+    } else {
+      argv.push_back("-W");
+    }
     if (!server_log_.empty()) {
       argv.push_back("-l");
       argv.push_back(server_log_);

@@ -27,9 +27,10 @@ class ServerControl {
   // Stops and waits; mode is "fast" or "immediate".
   void Stop(const std::string& mode = "fast", std::chrono::seconds timeout = std::chrono::seconds(120));
   // Starts and waits until the server accepts connections (or exits). Extra "-c name=value"
-  // options apply to this start only (pg_ctl control).
+  // options apply to this start only (pg_ctl control). wait = false (pg_ctl control): return once
+  // the postmaster is launched, for servers whose readiness the caller judges itself.
   void Start(const std::vector<std::string>& extra_options = {},
-             std::chrono::seconds timeout = std::chrono::seconds(600));
+             std::chrono::seconds timeout = std::chrono::seconds(600), bool wait = true);
   bool Running() const;
   // postmaster pid from postmaster.pid, or 0.
   long PostmasterPid() const;

@@ -33,6 +33,21 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+std::string ReadFileOr(const std::string& path) {
+  try {
+    return ReadFile(path);
+  } catch (...) {
+    return "";
+  }
+}
+
+std::string FileTail(const std::string& path, size_t max_bytes) {
+  std::string text = ReadFileOr(path);
+  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
 bool PathExists(const std::string& path) {
   struct stat st;
   return lstat(path.c_str(), &st) == 0;

@@ -9,6 +9,11 @@
 namespace safe_upgrade {
 
 std::string ReadFile(const std::string& path);
+// The file's contents, or "" when it cannot be read (logs that may not exist yet).
+std::string ReadFileOr(const std::string& path);
+// The last max_bytes of a file (prefixed with "..." when cut), trailing blank space removed; for
+// quoting a server log in an error message.
+std::string FileTail(const std::string& path, size_t max_bytes);
 bool PathExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 // Creates the directory (and parents) if missing, then sets its mode.

@@ -45,9 +45,9 @@ void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, 
   AtomicWriteFile(auto_conf, text, 0600);
 }
 
-const char* const* RecoverySettingNames() {
-  static const char* const names[] = {"restore_command", "recovery_target_name", "recovery_target_action",
-                                      "recovery_target_timeline", nullptr};
+const std::vector<std::string>& RecoverySettingNames() {
+  static const std::vector<std::string> names = {"restore_command", "recovery_target_name", "recovery_target_action",
+                                                 "recovery_target_timeline"};
   return names;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "config.h"
 
@@ -20,6 +21,6 @@ struct RecoveryTarget {
 // Rewrites our block at the end of data_dir/postgresql.auto.conf (any older block is replaced).
 void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, const RecoveryTarget& target);
 // The names WriteRecoveryBlock sets, for ALTER SYSTEM RESET after promotion.
-const char* const* RecoverySettingNames();
+const std::vector<std::string>& RecoverySettingNames();
 
 }  // namespace safe_upgrade

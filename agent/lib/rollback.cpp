@@ -75,10 +75,11 @@ class Rollback {
       return PutOriginalBack(e.what());
     }
     Finish("rolled_back");
-    ForgetTarget();
+    // The target's scratch and journal entry go (a swapped-in target is production now).
+    ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
     return json{{"state", "rolled_back"},
                 {"data_loss_window", rc_["window"]},
-                {"path", Fast() ? "parked target" : "snapshot restore"},
+                {"path", PathName()},
                 {"downtime_s", rc_.value("downtime_s", -1.0)}};
   }
 
@@ -134,7 +135,7 @@ class Rollback {
                        fail_detail);
     json journal = ctx_.journal().Load(id_);
     bool fast = journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
-    if (!fast) RequireDiskForRestore(meta);
+    if (!fast) RequireDiskForRestore(meta.value("size_bytes", uint64_t{0}));
     rc_ = json::object();
     rc_["fast"] = fast;
     rc_["snapshot_bytes"] = meta.value("size_bytes", uint64_t{0});
@@ -151,8 +152,8 @@ class Rollback {
     rc_["events"] = json::array();
   }
 
-  void RequireDiskForRestore(const json& meta) {
-    uint64_t need = meta.value("size_bytes", uint64_t{0}) + config_.disk_reserve_mb * 1024 * 1024;
+  void RequireDiskForRestore(uint64_t snapshot_bytes) {
+    uint64_t need = snapshot_bytes + config_.disk_reserve_mb * 1024 * 1024;
     uint64_t free = FreeBytes(Dirname(config_.data_directory));
     if (free < need)
       throw JobFailure("not enough disk to restore the snapshot next to the data directory: need " +
@@ -162,6 +163,8 @@ class Rollback {
   }
 
   bool Fast() const { return rc_.value("fast", false); }
+  // How this rollback gets to the restore point, as the report and the events name it.
+  const char* PathName() const { return Fast() ? "parked target" : "snapshot restore"; }
 
   // Nothing is stopped yet. The parked target is used only if it stopped exactly at the restore
   // point; otherwise it is discarded and the snapshot is restored (the cold path).
@@ -182,7 +185,7 @@ class Rollback {
                          "; falling back to restoring the snapshot");
     DiscardRollbackTarget(config_, ctx_.journal(), id_, "it was not parked at the restore point");
     rc_["fast"] = false;
-    RequireDiskForRestore(LoadSnapshotMeta(config_, rc_["snapshot_id"].get<std::string>()));
+    RequireDiskForRestore(rc_["snapshot_bytes"].get<uint64_t>());
   }
 
   void RecordWindow() {
@@ -358,7 +361,7 @@ class Rollback {
                       (rc_.contains("downtime_s")
                            ? " (down for " + std::to_string(rc_["downtime_s"].get<double>()).substr(0, 5) + " s)"
                            : std::string()),
-          {{"path", Fast() ? "parked target" : "snapshot restore"}, {"downtime_s", rc_.value("downtime_s", -1.0)}});
+          {{"path", PathName()}, {"downtime_s", rc_.value("downtime_s", -1.0)}});
   }
 
   void VerifyRestored() {
@@ -391,8 +394,7 @@ class Rollback {
     auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
     // ALTER SYSTEM rewrites postgresql.auto.conf without our lines; a later recovery must not
     // inherit them.
-    for (const char* const* name = RecoverySettingNames(); *name; ++name)
-      conn->Exec(std::string("ALTER SYSTEM RESET ") + *name);
+    for (const auto& name : RecoverySettingNames()) conn->Exec("ALTER SYSTEM RESET " + name);
     conn->Exec("SELECT pg_reload_conf()");
   }
 
@@ -431,7 +433,7 @@ class Rollback {
                             {"data_loss_window", rc_.value("window", json::object())},
                             {"timeline_after", rc_.value("timeline_after", 0)},
                             {"failed_data_directory", AsideDir()},
-                            {"path", Fast() ? "parked target" : "snapshot restore"},
+                            {"path", PathName()},
                             {"downtime_s", rc_.value("downtime_s", -1.0)}};
       if (!error.empty()) report["rollback"]["error"] = error;
       std::string message = state == "rolled_back"
@@ -454,15 +456,6 @@ class Rollback {
       } catch (...) {
       }
       throw;
-    }
-  }
-
-  // The target's scratch and journal entry (a swapped-in target is production now).
-  void ForgetTarget() {
-    try {
-      DiscardRollbackTarget(config_, ctx_.journal(), id_, "the rollback is over");
-    } catch (const std::exception& e) {
-      ctx_.Event("rolling_back", "warning", std::string("could not clean up the rollback target: ") + e.what());
     }
   }
 
@@ -495,7 +488,8 @@ class Rollback {
           {{"failed_restore", failed_restore}});
     WriteOutcome("rollback_failed", reason);
     Finish("rollback_failed");
-    ForgetTarget();
+    // The target's scratch and journal entry go (a swapped-in target is production now).
+    ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
     throw JobFailure(reason, {{"state", "rollback_failed"}, {"stage", "recovery"}});
   }
 

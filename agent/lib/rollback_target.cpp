@@ -32,20 +32,7 @@ std::string RunDir(const AgentConfig& config, int64_t id) {
 
 std::string LogOf(const json& target) { return target.value("log", ""); }
 
-std::string ReadOr(const std::string& path) {
-  try {
-    return ReadFile(path);
-  } catch (...) {
-    return "";
-  }
-}
-
-std::string LogTail(const std::string& log_file, size_t max_bytes = 2000) {
-  std::string log = ReadOr(log_file);
-  if (log.size() > max_bytes) log = "..." + log.substr(log.size() - max_bytes);
-  while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
-  return log;
-}
+constexpr size_t kLogTailBytes = 2000;
 
 std::string StoppedAtTargetLine(const std::string& restore_point) {
   return "recovery stopping at restore point \"" + restore_point + "\"";
@@ -68,7 +55,7 @@ bool Parked(const AgentConfig& config, const json& target, const std::string& re
     reason = "it stopped in state \"" + facts.state + "\", not at the restore point";
     return false;
   }
-  if (ReadOr(LogOf(target)).find(StoppedAtTargetLine(restore_point)) == std::string::npos) {
+  if (ReadFileOr(LogOf(target)).find(StoppedAtTargetLine(restore_point)) == std::string::npos) {
     reason = "its log does not show it stopping at restore point " + restore_point;
     return false;
   }
@@ -219,27 +206,27 @@ class Preparation {
 
   void Start(const json& target, int port, const std::string& socket_dir) {
     std::string dir = target["dir"], log = target["log"];
-    std::string options;
-    for (const auto& o : ServerOptions(config_, id_, port, socket_dir)) options += (options.empty() ? "" : " ") + o;
-    // -W: a target whose restore point is already archived parks (exits) at once, which pg_ctl
-    // -w would report as a failed start; readiness is polled below instead.
-    RunChecked({config_.bin_dir + "/pg_ctl", "-D", dir, "-l", log, "-W", "-o", options, "start"});
+    // Not waiting: a target whose restore point is already archived parks (exits) at once,
+    // which pg_ctl -w would report as a failed start; readiness is polled below instead.
+    ServerControl(config_.bin_dir, dir, "pg_ctl", "", log)
+        .Start(ServerOptions(config_, id_, port, socket_dir), std::chrono::seconds(60), /*wait=*/false);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(60, config_.job_timeout_s));
     // pg_ctl -W returns before postmaster.pid exists; give the server a moment to write it.
     auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (true) {
       // hot_standby is off, so postmaster.pid never says "standby": the log tells that the copy
       // replayed its backup to consistency and now waits in the archive for more WAL.
-      if (ScratchPostmaster(dir) && ReadOr(log).find("consistent recovery state reached") != std::string::npos)
+      if (ScratchPostmaster(dir) && ReadFileOr(log).find("consistent recovery state reached") != std::string::npos)
         return;
       if (!ScratchPostmaster(dir) && std::chrono::steady_clock::now() > grace) {
         std::string why;
         if (Parked(config_, target, restore_point_, why)) return;
-        throw std::runtime_error("the rollback target exited while starting; its log ends with:\n" + LogTail(log));
+        throw std::runtime_error("the rollback target exited while starting; its log ends with:\n" +
+                                 FileTail(log, kLogTailBytes));
       }
       if (std::chrono::steady_clock::now() > deadline)
         throw std::runtime_error("the rollback target did not reach standby mode in time; its log ends with:\n" +
-                                 LogTail(log));
+                                 FileTail(log, kLogTailBytes));
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
@@ -304,6 +291,14 @@ void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t 
     RemoveTree(socket_dir);
   if (doc.contains("rollback_target"))
     journal.Update(upgrade_id, [](json& d) { d.erase("rollback_target"); });
+}
+
+void ReleaseRollbackTarget(JobContext& ctx, const std::string& phase, const std::string& why) {
+  try {
+    DiscardRollbackTarget(ctx.config(), ctx.journal(), ctx.upgrade_id(), why);
+  } catch (const std::exception& e) {
+    ctx.Event(phase, "warning", std::string("could not remove the rollback target: ") + e.what());
+  }
 }
 
 void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal, const std::set<int64_t>& keep) {

@@ -50,6 +50,10 @@ ParkedState WaitUntilParked(const AgentConfig& config, const nlohmann::json& tar
 // Stops and removes the upgrade's target (if any, and not swapped in) and its journal entry.
 void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id, const std::string& why);
 
+// DiscardRollbackTarget from inside a job, once the target is no longer needed: a failure to
+// remove it is only a warning event of that job (the next job start tries again).
+void ReleaseRollbackTarget(JobContext& ctx, const std::string& phase, const std::string& why);
+
 // Discards the targets of every upgrade not in keep (the upgrades that may still roll back).
 void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal, const std::set<int64_t>& keep);
 

@@ -56,11 +56,7 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
   }
   ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production");
   // Succeeded: the upgrade stays, so its parked rollback target only holds disk now.
-  try {
-    DiscardRollbackTarget(ctx.config(), ctx.journal(), ctx.upgrade_id(), "the upgrade succeeded");
-  } catch (const std::exception& e) {
-    ctx.Event("verifying", "warning", std::string("could not remove the rollback target: ") + e.what());
-  }
+  ReleaseRollbackTarget(ctx, "verifying", "the upgrade succeeded");
   return result;
 }
 

@@ -145,20 +145,33 @@ TEST(Rollback, a_target_that_is_not_parked_falls_back_to_restoring_the_snapshot)
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
 }
 
+// Takes write permission away from the data directory's parent, where the rollback target goes
+// (as a full disk would stop it), and gives it back when destroyed.
+class ReadOnlyParentOfDataDir {
+ public:
+  explicit ReadOnlyParentOfDataDir(const TestCluster& c)
+      : parent_(std::filesystem::path(c.info().data_dir).parent_path()),
+        mode_(std::filesystem::status(parent_).permissions()) {
+    std::filesystem::permissions(parent_, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
+                                              std::filesystem::perms::others_write,
+                                 std::filesystem::perm_options::remove);
+  }
+  ~ReadOnlyParentOfDataDir() { std::filesystem::permissions(parent_, mode_); }
+
+ private:
+  std::filesystem::path parent_;
+  std::filesystem::perms mode_;
+};
+
 TEST(Rollback, rollback_target_ready_that_cannot_be_prepared_fails_before_production_is_touched) {
   TestCluster c;
   PrepareRollbackFixture(c);
   std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
-  // The target goes next to the data directory; a parent the agent cannot write to stops it
-  // (as a full disk would), and "ready" insists on a target.
-  std::string parent = std::filesystem::path(c.info().data_dir).parent_path().string();
-  auto mode = std::filesystem::status(parent).permissions();
-  std::filesystem::permissions(parent, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
-                                           std::filesystem::perms::others_write,
-                               std::filesystem::perm_options::remove);
+  // "ready" insists on a target, and none can be made.
+  auto parent = std::make_unique<ReadOnlyParentOfDataDir>(c);
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"rollback_target": "ready"})");
   std::string state = c.WaitForTerminalState(id, 600s);
-  std::filesystem::permissions(parent, mode);
+  parent.reset();
   ASSERT_EQ(state, "failed") << c.Events(id);
   std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
   EXPECT_NE(error.find("could not prepare the rollback target"), std::string::npos) << error;
@@ -173,14 +186,10 @@ TEST(Rollback, rollback_target_ready_that_cannot_be_prepared_fails_before_produc
 TEST(Rollback, rollback_target_auto_that_cannot_be_prepared_goes_on_with_the_cold_path) {
   TestCluster c;
   PrepareRollbackFixture(c);
-  std::string parent = std::filesystem::path(c.info().data_dir).parent_path().string();
-  auto mode = std::filesystem::status(parent).permissions();
-  std::filesystem::permissions(parent, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
-                                           std::filesystem::perms::others_write,
-                               std::filesystem::perm_options::remove);
+  auto parent = std::make_unique<ReadOnlyParentOfDataDir>(c);
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0");
   std::string state = c.WaitForTerminalState(id, 600s);
-  std::filesystem::permissions(parent, mode);
+  parent.reset();
   ASSERT_EQ(state, "succeeded") << c.Events(id);
   json status = json::parse(c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(id)}));
   EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), "cold") << status["report"].dump();

@@ -104,6 +104,13 @@ void Transition(Upgrade& u, const std::string& to, const std::optional<std::stri
   u.state = to;
 }
 
+// The state stays; its next step starts a new agent job.
+void ForgetAgentJob(const Upgrade& u) {
+  SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0, progress = NULL "
+          "WHERE id = $1::bigint",
+          {std::to_string(u.id)});
+}
+
 void MergeReport(const Upgrade& u, const std::string& key, const json& value) {
   SpiExec("UPDATE safe_upgrade.upgrades SET report = report || jsonb_build_object($2::text, $3::jsonb) "
           "WHERE id = $1::bigint",
@@ -196,9 +203,7 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
   if (u.state == "scheduled") {
     // The rollback target is prepared (or the cold path chosen); the restore point comes next.
     MergeReport(u, "rollback_target", result);
-    SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0, progress = NULL "
-            "WHERE id = $1::bigint",
-            {std::to_string(u.id)});
+    ForgetAgentJob(u);
   } else if (u.state == "snapshotting") {
     SpiExec("UPDATE safe_upgrade.upgrades SET snapshot = $2::jsonb WHERE id = $1::bigint",
             {std::to_string(u.id), result.dump()});
@@ -246,8 +251,7 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
     if (!checks_failed && attempts < 5) {
       MergeReport(u, "verify_attempts", attempts);
       AddEvent(u.id, "verifying", "warning", "verification could not run (" + error + "); trying again");
-      SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0 WHERE id = $1::bigint",
-              {std::to_string(u.id)});
+      ForgetAgentJob(u);
       return;
     }
     if (OptionBool(u.options, "auto_rollback", true)) {
@@ -286,8 +290,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
     if (u.state == "applying") return ResolveApply(u, journal);
     if (u.state == "rolling_back") return;  // the agent resumes rollbacks itself on start
     AddEvent(u.id, u.state, "warning", "the agent restarted during " + u.state + "; starting the step again");
-    SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = NULL, agent_job_cursor = 0 WHERE id = $1::bigint",
-            {std::to_string(u.id)});
+    ForgetAgentJob(u);
     return;
   }
   if (!err.ok) {
@@ -328,7 +331,6 @@ void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journa
 }
 
 void StepUpgrade(Upgrade& u, AgentClient& agent) {
-
   AgentJournal journal;
   bool touched_or_scheduled = ProductionMayBeTouched(u.state) || u.state == "scheduled";
   if (touched_or_scheduled) {
