@@ -111,12 +111,15 @@ GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO PUBLIC;
 -- Functions implemented in C++ (extension/src/pg)
 -- ---------------------------------------------------------------------------------------------
 
--- What the background worker last saw of the agent.
+-- What the background worker last saw of the agent. data_directory is shown only to roles that may
+-- read the server's own data_directory setting (superusers, pg_read_all_settings).
 CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
   OUT worker_pid integer, OUT snapshot_free_bytes bigint, OUT disk_reserve_bytes bigint,
-  OUT wal_archive_writable boolean, OUT data_free_bytes bigint)
+  OUT wal_archive_writable boolean, OUT data_free_bytes bigint,
+  OUT wal_archive_newest text, OUT wal_archive_oldest text, OUT wal_needed_from text,
+  OUT wal_archive_files bigint, OUT wal_archive_bytes bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;
@@ -492,6 +495,7 @@ DECLARE
   v_system_id numeric;
   v_enough boolean;
   v_failing boolean;
+  v_archiver record;
   v_in_recovery boolean := pg_catalog.pg_is_in_recovery();
   v_scheduler_db text := current_setting('safe_upgrade.database', true);
   v_reasons text[] := '{}';
@@ -502,6 +506,7 @@ BEGIN
   SELECT * INTO a FROM @extschema@.agent_status();
   SELECT coalesce(s.last_failed_time > coalesce(s.last_archived_time, '-infinity'), false) INTO v_failing
     FROM pg_catalog.pg_stat_archiver s;
+  SELECT s.last_archived_wal, s.last_archived_time INTO v_archiver FROM pg_catalog.pg_stat_archiver s;
 
   IF v_in_recovery THEN
     v_reasons := v_reasons || 'this server is a standby (in recovery); extensions are upgraded on the primary'::text;
@@ -548,6 +553,22 @@ BEGIN
       v_reasons := v_reasons || 'the agent cannot write to its WAL archive directory'::text;
       v_hints := v_hints || 'Make the agent''s wal_archive_dir writable by the OS user that runs the agent.'::text;
     END IF;
+    -- A rollback replays WAL from the agent's archive. A file the server says it archived well
+    -- before the agent last looked must be there; if it is not, archive_command archives somewhere
+    -- else, or nowhere (''/bin/true''), and no rollback could work.
+    IF a.wal_archive_files IS NOT NULL AND v_archiver.last_archived_wal IS NOT NULL
+       AND v_archiver.last_archived_time < a.checked_at - interval '1 second'
+       AND (a.wal_archive_newest IS NULL
+            OR v_archiver.last_archived_wal::text COLLATE "C" > a.wal_archive_newest COLLATE "C") THEN
+      v_reasons := v_reasons || format(
+        'the server reports WAL file %s as archived, but the agent''s WAL archive %s, so archive_command '
+        'does not archive into the archive a rollback reads',
+        v_archiver.last_archived_wal,
+        CASE WHEN a.wal_archive_newest IS NULL THEN 'is empty'
+             ELSE format('ends at %s', a.wal_archive_newest) END);
+      v_hints := v_hints || 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p", '
+                            'reload the configuration, then run SELECT pg_switch_wal() and plan again.'::text;
+    END IF;
     v_enough := a.snapshot_free_bytes >= v_cluster_size + coalesce(a.disk_reserve_bytes, 0);
     IF NOT coalesce(v_enough, false) THEN
       v_reasons := v_reasons || format(
@@ -575,6 +596,14 @@ BEGIN
     'snapshot_free_bytes', a.snapshot_free_bytes,
     'disk_reserve_bytes', a.disk_reserve_bytes,
     'data_free_bytes', a.data_free_bytes,
+    'wal_archive', jsonb_build_object(
+      'files', a.wal_archive_files,
+      'bytes', a.wal_archive_bytes,
+      'oldest_segment', a.wal_archive_oldest,
+      'newest_file', a.wal_archive_newest,
+      'needed_from', a.wal_needed_from,
+      'server_last_archived', v_archiver.last_archived_wal,
+      'note', 'segments before needed_from serve no kept snapshot and are pruned after each snapshot'),
     'database_size_bytes', v_db_size,
     'cluster_size_bytes', v_cluster_size,
     'enough_disk', v_enough,
@@ -1019,10 +1048,11 @@ DECLARE
   v_later record;
   v_other record;
   v_constraint text;
+  v_version text;
 BEGIN
   PERFORM @extschema@._require_operator('roll back an upgrade');
   v_row := @extschema@._upgrade_or_error($1, true);
-  IF v_row.state NOT IN ('succeeded', 'failed') THEN
+  IF v_row.state NOT IN ('succeeded', 'failed', 'verifying') THEN
     RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot roll back upgrade %s in state %s',
                                                               v_row.id, v_row.state),
       HINT = CASE
@@ -1044,6 +1074,17 @@ BEGIN
                     'so production was not changed by it and there is nothing to roll back.',
                     v_row.id, v_row.state,
                     CASE WHEN v_rp.upgrade_id IS NULL THEN 'a restore point' ELSE 'an apply' END);
+  END IF;
+  -- An apply that never committed (a lock timeout, a failing script) left production as it was: a
+  -- point-in-time recovery would change nothing of the extension and only discard other writes.
+  SELECT e.extversion INTO v_version FROM pg_catalog.pg_extension e WHERE e.extname = v_row.extname;
+  IF coalesce((v_row.report #>> '{apply,committed}')::boolean, false) IS NOT TRUE
+     AND v_version IS DISTINCT FROM v_row.to_version THEN
+    RAISE EXCEPTION USING ERRCODE = '55000',
+      MESSAGE = format('cannot roll back upgrade %s: its apply never committed', v_row.id),
+      HINT = format('Extension "%s" is still at version %s, so upgrade %s did not change it; a rollback would '
+                    'only discard the writes made since its restore point %s.',
+                    v_row.extname, coalesce(v_version, '(not installed)'), v_row.id, v_rp.name);
   END IF;
   -- A point-in-time recovery rewinds the whole cluster: going back past a later upgrade's restore
   -- point would silently undo that upgrade as well.

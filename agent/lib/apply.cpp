@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "archive_proof.h"
 #include "catalog.h"
 #include "fs_util.h"
 #include "health_checks.h"
@@ -173,6 +174,13 @@ json RunApplyJob(JobContext& ctx) {
   if (!restore_point)
     throw JobFailure("upgrade " + sid + " has no restore point; production is not touched without one",
                      {{"refused", true}});
+  // The rollback is proven possible before production is touched.
+  json wal_proof = ProveRollbackWal(config, id, *restore_point);
+  ctx.Info("applying",
+           "the archive holds every WAL segment a rollback to " + restore_point->name + " replays (" +
+               std::to_string(wal_proof.value("segments", 0)) + " segment(s) from " +
+               wal_proof.value("from_lsn", "") + " to " + restore_point->lsn + ")",
+           wal_proof);
   std::string current = InstalledVersion(*prod, upgrade.extname);
   if (current != upgrade.from_version)
     throw JobFailure("extension " + upgrade.extname + " is at version " +

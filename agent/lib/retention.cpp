@@ -13,6 +13,7 @@
 
 #include "catalog.h"
 #include "fs_util.h"
+#include "snapshot.h"
 
 namespace fs = std::filesystem;
 
@@ -99,6 +100,16 @@ RetentionOutcome ApplySnapshotRetention(const AgentConfig& config, const std::se
     --count;
   }
   return outcome;
+}
+
+std::optional<uint64_t> WalNeededFrom(const AgentConfig& config) {
+  std::optional<uint64_t> oldest;
+  for (const auto& s : ListSnapshots(config)) {
+    if (!s.complete) continue;
+    uint64_t start = ParseLsn(LoadSnapshotMeta(config, s.id).value("backup_start_lsn", "0/0"));
+    if (!oldest || start < *oldest) oldest = start;
+  }
+  return oldest;
 }
 
 }  // namespace safe_upgrade

@@ -1,9 +1,11 @@
-// Snapshot retention: after a successful snapshot the agent keeps at most
+// Snapshot and WAL retention: after a successful snapshot the agent keeps at most
 // agent.snapshot_retention snapshots, removing the oldest first, but never the snapshot of an
-// upgrade that is still in flight (its rollback would need it).
+// upgrade that is still in flight (its rollback would need it); then it removes the archived WAL
+// that no kept snapshot can replay, so the archive does not grow until the disk fills.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,5 +38,9 @@ struct RetentionOutcome {
 // of in-flight upgrades and keep_id. Also clears removals a crash interrupted.
 RetentionOutcome ApplySnapshotRetention(const AgentConfig& config, const std::set<int64_t>& in_flight,
                                         const std::string& keep_id);
+
+// The oldest backup start LSN among the complete snapshots the agent keeps: archived WAL before it
+// serves no rollback. Nothing when no complete snapshot is kept (then nothing may be pruned).
+std::optional<uint64_t> WalNeededFrom(const AgentConfig& config);
 
 }  // namespace safe_upgrade

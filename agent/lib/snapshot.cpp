@@ -26,6 +26,7 @@
 #include "jobs.h"
 #include "process.h"
 #include "retention.h"
+#include "wal_archive.h"
 
 namespace fs = std::filesystem;
 
@@ -300,6 +301,15 @@ void RunRetention(JobContext& ctx, const std::string& snapshot_id) {
       std::string ids;
       for (const auto& id : outcome.kept_in_flight) ids += (ids.empty() ? "" : ", ") + id;
       ctx.Info("retention", "kept snapshots of in-flight upgrades that retention would otherwise remove: " + ids);
+    }
+    if (auto needed_from = WalNeededFrom(config)) {
+      auto pruned = PruneWalArchive(config, *needed_from);
+      if (pruned.files > 0)
+        ctx.Info("retention",
+                 "removed " + std::to_string(pruned.files) + " archived WAL file(s) (" +
+                     std::to_string(pruned.bytes / (1024 * 1024)) + " MB) that no kept snapshot needs; the archive "
+                     "keeps WAL from segment position " + pruned.kept_from,
+                 {{"removed_files", pruned.files}, {"removed_bytes", pruned.bytes}, {"kept_from", pruned.kept_from}});
     }
   } catch (const std::exception& e) {
     // The snapshot itself is good; a retention problem must not fail the upgrade.

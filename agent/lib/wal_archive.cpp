@@ -14,6 +14,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
@@ -34,7 +36,7 @@ namespace {
 // WAL is written in the host's byte order, and archive and server share the host.
 constexpr uint16_t kXlogPageMagic15 = 0xD110;
 constexpr uint16_t kXlpLongHeader = 0x0002;
-constexpr size_t kOffMagic = 0, kOffInfo = 2, kOffSysid = 24, kOffSegSize = 32, kOffBlcksz = 36;
+constexpr size_t kOffMagic = 0, kOffInfo = 2, kOffPageAddr = 8, kOffSysid = 24, kOffSegSize = 32, kOffBlcksz = 36;
 constexpr size_t kLongHeaderSize = 40;
 
 constexpr const char* kArchiveMeta = "archive.json";
@@ -160,6 +162,7 @@ bool SameContent(const std::string& a, const std::string& b) {
 struct SegmentHeader {
   uint64_t system_identifier;
   uint32_t seg_size, blcksz;
+  uint64_t page_address;  // the LSN the segment starts at
 };
 
 SegmentHeader ReadSegmentHeader(const std::string& path, const std::string& name) {
@@ -180,7 +183,7 @@ SegmentHeader ReadSegmentHeader(const std::string& path, const std::string& name
   struct stat st;
   if (fstat(fd.get(), &st) != 0) ThrowErrno("could not stat", path);
   SegmentHeader h{ReadAt<uint64_t>(buf, kOffSysid), ReadAt<uint32_t>(buf, kOffSegSize),
-                  ReadAt<uint32_t>(buf, kOffBlcksz)};
+                  ReadAt<uint32_t>(buf, kOffBlcksz), ReadAt<uint64_t>(buf, kOffPageAddr)};
   if (static_cast<uint64_t>(st.st_size) != h.seg_size)
     throw ArchiveError("\"" + name + "\" has " + std::to_string(st.st_size) + " bytes but its header says the segment size is " +
                        std::to_string(h.seg_size));
@@ -275,6 +278,28 @@ int Push(const AgentConfig& config, const std::string& source_path) {
   return 0;
 }
 
+// A segment's place in the WAL stream, from its name: the log and segment numbers, whatever the
+// timeline. Empty for names that are not segments (or their .partial and .backup files).
+std::optional<std::pair<uint32_t, uint32_t>> SegmentPosition(const std::string& name) {
+  if (name.size() < 24 || name.find(".history") != std::string::npos || !IsArchivableName(name)) return std::nullopt;
+  return std::make_pair(static_cast<uint32_t>(std::stoul(name.substr(8, 8), nullptr, 16)),
+                        static_cast<uint32_t>(std::stoul(name.substr(16, 8), nullptr, 16)));
+}
+
+// The segment size of the archive, from the first segment found in it (0 when it holds none).
+uint32_t ArchiveSegmentSize(const AgentConfig& config) {
+  if (!IsDirectory(config.wal_archive_dir)) return 0;
+  for (const auto& entry : std::filesystem::directory_iterator(config.wal_archive_dir)) {
+    std::string name = entry.path().filename().string();
+    if (!IsWalSegmentName(name)) continue;
+    try {
+      return ReadSegmentHeader(entry.path().string(), name).seg_size;
+    } catch (const ArchiveError&) {
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int WalPush(const AgentConfig& config, const std::string& source_path) {
@@ -315,6 +340,80 @@ int WalFetch(const AgentConfig& config, const std::string& file_name, const std:
     fprintf(stderr, "wal-fetch: %s\n", e.what());
     return 2;
   }
+}
+
+
+WalArchiveSummary SummarizeWalArchive(const AgentConfig& config) {
+  WalArchiveSummary out;
+  if (!IsDirectory(config.wal_archive_dir)) return out;
+  for (const auto& entry : std::filesystem::directory_iterator(config.wal_archive_dir)) {
+    std::string name = entry.path().filename().string();
+    if (!IsArchivableName(name) || !entry.is_regular_file()) continue;
+    ++out.files;
+    out.bytes += entry.file_size();
+    if (name > out.newest_file) out.newest_file = name;
+    if (IsWalSegmentName(name) && (out.oldest_segment.empty() || name.substr(8) < out.oldest_segment.substr(8)))
+      out.oldest_segment = name;
+  }
+  out.segment_bytes = ArchiveSegmentSize(config);
+  return out;
+}
+
+std::string WalSegmentName(uint32_t timeline, uint64_t lsn, uint32_t seg_size) {
+  uint64_t segments_per_log = 0x100000000ULL / seg_size;
+  uint64_t segno = lsn / seg_size;
+  char name[32];
+  snprintf(name, sizeof name, "%08X%08X%08X", timeline, static_cast<uint32_t>(segno / segments_per_log),
+           static_cast<uint32_t>(segno % segments_per_log));
+  return name;
+}
+
+size_t ProveWalArchiveCovers(const AgentConfig& config, uint64_t system_identifier, uint32_t timeline,
+                             uint64_t from_lsn, uint64_t to_lsn) {
+  if (to_lsn < from_lsn) throw ArchiveError("the WAL range to prove ends before it starts");
+  uint32_t seg_size = ArchiveSegmentSize(config);
+  if (seg_size == 0)
+    throw ArchiveError("the WAL archive \"" + config.wal_archive_dir +
+                       "\" holds no WAL segment at all, so nothing could be replayed from it; check that "
+                       "archive_command is the agent's wal-push");
+  size_t checked = 0;
+  for (uint64_t segno = from_lsn / seg_size; segno <= to_lsn / seg_size; ++segno, ++checked) {
+    std::string name = WalSegmentName(timeline, segno * seg_size, seg_size);
+    std::string path = JoinPath(config.wal_archive_dir, name);
+    if (!PathExists(path))
+      throw ArchiveError("WAL segment " + name + " is not in the archive \"" + config.wal_archive_dir +
+                         "\", so a rollback could not replay past it; check archive_command (it must be the "
+                         "agent's wal-push) and pg_stat_archiver");
+    SegmentHeader h = ReadSegmentHeader(path, name);
+    if (h.system_identifier != system_identifier)
+      throw ArchiveError("archived WAL segment " + name + " belongs to database system " +
+                         std::to_string(h.system_identifier) + ", not to this cluster (" +
+                         std::to_string(system_identifier) + ")");
+    if (h.page_address != segno * seg_size)
+      throw ArchiveError("archived WAL segment " + name + " does not start where its name says");
+  }
+  return checked;
+}
+
+WalPruneOutcome PruneWalArchive(const AgentConfig& config, uint64_t keep_from_lsn) {
+  WalPruneOutcome out;
+  uint32_t seg_size = ArchiveSegmentSize(config);
+  if (seg_size == 0) return out;
+  auto keep_from = SegmentPosition(WalSegmentName(1, keep_from_lsn, seg_size));
+  for (const auto& entry : std::filesystem::directory_iterator(config.wal_archive_dir)) {
+    std::string name = entry.path().filename().string();
+    auto position = SegmentPosition(name);
+    if (!position || !entry.is_regular_file() || *position >= *keep_from) continue;
+    uint64_t size = entry.file_size();
+    if (unlink(entry.path().c_str()) != 0) ThrowErrno("could not remove", entry.path().string());
+    ++out.files;
+    out.bytes += size;
+  }
+  if (out.files > 0) {
+    FsyncPath(config.wal_archive_dir);
+    out.kept_from = WalSegmentName(1, keep_from_lsn, seg_size).substr(8);
+  }
+  return out;
 }
 
 }  // namespace safe_upgrade

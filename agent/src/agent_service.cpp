@@ -10,7 +10,9 @@
 #include "pg_conn.h"
 #include "fs_util.h"
 #include "jobs.h"
+#include "retention.h"
 #include "rollback_target.h"
+#include "wal_archive.h"
 
 namespace safe_upgrade {
 namespace {
@@ -89,6 +91,14 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_data_free_bytes(FreeBytes(Dirname(config_.data_directory)));
     resp->set_disk_reserve_bytes(config_.disk_reserve_mb * 1024 * 1024);
     resp->set_wal_archive_writable(access(config_.wal_archive_dir.c_str(), W_OK) == 0);
+    WalArchiveSummary archive = SummarizeWalArchive(config_);
+    resp->set_wal_archive_newest(archive.newest_file);
+    resp->set_wal_archive_oldest(archive.oldest_segment);
+    resp->set_wal_archive_files(archive.files);
+    resp->set_wal_archive_bytes(archive.bytes);
+    resp->set_wal_archive_reported(true);
+    if (auto needed = WalNeededFrom(config_); needed && archive.segment_bytes > 0)
+      resp->set_wal_needed_from(WalSegmentName(1, *needed, archive.segment_bytes));
     return grpc::Status::OK;
   });
 }

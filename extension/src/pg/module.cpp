@@ -5,6 +5,7 @@
 extern "C" {
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_control.h"
 #include "common/controldata_utils.h"
 #include "funcapi.h"
@@ -13,6 +14,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
@@ -146,8 +148,10 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   SpinLockAcquire(&s->mutex);
   memcpy(&copy, s, sizeof copy);
   SpinLockRelease(&s->mutex);
-  Datum values[12];
-  bool nulls[12] = {false, false, false, false, false, false, false, false, true, true, true, true};
+  constexpr int kColumns = 17;
+  Datum values[kColumns];
+  bool nulls[kColumns];
+  for (int i = 0; i < kColumns; ++i) nulls[i] = i >= 8;
   if (!copy.agent_checked) {
     for (bool& n : nulls) n = true;
     values[0] = BoolGetDatum(false);
@@ -163,7 +167,8 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
                                     ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
     nulls[2] = copy.system_identifier == 0;
     values[3] = CStringGetTextDatum(copy.data_directory);
-    nulls[3] = copy.data_directory[0] == '\0';
+    // The server's own rule for its data_directory setting: superusers and pg_read_all_settings.
+    nulls[3] = copy.data_directory[0] == '\0' || !has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_SETTINGS);
     values[4] = CStringGetTextDatum(copy.address);
     values[5] = CStringGetTextDatum(copy.last_error);
     nulls[5] = copy.last_error[0] == '\0';
@@ -174,6 +179,17 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
       values[10] = BoolGetDatum(copy.wal_archive_writable);
       values[11] = Int64GetDatum(static_cast<int64>(copy.data_free_bytes));
       nulls[8] = nulls[9] = nulls[10] = nulls[11] = false;
+      // An agent that does not report its archive leaves these NULL (unknown), never "empty".
+      auto text_or_null = [&](int column, const char* value) {
+        values[column] = CStringGetTextDatum(value);
+        nulls[column] = value[0] == '\0' || !copy.wal_archive_reported;
+      };
+      text_or_null(12, copy.wal_archive_newest);
+      text_or_null(13, copy.wal_archive_oldest);
+      text_or_null(14, copy.wal_needed_from);
+      values[15] = Int64GetDatum(static_cast<int64>(copy.wal_archive_files));
+      values[16] = Int64GetDatum(static_cast<int64>(copy.wal_archive_bytes));
+      nulls[15] = nulls[16] = !copy.wal_archive_reported;
     }
   }
   values[7] = Int32GetDatum(copy.worker_pid);

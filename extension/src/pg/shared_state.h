@@ -27,6 +27,12 @@ struct SharedState {
   uint64 disk_reserve_bytes;
   uint64 data_free_bytes;
   bool wal_archive_writable;
+  char wal_archive_newest[64];
+  char wal_archive_oldest[64];
+  char wal_needed_from[64];
+  uint64 wal_archive_files;
+  uint64 wal_archive_bytes;
+  bool wal_archive_reported;
   TimestampTz checked_at;
 };
 

@@ -6,6 +6,7 @@ extern "C" {
 #include "miscadmin.h"
 }
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -133,7 +134,9 @@ void StoreDependencyRows(const Upgrade& u, const json& rows, const std::string& 
   }
 }
 
-// Creates the restore point after the snapshot's backup, records it, switches WAL.
+// Creates the restore point after the snapshot's backup, records it, switches WAL. A restore point
+// that is not after the backup can never be reached from it: the upgrade fails (production is
+// untouched) instead of trying again at every pass.
 void CreateRestorePoint(Upgrade& u) {
   std::string stop_lsn = u.snapshot.value("backup_stop_lsn", "");
   if (stop_lsn.empty()) throw std::runtime_error("the snapshot has no backup_stop_lsn; cannot place a restore point");
@@ -146,7 +149,10 @@ void CreateRestorePoint(Upgrade& u) {
       {stop_lsn, *name});
   const auto& row = r.rows.at(0);
   if (row[1] != std::optional<std::string>("true"))
-    throw std::runtime_error("restore point LSN " + *row[0] + " is not after the backup stop LSN " + stop_lsn);
+    return Transition(u, "failed",
+                      "restore point LSN " + *row[0] + " is not after the snapshot's backup stop LSN " + stop_lsn +
+                          ", so a rollback could never reach it; production was not touched. Begin the upgrade "
+                          "again for a new snapshot.");
   SpiExec(
       "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, xid, backup_stop_lsn, wal_segment) "
       "VALUES ($1::bigint, $2, $3::pg_lsn, $4::int, $5::xid8, $6::pg_lsn, $7)",
@@ -178,21 +184,75 @@ std::string ExtVersionNow(const std::string& extname) {
   return SpiExec("SELECT extversion FROM pg_extension WHERE extname = $1", {extname}).Value().value_or("");
 }
 
-// Production may have been touched, but the agent lost the apply job: decide from the journal and
-// the catalog, never by running the upgrade again.
-void ResolveApply(Upgrade& u, const AgentJournal& journal) {
+// Production may have been touched, but the agent lost or failed the apply job: decide from the
+// installed version, never by running the upgrade again. The journal alone is not enough: a
+// committed apply that something later undid must not be verified as if it were there.
+void ResolveApply(Upgrade& u, const AgentJournal& journal, const std::string& why) {
   std::string version = ExtVersionNow(u.extname);
-  if (journal.apply == "committed" || version == u.to_version) {
+  if (version == u.to_version) {
     AddEvent(u.id, "applying", "warning",
-             "the apply was interrupted after it committed (" + u.extname + " is at " + version +
-                 "); verifying it, not applying it again");
+             why + "; " + u.extname + " is at " + version +
+                 ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
+             {{"journal_apply", journal.apply}, {"extversion", version}});
     Transition(u, "verifying");
+  } else if (journal.apply == "committed") {
+    Transition(u, "failed",
+               why + "; the agent's journal says the apply committed, but " + u.extname + " is at " + version +
+                   ", not " + u.to_version + " (undone since, for example by a point-in-time recovery); "
+                   "the upgrade is not applied again");
   } else {
     Transition(u, "failed",
-               "the apply was interrupted before it committed; " + u.extname + " is still at " + version +
+               why + "; the apply did not commit: " + u.extname + " is still at " + version +
                    " and the upgrade is not applied again");
   }
 }
+
+// Whether the snapshot can still serve a rollback: it must come from the timeline production runs
+// on. After another upgrade's point-in-time recovery forked a new timeline, replaying from an older
+// snapshot would resurrect the history that recovery discarded.
+std::optional<std::string> SnapshotOffTimeline(const Upgrade& u) {
+  auto r = SpiExec("SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text");
+  int64_t now_tli = std::stoll(r.Value().value_or("0"));
+  int64_t snap_tli = u.snapshot.value("timeline", int64_t{0});
+  if (snap_tli == 0 || snap_tli == now_tli) return std::nullopt;
+  return "production moved from timeline " + std::to_string(snap_tli) + " to timeline " + std::to_string(now_tli) +
+         " (a point-in-time recovery) after this upgrade's snapshot was taken, so the snapshot can no longer "
+         "roll production back; production was not touched. Begin the upgrade again for a new snapshot.";
+}
+
+// Another upgrade that is between its restore point and its end. A point-in-time recovery rewinds
+// the whole cluster, so while one upgrade may still roll back, no other may create a restore point
+// (and apply): its rollback could undo the other's apply, or the other's could undo it.
+std::optional<int64_t> UpgradePastItsRestorePoint(const Upgrade& u) {
+  auto r = SpiExec(
+      "SELECT u.id::text FROM safe_upgrade.upgrades u "
+      "JOIN safe_upgrade.restore_points rp ON rp.upgrade_id = u.id "
+      "WHERE u.id <> $1::bigint AND u.state = ANY (safe_upgrade._in_flight_states()) ORDER BY u.id LIMIT 1",
+      {std::to_string(u.id)});
+  if (r.rows.empty()) return std::nullopt;
+  return std::stoll(*r.Value());
+}
+
+// Waits in scheduled, saying once (per blocker) why.
+void WaitForOtherUpgrade(const Upgrade& u, int64_t other) {
+  if (u.report.value("waiting_for_upgrade", int64_t{0}) == other) return;
+  MergeReport(u, "waiting_for_upgrade", other);
+  AddEvent(u.id, "scheduled", "info",
+           "waiting for upgrade " + std::to_string(other) +
+               " to end: it is between its restore point and its end, and a rollback rewinds the whole cluster, "
+               "so only one upgrade at a time may be there",
+           {{"waiting_for_upgrade", other}});
+}
+
+double NowEpochSeconds() {
+  return std::stod(SpiExec("SELECT extract(epoch FROM clock_timestamp())::float8::text").Value().value_or("0"));
+}
+
+// Seconds to wait before verification runs again after it could not run (not a failed check):
+// 5 s, doubling, at most a minute.
+int VerifyRetryDelaySeconds(int attempts) { return std::min(60, 5 << std::min(attempts - 1, 4)); }
+
+void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const AgentJournal& journal = {});
 
 void OnJobSucceeded(Upgrade& u, const json& result) {
   if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
@@ -222,6 +282,13 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
     Transition(u, "verifying");
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
+    // "succeeded" promises the extension is at its target version on production.
+    std::string version = ExtVersionNow(u.extname);
+    if (version != u.to_version) {
+      OnJobFailed(u, u.extname + " is at " + version + " on production, not " + u.to_version,
+                  json{{"checks_failed", true}});
+      return;
+    }
     Transition(u, "succeeded");
   } else if (u.state == "rolling_back") {
     MergeReport(u, "rollback", result);
@@ -229,7 +296,7 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
   }
 }
 
-void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
+void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const AgentJournal& journal) {
   if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
     Transition(u, "cancelled", "cancelled by request (the " + u.state + " step had failed: " + error + ")");
     return;
@@ -243,14 +310,24 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result) {
     Transition(u, "blocked", "dry run failed: " + error);
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
-    Transition(u, "failed", "apply failed: " + error);
+    // "failed" promises production untouched: an apply job can fail after its COMMIT (a journal
+    // write, a lost commit whose resolution timed out), and the installed version tells.
+    ResolveApply(u, journal, "apply failed: " + error);
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
-    bool checks_failed = result.value("checks_failed", false);
-    int attempts = u.report.value("verify_attempts", 0) + 1;
-    if (!checks_failed && attempts < 5) {
+    if (!result.value("checks_failed", false)) {
+      // The checks could not run (server restarting, connection refused, pg_hba): that says nothing
+      // about the upgrade, so it is never a failed check and never a reason for a PITR by itself.
+      int attempts = u.report.value("verify_attempts", 0) + 1;
+      int delay = VerifyRetryDelaySeconds(attempts);
       MergeReport(u, "verify_attempts", attempts);
-      AddEvent(u.id, "verifying", "warning", "verification could not run (" + error + "); trying again");
+      SpiExec("UPDATE safe_upgrade.upgrades SET report = report || jsonb_build_object('verify_retry_at', "
+              "extract(epoch FROM clock_timestamp())::float8 + $2::int) WHERE id = $1::bigint",
+              {std::to_string(u.id), std::to_string(delay)});
+      AddEvent(u.id, "verifying", "warning",
+               "verification could not run (" + error + "); trying again in " + std::to_string(delay) +
+                   " s (attempt " + std::to_string(attempts) + ")",
+               {{"attempt", attempts}, {"retry_in_s", delay}});
       ForgetAgentJob(u);
       return;
     }
@@ -287,7 +364,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   AgentCallError err = agent.GetJob(*u.agent_job, u.cursor, job);
   if (err.not_found) {
     // The agent restarted and forgot the job.
-    if (u.state == "applying") return ResolveApply(u, journal);
+    if (u.state == "applying") return ResolveApply(u, journal, "the agent restarted during the apply");
     if (u.state == "rolling_back") return;  // the agent resumes rollbacks itself on start
     AddEvent(u.id, u.state, "warning", "the agent restarted during " + u.state + "; starting the step again");
     ForgetAgentJob(u);
@@ -307,7 +384,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
       {std::to_string(u.id), std::to_string(job.next_cursor), std::to_string(job.progress),
        job.events.empty() ? "false" : "true"});
   if (job.state == "succeeded") OnJobSucceeded(u, ParseJson(job.result_json));
-  if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json));
+  if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json), journal);
 }
 
 void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
@@ -326,7 +403,8 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
 }
 
 void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
-  if (u.state == "applying" && journal.apply != "none") return ResolveApply(u, journal);
+  if (u.state == "applying" && journal.apply != "none")
+    return ResolveApply(u, journal, "the apply was interrupted (journal: apply " + journal.apply + ")");
   StartJob(u, agent, JobKindForState(u.state));
 }
 
@@ -354,6 +432,8 @@ void StepUpgrade(Upgrade& u, AgentClient& agent) {
   } else if (u.state == "scheduled") {
     if (!u.not_before_reached) return;
     if (!u.has_restore_point) {
+      if (auto reason = SnapshotOffTimeline(u)) return Transition(u, "failed", *reason);
+      if (auto other = UpgradePastItsRestorePoint(u)) return WaitForOtherUpgrade(u, *other);
       // The rollback target is copied before the restore point exists (it waits for it in the
       // archive), so its copy never widens the window of writes a rollback discards.
       if (!u.report.contains("rollback_target"))
@@ -371,6 +451,7 @@ void StepUpgrade(Upgrade& u, AgentClient& agent) {
                      "); production was not touched. Check archive_command and the archive directory.");
     }
   } else if (!JobKindForState(u.state).empty()) {
+    if (!u.agent_job && u.state == "verifying" && u.report.value("verify_retry_at", 0.0) > NowEpochSeconds()) return;
     if (!u.agent_job)
       StartJobForState(u, agent, journal);
     else

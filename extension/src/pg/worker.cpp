@@ -92,6 +92,12 @@ void CheckAgent() {
     s->disk_reserve_bytes = ping.disk_reserve_bytes;
     s->data_free_bytes = ping.data_free_bytes;
     s->wal_archive_writable = ping.wal_archive_writable;
+    CopyString(s->wal_archive_newest, sizeof s->wal_archive_newest, ping.wal_archive_newest);
+    CopyString(s->wal_archive_oldest, sizeof s->wal_archive_oldest, ping.wal_archive_oldest);
+    CopyString(s->wal_needed_from, sizeof s->wal_needed_from, ping.wal_needed_from);
+    s->wal_archive_files = ping.wal_archive_files;
+    s->wal_archive_bytes = ping.wal_archive_bytes;
+    s->wal_archive_reported = ping.wal_archive_reported;
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

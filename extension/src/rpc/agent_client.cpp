@@ -103,6 +103,12 @@ class GrpcAgentClient final : public AgentClient {
       out.active_job_id = resp.active_job_id();
       out.snapshot_free_bytes = resp.snapshot_free_bytes();
       out.data_free_bytes = resp.data_free_bytes();
+      out.wal_archive_newest = resp.wal_archive_newest();
+      out.wal_archive_oldest = resp.wal_archive_oldest();
+      out.wal_needed_from = resp.wal_needed_from();
+      out.wal_archive_files = resp.wal_archive_files();
+      out.wal_archive_bytes = resp.wal_archive_bytes();
+      out.wal_archive_reported = resp.wal_archive_reported();
       out.disk_reserve_bytes = resp.disk_reserve_bytes();
       out.wal_archive_writable = resp.wal_archive_writable();
     }

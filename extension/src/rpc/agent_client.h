@@ -23,6 +23,9 @@ struct AgentPing {
   uint64_t system_identifier = 0;
   uint64_t snapshot_free_bytes = 0, disk_reserve_bytes = 0, data_free_bytes = 0;
   bool wal_archive_writable = false;
+  std::string wal_archive_newest, wal_archive_oldest, wal_needed_from;
+  uint64_t wal_archive_files = 0, wal_archive_bytes = 0;
+  bool wal_archive_reported = false;
 };
 
 struct AgentEvent {

@@ -69,6 +69,18 @@ INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, create
 VALUES (114, 'su_114_regress', '0/1400000', 1, '2030-01-01 00:14');
 SELECT try_sql($$SELECT safe_upgrade.rollback(114)$$);
 SELECT state FROM safe_upgrade.upgrades WHERE id = 114;
+-- 115 failed on a lock timeout: its apply never committed, so a PITR would only discard writes.
+-- 116 is still verifying (its checks could not run) after a committed apply: an operator may roll
+-- it back rather than wait.
+INSERT INTO safe_upgrade.upgrades (id, extname, from_version, to_version, state, report) VALUES
+  (115, 'ext_m', '1.0', '2.0', 'failed', '{"apply": {"committed": false, "error": "lock timeout"}}'),
+  (116, 'ext_n', '1.0', '2.0', 'verifying', '{"apply": {"committed": true}}');
+INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, created_at) VALUES
+  (115, 'su_115_regress', '0/1500000', 1, '2030-01-01 00:15'),
+  (116, 'su_116_regress', '0/1600000', 1, '2030-01-01 00:16');
+SELECT try_sql($$SELECT safe_upgrade.rollback(115)$$);
+SELECT try_sql($$SELECT safe_upgrade.rollback(116)$$);
+SELECT id || ' ' || state FROM safe_upgrade.upgrades WHERE id IN (115, 116) ORDER BY id;
 
 -- What changed, and only that.
 SELECT b.id || ': ' || string_agg(x.key || ' ' || coalesce(x.before, 'null') || ' -> ' || coalesce(x.after, 'null'), ', ' ORDER BY x.key)
