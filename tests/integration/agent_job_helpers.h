@@ -96,4 +96,25 @@ inline void TakeSnapshot(const TestCluster& c, int64_t id) {
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
 }
 
+// An upgrade as the scheduler leaves it when it starts the apply job: a verified snapshot, then a
+// restore point after it whose WAL segment is archived, state applying.
+inline int64_t ReadyToApply(const TestCluster& c, const std::string& ext, const std::string& from,
+                            const std::string& to, const std::vector<std::string>& path,
+                            const nlohmann::json& options = nlohmann::json::object()) {
+  int64_t id = InsertUpgrade(c, ext, from, to, path, "snapshotting", options);
+  TakeSnapshot(c, id);
+  std::string segment = c.Scalar(
+      "WITH rp AS (SELECT pg_create_restore_point('su_test_' || $1) AS lsn) "
+      "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, wal_segment) "
+      "SELECT $1::bigint, 'su_test_' || $1, rp.lsn, ('x' || substr(pg_walfile_name(rp.lsn), 1, 8))::bit(32)::int, "
+      "pg_walfile_name(rp.lsn) FROM rp RETURNING wal_segment",
+      {std::to_string(id)});
+  c.Exec("SELECT pg_switch_wal()");
+  EXPECT_TRUE(WaitUntil([&] { return PathExists(JoinPath(c.info().agent_config.wal_archive_dir, segment)); },
+                        std::chrono::seconds(60)))
+      << "WAL segment " << segment << " was not archived";
+  SetState(c, id, "applying");
+  return id;
+}
+
 }  // namespace safe_upgrade::testing

@@ -20,19 +20,6 @@ using nlohmann::json;
 
 ClusterOptions SchedulerOff() { return ClusterOptions{.settings = {{"safe_upgrade.enabled", "off"}}}; }
 
-// An upgrade as the scheduler leaves it when it starts the apply job: state applying, with a
-// restore point after the (here: imaginary) snapshot.
-int64_t ReadyToApply(const TestCluster& c, const std::string& ext, const std::string& from,
-                     const std::string& to, const std::vector<std::string>& path,
-                     const json& options = json::object()) {
-  int64_t id = InsertUpgrade(c, ext, from, to, path, "applying", options);
-  c.Scalar(
-      "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline) "
-      "SELECT $1::bigint, 'su_test_' || $1, pg_create_restore_point('su_test_' || $1), 1 RETURNING name",
-      {std::to_string(id)});
-  return id;
-}
-
 std::string ExtVersion(const TestCluster& c, const std::string& ext) {
   return c.Scalar("SELECT extversion FROM pg_extension WHERE extname = $1", {ext});
 }
