@@ -68,7 +68,8 @@ grpc::ServerUnaryReactor* AgentService::Handle(grpc::CallbackServerContext* ctx,
     try {
       status = body();
     } catch (const BusyError& e) {
-      status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+      // Retry later, as gRPC documents ABORTED: the request was fine, another job holds the agent.
+      status = grpc::Status(grpc::StatusCode::ABORTED, e.what());
     } catch (const JobFailure& e) {
       status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
     } catch (const std::exception& e) {
@@ -119,7 +120,8 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
       // to give it back (unless a job runs, which may be using its own).
       if (jobs_.ActiveJobId().empty()) DiscardRollbackTargetsExcept(config_, journal_, UpgradesThatMayRollBack(*conn));
     } catch (const PgError& e) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cannot read the catalog: " + e.message());
+      // Transient (the server restarts, refuses logins for a while): the caller retries.
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the catalog: " + e.message());
     }
     resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), BodyFor(kind)));
     return grpc::Status::OK;

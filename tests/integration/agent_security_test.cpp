@@ -226,7 +226,7 @@ TEST_F(HostileRequests, negative_and_unknown_upgrade_ids_are_refused) {
 
 TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
   RecordFault("a second mutating job while one runs",
-              "FAILED_PRECONDITION (\"one job runs at a time\"); the first job finishes");
+              "ABORTED (\"one job runs at a time\"; retry later); the first job finishes");
   auto& c = *cluster_;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext VERSION '1.4';");
   std::string a = c.Scalar(
@@ -239,7 +239,7 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
   c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g");
   ASSERT_TRUE(StartSnapshot(std::stoll(a)).ok());
   auto second = StartSnapshot(std::stoll(b));
-  EXPECT_EQ(second.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << second.error_message();
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ABORTED) << second.error_message();
   EXPECT_NE(second.error_message().find("one job runs at a time"), std::string::npos) << second.error_message();
   v1::Job job;
   EXPECT_TRUE(WaitUntil(

@@ -387,7 +387,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json), journal);
 }
 
-void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
+void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const AgentJournal& journal = {}) {
   std::string job_id;
   AgentCallError err = agent.StartJob(kind, u.id, job_id);
   if (err.ok) {
@@ -397,6 +397,17 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
     return;
   }
   if (err.busy) return;  // another job is running; try on the next pass
+  if (err.refused) {
+    // The agent will not run this job (the upgrade is in a state it does not accept, its snapshot
+    // is gone, ...): waiting would wait forever, so the upgrade ends with the agent's reason.
+    std::string why = "the agent refused the " + kind + " job: " + err.message;
+    if (u.state == "applying") return ResolveApply(u, journal, why);
+    if (u.state == "rolling_back")
+      return Transition(u, "rollback_failed", why + "; production still runs the upgrade");
+    if (!ProductionMayBeTouched(u.state)) return Transition(u, "failed", why + "; production was not touched");
+  }
+  // Verification that cannot start is verification that cannot run: retried with backoff.
+  if (u.state == "verifying") return OnJobFailed(u, "the agent could not start it: " + err.message, json::object(), journal);
   if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
     Transition(u, "failed", "the agent is unreachable at " + agent.address() + ": " + err.message +
                                 "; production was not touched");
@@ -405,7 +416,7 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind) {
 void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   if (u.state == "applying" && journal.apply != "none")
     return ResolveApply(u, journal, "the apply was interrupted (journal: apply " + journal.apply + ")");
-  StartJob(u, agent, JobKindForState(u.state));
+  StartJob(u, agent, JobKindForState(u.state), journal);
 }
 
 void StepUpgrade(Upgrade& u, AgentClient& agent) {

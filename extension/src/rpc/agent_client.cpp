@@ -52,8 +52,11 @@ AgentCallError FromStatus(const grpc::Status& s) {
     case grpc::StatusCode::NOT_FOUND:
       e.not_found = true;
       break;
-    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::ABORTED:
       e.busy = true;
+      break;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      e.refused = true;
       break;
     default:
       break;
@@ -135,7 +138,13 @@ class GrpcAgentClient final : public AgentClient {
     else if (kind == "rollback")
       status = stub_->StartRollback(&ctx, req, &resp);
     else
-      return AgentCallError{false, false, false, false, "unknown job kind " + kind};
+    {
+      AgentCallError unknown;
+      unknown.ok = false;
+      unknown.refused = true;
+      unknown.message = "unknown job kind " + kind;
+      return unknown;
+    }
     if (status.ok()) job_id = resp.job_id();
     return FromStatus(status);
   }

@@ -14,7 +14,8 @@ struct AgentCallError {
   bool ok = true;
   bool unreachable = false;  // UNAVAILABLE / DEADLINE_EXCEEDED: the agent did not answer
   bool not_found = false;
-  bool busy = false;  // FAILED_PRECONDITION
+  bool busy = false;     // ABORTED: another job runs; ask again later
+  bool refused = false;  // FAILED_PRECONDITION: the request cannot succeed until something changes
   std::string message;
 };
 
