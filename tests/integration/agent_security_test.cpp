@@ -264,7 +264,8 @@ TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privilege
       "CREATE EXTENSION hstore VERSION '1.4';"
       "CREATE ROLE op1 LOGIN IN ROLE safe_upgrade_operator;"
       "SET SESSION AUTHORIZATION op1;"
-      "SELECT safe_upgrade.add_health_check('runs_as_op1', 'SELECT current_user = ''op1''', 'hstore');"
+      "SELECT safe_upgrade.add_health_check('runs_as_op1', 'SELECT current_user = ''op1'' AND NOT (SELECT "
+      "rolsuper FROM pg_roles WHERE rolname = current_user)', 'hstore');"
       "RESET SESSION AUTHORIZATION;");
   int64_t id = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
   EXPECT_EQ(c.WaitForTerminalState(id, std::chrono::seconds(300)), "validated") << c.Events(id);
@@ -278,6 +279,85 @@ TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privilege
   int64_t second = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
   EXPECT_EQ(c.WaitForTerminalState(second, std::chrono::seconds(300)), "blocked") << c.Events(second);
   EXPECT_NE(c.Events(second).find("permission denied"), std::string::npos) << c.Events(second);
+}
+
+// A dry run of hstore 1.4 -> 1.8 through the scheduler, expected to end in state; its events.
+std::string HstoreDryRunEvents(const TestCluster& c, const std::string& state) {
+  int64_t id = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
+  EXPECT_EQ(c.WaitForTerminalState(id, std::chrono::seconds(300)), state) << c.Events(id);
+  return c.Events(id);
+}
+
+// Whether events hold the outcome line of check name: `check "name" <outcome>`.
+bool CheckEnded(const std::string& events, const std::string& name, const std::string& outcome) {
+  return events.find("check \"" + name + "\" " + outcome) != std::string::npos;
+}
+
+TEST(HealthCheckPrivileges, a_check_that_resets_its_role_cannot_reach_the_agents_superuser) {
+  RecordFault(
+      "an operator's health check resets its role (`set_config('role', 'none', true)`) to run as the agent's "
+      "superuser",
+      "refused by PostgreSQL (`cannot set parameter \"role\" within security-definer function`): the check "
+      "fails and the dry run is `blocked`; the operator's honest check passes");
+  TestCluster c;
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE op1 LOGIN IN ROLE safe_upgrade_operator;"
+      "SET SESSION AUTHORIZATION op1;"
+      "SELECT safe_upgrade.add_health_check('honest', "
+      "  'SELECT current_user = ''op1'' AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = "
+      "current_user)', "
+      "  'hstore');"
+      "SELECT safe_upgrade.add_health_check('resets_role', "
+      "  'SELECT set_config(''role'', ''none'', true) IS NOT NULL "
+      "     AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)', "
+      "  'hstore');"
+      "RESET SESSION AUTHORIZATION;");
+  std::string events = HstoreDryRunEvents(c, "blocked");
+  EXPECT_TRUE(CheckEnded(events, "honest", "passed: returned true")) << events;
+  EXPECT_TRUE(CheckEnded(events, "resets_role",
+                         "failed: cannot set parameter \"role\" within security-definer function"))
+      << events;
+}
+
+TEST(HealthCheckPrivileges, a_check_whose_owner_was_dropped_fails_instead_of_running_as_the_agent) {
+  RecordFault("a health check whose owner role was dropped after it added the check",
+              "the check does not run (\"role ... that owns health check ... does not exist\"); the dry run "
+              "is `blocked`");
+  TestCluster c;
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE gone LOGIN IN ROLE safe_upgrade_operator;"
+      "SET SESSION AUTHORIZATION gone;"
+      "SELECT safe_upgrade.add_health_check('orphaned', 'SELECT true', 'hstore');"
+      "RESET SESSION AUTHORIZATION;"
+      "DROP ROLE gone;");
+  std::string events = HstoreDryRunEvents(c, "blocked");
+  EXPECT_TRUE(
+      CheckEnded(events, "orphaned", "failed: role \"gone\" that owns health check orphaned does not exist"))
+      << events;
+}
+
+TEST(HealthCheckPrivileges, a_views_functions_are_planned_as_the_views_owner_not_as_superuser) {
+  RecordFault("a view whose IMMUTABLE function runs at plan time, owned by a role without superuser",
+              "the built-in \"dependent objects work\" check plans it as its owner (the function raises when "
+              "run as anyone else); the dry run is `validated`");
+  TestCluster c;
+  // The function fails the plan unless it runs as the view's owner, naming whom it ran as.
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE view_owner;"
+      "CREATE TABLE items (id int PRIMARY KEY, h hstore);"
+      "INSERT INTO items VALUES (1, 'k=>v');"
+      "CREATE FUNCTION planned_by() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+      "IF current_user <> 'view_owner' THEN RAISE EXCEPTION 'planned as %', current_user; END IF; "
+      "RETURN 1; END $$;"
+      "CREATE VIEW item_keys AS SELECT akeys(h) AS keys FROM items WHERE id = planned_by();"
+      "ALTER TABLE items OWNER TO view_owner;"
+      "ALTER VIEW item_keys OWNER TO view_owner;");
+  std::string events = HstoreDryRunEvents(c, "validated");
+  EXPECT_EQ(events.find("planned as"), std::string::npos) << events;
+  EXPECT_TRUE(CheckEnded(events, "dependent objects work", "passed")) << events;
 }
 
 }  // namespace

@@ -253,5 +253,24 @@ TEST(Apply, verify_passes_when_every_check_passes) {
   for (const auto& ch : verify.result["checks"]) EXPECT_TRUE(ch["ok"].get<bool>()) << ch.dump();
 }
 
+TEST(Apply, verify_fails_an_operators_check_that_resets_its_role_to_reach_the_agents_superuser) {
+  TestCluster c(SchedulerOff());
+  c.Exec("CREATE EXTENSION su_fixture_counter");
+  c.Exec("CREATE ROLE op1 IN ROLE safe_upgrade_operator");
+  c.Scalar(
+      "INSERT INTO safe_upgrade.health_checks (name, check_sql, extname, created_by) VALUES "
+      "('resets_role', 'SELECT set_config(''role'', ''none'', true) IS NOT NULL AND (SELECT rolsuper FROM "
+      "pg_roles WHERE rolname = current_user)', 'su_fixture_counter', 'op1') RETURNING id");
+  int64_t id = ReadyToApply(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"});
+  ASSERT_EQ(RunAgentJob(c, "apply", id).state, "succeeded");
+  SetState(c, id, "verifying");
+  auto verify = RunAgentJob(c, "verify", id);
+  ASSERT_EQ(verify.state, "failed") << verify.EventText();
+  EXPECT_EQ(verify.result["checks_failed"], true) << verify.result.dump(2);
+  EXPECT_NE(verify.error.find("cannot set parameter \"role\" within security-definer function"),
+            std::string::npos)
+      << verify.error;
+}
+
 }  // namespace
 }  // namespace safe_upgrade::testing
