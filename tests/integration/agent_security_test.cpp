@@ -7,8 +7,8 @@
 
 #include "build_info.h"
 #include "cluster.h"
-#include "fault_report.h"
 #include "config.h"
+#include "fault_report.h"
 #include "fs_util.h"
 #include "rpc/agent_client.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
@@ -174,13 +174,37 @@ class HostileRequests : public ::testing::Test {
     if (out) *out = resp;
     return s;
   }
-  grpc::Status StartSnapshot(int64_t id) {
+  grpc::Status StartSnapshot(int64_t id) { return StartJob("snapshot", id); }
+  // kind as the worker names it: snapshot, dryrun, rollback_target, apply, verify, rollback.
+  grpc::Status StartJob(const std::string& kind, int64_t id) {
+    using Start = grpc::Status (v1::Agent::Stub::*)(grpc::ClientContext*, const v1::UpgradeRef&, v1::JobRef*);
+    static const std::map<std::string, Start> starts = {
+        {"snapshot", &v1::Agent::Stub::StartSnapshot},
+        {"dryrun", &v1::Agent::Stub::StartDryRun},
+        {"rollback_target", &v1::Agent::Stub::StartPrepareRollback},
+        {"apply", &v1::Agent::Stub::StartApply},
+        {"verify", &v1::Agent::Stub::StartVerify},
+        {"rollback", &v1::Agent::Stub::StartRollback}};
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 10s);
     v1::UpgradeRef req;
     req.set_upgrade_id(id);
     v1::JobRef resp;
-    return stub_->StartSnapshot(&ctx, req, &resp);
+    return (stub_.get()->*starts.at(kind))(&ctx, req, &resp);
+  }
+  grpc::Status GetJournal(int64_t id, v1::UpgradeJournal* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(id);
+    return stub_->GetUpgradeJournal(&ctx, req, out);
+  }
+  int64_t InsertUpgrade(const std::string& extname, const std::string& state) {
+    return std::stoll(
+        cluster_->Scalar("INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, state) "
+                         "VALUES ($1, '1.4', '1.8', $2) "
+                         "RETURNING id",
+                         {extname, state}));
   }
   std::unique_ptr<TestCluster> cluster_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -229,12 +253,8 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
               "FAILED_PRECONDITION (\"one job runs at a time\"); the first job finishes");
   auto& c = *cluster_;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext VERSION '1.4';");
-  std::string a = c.Scalar(
-      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('hstore', '1.4', '1.8') "
-      "RETURNING id");
-  std::string b = c.Scalar(
-      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('citext', '1.4', '1.6') "
-      "RETURNING id");
+  std::string a = std::to_string(InsertUpgrade("hstore", "snapshotting"));
+  std::string b = std::to_string(InsertUpgrade("citext", "snapshotting"));
   // Make the first job long enough to overlap: a database with some data to copy.
   c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g");
   ASSERT_TRUE(StartSnapshot(std::stoll(a)).ok());
@@ -248,6 +268,62 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
         return job.state() != v1::JOB_STATE_RUNNING;
       },
       300s));
+}
+
+TEST_F(HostileRequests, a_job_for_an_upgrade_not_at_that_step_is_refused) {
+  RecordFault(
+      "a client with valid credentials starts a job (rollback, apply, snapshot ...) for an upgrade whose "
+      "catalog state is not that job's step, e.g. a rollback of a succeeded upgrade",
+      "FAILED_PRECONDITION naming the state and how the step is reached (\"a rollback starts only through "
+      "safe_upgrade.rollback(<id>)\"); no job starts");
+  auto& c = *cluster_;
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  int64_t id = InsertUpgrade("hstore", "succeeded");
+  std::string sid = std::to_string(id);
+  auto rollback = StartJob("rollback", id);
+  EXPECT_EQ(rollback.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << rollback.error_message();
+  EXPECT_EQ(rollback.error_message(), "upgrade " + sid +
+                                          " is succeeded, not rolling_back; a rollback starts only "
+                                          "through safe_upgrade.rollback(" +
+                                          sid + ") or a failed verification");
+  const std::map<std::string, std::string> steps = {
+      {"snapshot", "snapshotting"}, {"dryrun", "dry_running"}, {"rollback_target", "scheduled"},
+      {"apply", "applying"},        {"verify", "verifying"},   {"rollback", "rolling_back"}};
+  for (const auto& [kind, state] : steps) {
+    auto s = StartJob(kind, id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << kind << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find("is succeeded, not " + state + "; "), std::string::npos)
+        << s.error_message();
+  }
+  v1::Job job;
+  EXPECT_EQ(GetJob("rollback-" + sid, &job).error_code(), grpc::StatusCode::NOT_FOUND) << "a job started";
+  EXPECT_EQ(c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}), "succeeded");
+}
+
+TEST_F(HostileRequests, the_journal_of_an_upgrade_neither_journaled_nor_in_the_catalog_is_not_found) {
+  RecordFault(
+      "GetUpgradeJournal for an upgrade id that is neither in the agent's journal nor in the catalog",
+      "NOT_FOUND; an upgrade in the catalog, or only in the journal (as after a rollback), answers OK");
+  auto& c = *cluster_;
+  v1::UpgradeJournal journal;
+  auto unknown = GetJournal(424242, &journal);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND) << unknown.error_message();
+  EXPECT_EQ(unknown.error_message(), "upgrade 424242 does not exist");
+
+  int64_t in_catalog = InsertUpgrade("hstore", "queued");
+  auto known = GetJournal(in_catalog, &journal);
+  EXPECT_TRUE(known.ok()) << known.error_message();
+  EXPECT_EQ(journal.apply(), "none");
+
+  // A rollback rewinds the catalog to before the upgrade existed; its journal still answers.
+  const AgentConfig& config = c.info().agent_config;
+  std::string path = JoinPath(config.JournalDir(), "upgrade-424243.json");
+  AtomicWriteFile(path, R"({"upgrade_id": 424243, "apply": "committed", "rollback": "rolled_back"})", 0600);
+  ChownTree(path, c.info().os_user);
+  auto journaled = GetJournal(424243, &journal);
+  EXPECT_TRUE(journaled.ok()) << journaled.error_message();
+  EXPECT_EQ(journal.apply(), "committed");
+  EXPECT_EQ(journal.rollback(), "rolled_back");
 }
 
 }  // namespace
