@@ -90,28 +90,22 @@ grpc::Status UnknownUpgrade(int64_t upgrade_id) {
 
 }  // namespace
 
-AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier,
-                           Authorizer authorize)
-    : config_(config),
-      jobs_(jobs),
-      journal_(journal),
-      system_identifier_(system_identifier),
-      authorize_(std::move(authorize)) {}
+AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal,
+                           uint64_t system_identifier)
+    : config_(config), jobs_(jobs), journal_(journal), system_identifier_(system_identifier) {}
 
-// Authorizes the caller, runs body, and maps whatever it throws onto a status code.
+// Runs body and maps whatever it throws onto a status code.
 template <typename F>
 grpc::ServerUnaryReactor* AgentService::Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body) {
-  grpc::Status status = authorize_ ? authorize_(ctx) : grpc::Status::OK;
-  if (status.ok()) {
-    try {
-      status = body();
-    } catch (const BusyError& e) {
-      status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
-    } catch (const JobFailure& e) {
-      status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
-    } catch (const std::exception& e) {
-      status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-    }
+  grpc::Status status;
+  try {
+    status = body();
+  } catch (const BusyError& e) {
+    status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+  } catch (const JobFailure& e) {
+    status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+  } catch (const std::exception& e) {
+    status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
   }
   if (!status.ok()) spdlog::warn("{} refused: {}", rpc, status.error_message());
   return Finish(ctx, status);

@@ -1,9 +1,17 @@
 // Agent hardening: peer credentials on the Unix socket, TLS with client certificates on TCP,
 // and hostile requests (malformed, unknown, oversized ids; concurrent mutating jobs).
+#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
 
 #include "build_info.h"
 #include "cluster.h"
@@ -58,6 +66,104 @@ TEST(AgentSecurity, another_os_user_is_refused_even_when_the_socket_is_reachable
   r = RunProcess({AgentBin(c), "ping", "--config", c.info().agent_config_path}, as_agent_user);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find(c.info().data_dir), std::string::npos) << r.out;
+}
+
+// The agent's open sockets, by fd number.
+std::set<int> AgentSocketFds(const TestCluster& c) {
+  std::string pid = ReadFile(JoinPath(c.info().dir, "agent.pid"));
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  std::set<int> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (!ec && target.string().rfind("socket:", 0) == 0) out.insert(std::stoi(e.path().filename().string()));
+  }
+  return out;
+}
+
+// A gRPC connection to the agent's Unix socket whose peer credentials are uid's: the kernel
+// records the connecting thread's effective uid, and the raw setresuid syscall changes it for
+// this thread only (glibc's seteuid would change every thread's).
+class PeerConnection {
+ public:
+  PeerConnection(const std::string& socket_path, uid_t uid) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
+    if (syscall(SYS_setresuid, -1, uid, -1) != 0) throw std::runtime_error("setresuid failed");
+    int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    if (syscall(SYS_setresuid, -1, 0, -1) != 0) throw std::runtime_error("setresuid back failed");
+    if (rc != 0) throw std::runtime_error("connect to " + socket_path + " failed");
+    channel_ = grpc::CreateInsecureChannelFromFd("agent", fd);  // owns fd from here on
+    stub_ = v1::Agent::NewStub(channel_);
+  }
+  grpc::Status Ping() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::PingResponse resp;
+    return stub_->Ping(&ctx, v1::PingRequest(), &resp);
+  }
+  grpc::Status StartRollback(int64_t id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(id);
+    v1::JobRef resp;
+    return stub_->StartRollback(&ctx, req, &resp);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+};
+
+TEST(AgentSecurity, a_connection_is_judged_by_its_own_peer_even_when_it_reuses_an_earlier_connections_fd) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to connect as two different users";
+  RecordFault(
+      "a refused peer connects right after an allowed one closed, and gets the same fd number in the "
+      "agent (and the other way round)",
+      "each connection is judged by its own peer credentials: the refused one gets PERMISSION_DENIED "
+      "(\"may not call\") for every call, the allowed one is served");
+  // The scheduler off: its own connection to the agent would come and go among the test's.
+  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}, .allow_root_callers = false});
+  uid_t agent_uid = LookupUser(c.info().os_user)->uid;
+  std::string sock = c.info().agent_socket;
+  const std::set<int> idle = AgentSocketFds(c);
+  // The one socket a connection adds to the agent, once the agent has accepted it.
+  auto connection_fd = [&] {
+    std::set<int> now = AgentSocketFds(c);
+    std::vector<int> added;
+    for (int fd : now)
+      if (!idle.count(fd)) added.push_back(fd);
+    EXPECT_EQ(added.size(), 1u);
+    return added.empty() ? -1 : added[0];
+  };
+  auto closed = [&] { return WaitUntil([&] { return AgentSocketFds(c) == idle; }, 30s); };
+
+  auto allowed = std::make_unique<PeerConnection>(sock, agent_uid);
+  auto served = allowed->Ping();
+  ASSERT_TRUE(served.ok()) << served.error_message();
+  int fd = connection_fd();
+  allowed.reset();
+  ASSERT_TRUE(closed()) << "the agent did not close the allowed connection";
+
+  auto refused = std::make_unique<PeerConnection>(sock, 0);
+  auto ping = refused->Ping();
+  EXPECT_EQ(ping.error_code(), grpc::StatusCode::PERMISSION_DENIED) << ping.error_message();
+  EXPECT_NE(ping.error_message().find("may not call"), std::string::npos) << ping.error_message();
+  ASSERT_EQ(connection_fd(), fd) << "the refused connection did not reuse the fd number";
+  auto rollback = refused->StartRollback(1);
+  EXPECT_EQ(rollback.error_code(), grpc::StatusCode::PERMISSION_DENIED) << rollback.error_message();
+  refused.reset();
+  ASSERT_TRUE(closed()) << "the agent did not close the refused connection";
+
+  auto allowed_again = std::make_unique<PeerConnection>(sock, agent_uid);
+  served = allowed_again->Ping();
+  EXPECT_TRUE(served.ok()) << served.error_message();
+  EXPECT_EQ(connection_fd(), fd);
+  EXPECT_NE(c.AgentLog().find("refusing calls from pid"), std::string::npos) << c.AgentLog();
 }
 
 // A throwaway CA, a server certificate for 127.0.0.1, a client certificate, and a rogue CA's
