@@ -28,17 +28,47 @@ int64_t MsSince(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }
 
-std::string Shorten(const std::string& s, size_t max = 200) {
-  std::string one_line;
-  for (char c : s) one_line += (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
-  return one_line.size() <= max ? one_line : one_line.substr(0, max) + "...";
+std::string DescribeBlocker(const json& b) {
+  auto or_none = [&](const char* key) {
+    std::string v = b.value(key, "");
+    return v.empty() ? std::string("none") : v;
+  };
+  std::string out = "pid " + std::to_string(b.value("pid", 0)) + " (user " + b.value("usename", "") +
+                    ", application " + or_none("application_name") + ", state " + b.value("state", "") +
+                    ", wait event " + or_none("wait_event") + ")";
+  if (!b.value("lock_mode", "").empty()) out += ": holds " + b.value("lock_mode", "");
+  if (!b.value("relation", "").empty()) out += " on " + b.value("relation", "");
+  return out;
 }
 
-std::string DescribeBlocker(const json& b) {
-  return "pid " + std::to_string(b.value("pid", 0)) + " (user " + b.value("usename", "") + ", application " +
-         (b.value("application_name", "").empty() ? std::string("none") : b.value("application_name", "")) +
-         ", state " + b.value("state", "") + "): " + Shorten(b.value("query", ""));
-}
+// The sessions blocking the apply backend ($1): who they are and which lock they hold on which
+// relation, never their query text. events is readable by PUBLIC, and pg_stat_activity shows a
+// session's query only to its own role and to privileged roles; the pid is enough to look it up.
+// The waited-for relation is named only when it lives in the monitor's database (an oid elsewhere).
+constexpr const char* kBlockersQuery = R"SQL(
+WITH waiting AS (
+  SELECT w.* FROM pg_catalog.pg_locks w WHERE w.pid = $1::int AND NOT w.granted
+)
+SELECT a.pid::text, coalesce(a.usename::text, ''), coalesce(a.application_name, ''), coalesce(a.state, ''),
+       coalesce(a.wait_event_type || ': ' || a.wait_event, ''),
+       coalesce((SELECT pg_catalog.string_agg(DISTINCT h.mode || CASE WHEN h.granted THEN '' ELSE ' (waiting)' END,
+                                              ', ')
+                 FROM pg_catalog.pg_locks h JOIN waiting w
+                   ON h.locktype = w.locktype AND h.database IS NOT DISTINCT FROM w.database
+                  AND h.relation IS NOT DISTINCT FROM w.relation AND h.page IS NOT DISTINCT FROM w.page
+                  AND h.tuple IS NOT DISTINCT FROM w.tuple AND h.transactionid IS NOT DISTINCT FROM w.transactionid
+                  AND h.virtualxid IS NOT DISTINCT FROM w.virtualxid AND h.classid IS NOT DISTINCT FROM w.classid
+                  AND h.objid IS NOT DISTINCT FROM w.objid AND h.objsubid IS NOT DISTINCT FROM w.objsubid
+                 WHERE h.pid = a.pid), ''),
+       coalesce((SELECT pg_catalog.string_agg(DISTINCT CASE WHEN d.datname = pg_catalog.current_database()
+                                                            THEN w.relation::regclass::text
+                                                            ELSE 'oid ' || w.relation || ' in database ' || d.datname END,
+                                              ', ')
+                 FROM waiting w JOIN pg_catalog.pg_database d ON d.oid = w.database
+                 WHERE w.relation IS NOT NULL), ''),
+       coalesce(extract(epoch FROM now() - a.xact_start)::bigint::text, '')
+FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids($1::int)) ORDER BY a.pid
+)SQL";
 
 // Who holds the locks the apply backend waits for, read on a second connection.
 class BlockerWatch {
@@ -57,13 +87,7 @@ class BlockerWatch {
     try {
       if (!monitor_ || !monitor_->Ok())
         monitor_ = ConnectProduction(config_, "safe-upgrade-agent apply-monitor");
-      auto r = monitor_->Exec(
-          "SELECT a.pid::text, coalesce(a.usename::text, ''), coalesce(a.application_name, ''), "
-          "coalesce(a.state, ''), coalesce(a.query, ''), "
-          "coalesce(extract(epoch FROM now() - a.xact_start)::bigint::text, '') "
-          "FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids($1::int)) ORDER "
-          "BY a.pid",
-          {std::to_string(apply_pid)});
+      auto r = monitor_->Exec(kBlockersQuery, {std::to_string(apply_pid)});
       for (const auto& row : r.rows) {
         int pid = std::stoi(*row[0]);
         if (!seen_this_try_.insert(pid).second) continue;
@@ -71,8 +95,10 @@ class BlockerWatch {
                   {"usename", row[1].value_or("")},
                   {"application_name", row[2].value_or("")},
                   {"state", row[3].value_or("")},
-                  {"query", row[4].value_or("")},
-                  {"transaction_age_s", row[5]->empty() ? json(nullptr) : json(std::stoll(*row[5]))},
+                  {"wait_event", row[4].value_or("")},
+                  {"lock_mode", row[5].value_or("")},
+                  {"relation", row[6].value_or("")},
+                  {"transaction_age_s", row[7]->empty() ? json(nullptr) : json(std::stoll(*row[7]))},
                   {"attempt", attempt_}};
         blockers_[pid] = b;
         ctx_.Event("applying", "warning",

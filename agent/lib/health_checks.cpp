@@ -119,6 +119,96 @@ class ScopedSetting {
   std::string name_, old_;
 };
 
+// User code (a health check's text, a view's functions at plan time, a column type's output
+// function) runs as the role that owns it, never as the agent's superuser session. SET ROLE is not
+// enough: the code could RESET ROLE or set_config('role', ...) its way back. Instead, inside a
+// transaction that is always rolled back, the agent creates a pg_temp plpgsql function that opens
+// a cursor on the statement (a bind parameter, never spliced), makes it SECURITY DEFINER owned by
+// the role, and calls it. Why that holds:
+// - while a security-definer function runs, PostgreSQL refuses SET ROLE, RESET ROLE,
+//   set_config('role') and SET SESSION AUTHORIZATION (42501, "cannot set parameter ... within
+//   security-definer function"), in everything the statement calls too;
+// - a cursor opens on exactly one query: text holding several statements, or a utility statement
+//   (COMMIT, PREPARE, SET ...), is refused before any of it runs;
+// - transaction control is refused inside the function (also in a DO block or procedure it
+//   calls), so nothing can end the transaction that undoes it;
+// - the role owns the function and may alter it, but it is called once and then rolled back with
+//   everything the statement changed (catalog, settings, temp objects). Prepared statements
+//   survive a rollback (a function the check calls could PREPARE one), so they are deallocated
+//   before the agent runs anything else on the connection.
+constexpr const char* kRunAsFunction = R"SQL(
+CREATE FUNCTION pg_temp.safe_upgrade_run_as(statement text, OUT returned_row boolean, OUT columns integer,
+                                            OUT first_value text, OUT row_text text)
+LANGUAGE plpgsql SECURITY DEFINER AS $fn$
+DECLARE
+  c refcursor;
+  r record;
+BEGIN
+  OPEN c NO SCROLL FOR EXECUTE statement;
+  FETCH c INTO r;
+  returned_row := FOUND;
+  IF returned_row THEN
+    -- The row as text passes every value through its type's output function, as a client reads it.
+    row_text := r::text;
+    SELECT pg_catalog.count(*)::integer, (pg_catalog.array_agg(j.value))[1] INTO columns, first_value
+    FROM pg_catalog.json_each_text(pg_catalog.row_to_json(r)) j;
+  END IF;
+  CLOSE c;
+END
+$fn$
+)SQL";
+
+struct RunAsResult {
+  bool returned_row = false;
+  int columns = 0;
+  std::optional<std::string> first_value;
+};
+
+// In the open transaction: the function above, owned by role. A role that no longer exists is an
+// error of its own: the code must not run at all rather than as someone else.
+void PrepareRunAs(PgConn& conn, const std::string& role, const std::string& whose) {
+  if (role.empty() || conn.Exec("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", {role}).Empty())
+    throw PgError("42704", "role \"" + role + "\" that owns " + whose + " does not exist, so it does not run",
+                  "", "Re-create it as an existing role, or remove it.");
+  conn.ExecScript(kRunAsFunction);
+  conn.ExecScript("ALTER FUNCTION pg_temp.safe_upgrade_run_as(text) OWNER TO " + conn.QuoteIdent(role));
+}
+
+constexpr const char* kRunAsCall =
+    "SELECT returned_row::text, columns::text, first_value FROM pg_temp.safe_upgrade_run_as($1)";
+
+RunAsResult ToRunAsResult(const QueryResult& r) {
+  RunAsResult out;
+  if (r.rows.empty() || r.rows[0].size() < 3) return out;
+  out.returned_row = r.rows[0][0] == std::optional<std::string>("true");
+  out.columns = out.returned_row ? std::stoi(r.rows[0][1].value_or("0")) : 0;
+  out.first_value = r.rows[0][2];
+  return out;
+}
+
+// Ends the run-as transaction; best effort after an error, as long as the connection lives.
+void EndRunAs(PgConn& conn) {
+  if (conn.Ok()) conn.ExecScript("ROLLBACK; DEALLOCATE ALL");
+}
+
+// Runs one statement as role (see kRunAsFunction), in a transaction of its own.
+RunAsResult RunAs(PgConn& conn, const std::string& role, const std::string& whose,
+                  const std::string& statement) {
+  conn.ExecScript("BEGIN");
+  try {
+    PrepareRunAs(conn, role, whose);
+    auto out = ToRunAsResult(conn.Exec(kRunAsCall, {statement}));
+    EndRunAs(conn);
+    return out;
+  } catch (const PgError&) {
+    try {
+      EndRunAs(conn);
+    } catch (const PgError&) {
+    }
+    throw;
+  }
+}
+
 std::string JoinLimited(const std::vector<std::string>& items, size_t max_items = 10) {
   std::string out;
   for (size_t i = 0; i < items.size() && i < max_items; ++i) out += (i ? "; " : "") + items[i];
@@ -320,6 +410,10 @@ std::vector<CheckResult> CheckDependents(PgConn& conn, const HealthCheckInput& i
     std::vector<std::string> failures, skipped;
     std::set<std::string> done;
     size_t checked = 0;
+    // sql: the statement and the role that owns the relation it reads.
+    auto run_as_owner = [&](const QueryResult& sql, const std::string& what) {
+      RunAs(conn, sql.rows[0][1].value_or(""), what, sql.Scalar());
+    };
     for (const auto& d : now) {
       std::string key = d.classid + "/" + d.objid + "/" + std::to_string(d.objsubid);
       if (!done.insert(key).second) continue;
@@ -336,17 +430,24 @@ std::vector<CheckResult> CheckDependents(PgConn& conn, const HealthCheckInput& i
           continue;
         }
         if (is_class && (d.relkind == "v" || d.relkind == "m") && d.objsubid == 0) {
-          // Plans the view against the upgraded extension without reading any data.
-          auto sql =
-              conn.Exec("SELECT pg_catalog.format('SELECT * FROM %s LIMIT 0', $1::oid::regclass)", {d.objid});
-          conn.Exec(sql.Scalar());
-        } else if (is_class && (d.relkind == "r" || d.relkind == "p" || d.relkind == "m") && d.objsubid > 0) {
-          // One value through the type's output function, as a client would read it.
+          // Plans the view against the upgraded extension without reading any data. Planning
+          // runs the user's STABLE and IMMUTABLE functions, so it runs as the view's owner.
           auto sql = conn.Exec(
-              "SELECT pg_catalog.format('SELECT %I FROM %s LIMIT 1', a.attname, a.attrelid::regclass) "
-              "FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum = $2::int",
+              "SELECT pg_catalog.format('SELECT * FROM %s LIMIT 0', c.oid::regclass), "
+              "pg_catalog.pg_get_userbyid(c.relowner)::text "
+              "FROM pg_catalog.pg_class c WHERE c.oid = $1::oid",
+              {d.objid});
+          if (!sql.Empty()) run_as_owner(sql, what);
+        } else if (is_class && (d.relkind == "r" || d.relkind == "p" || d.relkind == "m") && d.objsubid > 0) {
+          // One value through the type's output function, as a client would read it, as the
+          // table's owner (its defaults, policies and the type's functions are the user's code).
+          auto sql = conn.Exec(
+              "SELECT pg_catalog.format('SELECT %I FROM %s LIMIT 1', a.attname, a.attrelid::regclass), "
+              "pg_catalog.pg_get_userbyid(c.relowner)::text "
+              "FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+              "WHERE a.attrelid = $1::oid AND a.attnum = $2::int",
               {d.objid, std::to_string(d.objsubid)});
-          if (!sql.Empty()) conn.Exec(sql.Scalar());
+          if (!sql.Empty()) run_as_owner(sql, what);
         } else if (is_class && d.relkind == "i") {
           auto r = conn.Exec(
               "SELECT (indisvalid AND indisready)::text FROM pg_catalog.pg_index WHERE indexrelid = $1::oid",
@@ -450,10 +551,6 @@ CheckResult RunUserCheck(PgConn& conn, const HealthCheckRecord& check) {
     // server's statement_timeout (it also bounds lock waits); a missing or zero timeout gets 30 s
     // so that no check can hang the job.
     conn.ExecScript("BEGIN");
-    // The check runs with the privileges of the role that added it, never the agent's: an
-    // operator must not gain superuser powers through a health check.
-    if (!check.created_by.empty())
-      conn.Exec("SELECT pg_catalog.set_config('role', $1, true)", {check.created_by});
     auto ms =
         conn.Exec("SELECT greatest(coalesce((extract(epoch FROM $1::interval) * 1000)::bigint, 0), 0)::text",
                   {check.timeout.empty() ? std::string("30s") : check.timeout})
@@ -463,8 +560,11 @@ CheckResult RunUserCheck(PgConn& conn, const HealthCheckRecord& check) {
         "SELECT pg_catalog.set_config('statement_timeout', $1, true), pg_catalog.set_config('lock_timeout', "
         "$1, true)",
         {ms});
+    // The check runs with exactly the privileges of the role that added it, with no way back to
+    // the agent's (see kRunAsFunction): an operator must not gain superuser powers through it.
+    PrepareRunAs(conn, check.created_by, "health check " + check.name);
     auto client_deadline = Clock::now() + std::chrono::milliseconds(std::stoll(ms)) + std::chrono::seconds(5);
-    conn.SendQuery(check.check_sql);
+    conn.SendQuery(kRunAsCall, {check.check_sql});
     std::optional<QueryResult> r;
     bool cancelled = false;
     while (!(r = conn.PollResult(std::chrono::milliseconds(200)))) {
@@ -476,35 +576,37 @@ CheckResult RunUserCheck(PgConn& conn, const HealthCheckRecord& check) {
         client_deadline = Clock::now() + std::chrono::seconds(5);
       }
     }
-    conn.ExecScript("ROLLBACK");
-    if (r->rows.empty() || r->rows[0].empty()) {
+    EndRunAs(conn);
+    RunAsResult result = ToRunAsResult(*r);
+    if (!result.returned_row || result.columns == 0) {
       c.ok = false;
       c.message = "returned no rows (a check must return true)";
-    } else if (!r->rows[0][0]) {
+    } else if (!result.first_value) {
       c.ok = false;
       c.message = "returned NULL (a check must return true)";
-    } else if (*r->rows[0][0] == "t" || *r->rows[0][0] == "true") {
+    } else if (*result.first_value == "true") {
       c.ok = true;
       c.message = "returned true";
-    } else if (*r->rows[0][0] == "f" || *r->rows[0][0] == "false") {
+    } else if (*result.first_value == "false") {
       c.ok = false;
       c.message = "returned false";
     } else {
       c.ok = false;
-      c.message = "returned " + *r->rows[0][0] + ", not true";
+      c.message = "returned " + *result.first_value + ", not true";
     }
   } catch (const PgError& e) {
     if (IsConnectionError(e)) throw;
-    if (conn.Ok()) {
-      try {
-        conn.ExecScript("ROLLBACK");
-      } catch (const PgError&) {
-      }
+    try {
+      EndRunAs(conn);
+    } catch (const PgError&) {
     }
     c.ok = false;
-    c.message = e.sqlstate() == "57014" && e.message().find("statement timeout") != std::string::npos
-                    ? e.Full() + " (timeout " + check.timeout + ")"
-                    : e.Full();
+    if (e.sqlstate() == "57014" && e.message().find("statement timeout") != std::string::npos)
+      c.message = e.Full() + " (timeout " + check.timeout + ")";
+    else if (e.sqlstate() == "42P11")  // the cursor refused it
+      c.message = e.Full() + " (a check is one query that returns a row)";
+    else
+      c.message = e.Full();
   }
   c.duration_ms = ElapsedMs(started);
   return c;

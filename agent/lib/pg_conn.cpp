@@ -105,9 +105,19 @@ std::string PgConn::QuoteLiteral(const std::string& literal) const {
   return out;
 }
 
-void PgConn::SendQuery(const std::string& sql) {
+namespace {
+std::vector<const char*> ParamValues(const std::vector<std::optional<std::string>>& params) {
+  std::vector<const char*> values;
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  return values;
+}
+}  // namespace
+
+void PgConn::SendQuery(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
   // The extended protocol (even without parameters) accepts exactly one statement.
-  if (!PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0))
+  auto values = ParamValues(params);
+  if (!PQsendQueryParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                         nullptr, 0))
     ThrowFromResult(nullptr, conn_);
 }
 
@@ -146,8 +156,7 @@ std::optional<QueryResult> PgConn::PollResult(std::chrono::milliseconds wait) {
 }
 
 QueryResult PgConn::Exec(const std::string& sql, const std::vector<std::optional<std::string>>& params) {
-  std::vector<const char*> values;
-  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  auto values = ParamValues(params);
   PGresult* res = PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
                                nullptr, nullptr, 0);
   auto status = PQresultStatus(res);

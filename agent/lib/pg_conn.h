@@ -63,7 +63,7 @@ class PgConn {
   // while a statement runs. SendQuery starts one statement; PollResult waits up to `wait` and
   // returns std::nullopt while it still runs, its result once it finished, or throws PgError.
   // SendQuery uses the extended protocol, so text holding several statements is refused.
-  void SendQuery(const std::string& sql);
+  void SendQuery(const std::string& sql, const std::vector<std::optional<std::string>>& params = {});
   std::optional<QueryResult> PollResult(std::chrono::milliseconds wait);
 
  private:

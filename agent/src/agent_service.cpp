@@ -2,14 +2,15 @@
 #include "agent_service.h"
 
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
+
+#include <optional>
 
 #include "build_info.h"
 #include "catalog.h"
-#include "pg_conn.h"
 #include "fs_util.h"
 #include "jobs.h"
+#include "pg_conn.h"
 #include "retention.h"
 #include "rollback_target.h"
 #include "wal_archive.h"
@@ -41,40 +42,73 @@ v1::JobState ToProto(JobStatus s) {
   return v1::JOB_STATE_UNSPECIFIED;
 }
 
-JobBody BodyFor(const std::string& kind) {
-  if (kind == "snapshot") return RunSnapshotJob;
-  if (kind == "dryrun") return RunDryRunJob;
-  if (kind == "rollback_target") return RunPrepareRollbackJob;
-  if (kind == "apply") return RunApplyJob;
-  if (kind == "verify") return RunVerifyJob;
-  return RunRollbackJob;
+// Every job the agent runs: its body, and the one catalog state its upgrade must be in for it to
+// start (the state machine's job-following states). Holding a client certificate is not enough
+// to snapshot, apply or roll back production: the catalog, which only the extension's SQL
+// functions and its worker change, must say that this step is due.
+struct JobKindSpec {
+  const char* kind;
+  const char* state;
+  nlohmann::json (*body)(JobContext&);
+  const char* how;  // how that state is reached, for the refusal; {id} is the upgrade id
+};
+
+const JobKindSpec kJobKinds[] = {
+    {"snapshot", "snapshotting", RunSnapshotJob,
+     "a snapshot is taken only when safe_upgrade.begin() starts an upgrade"},
+    {"dryrun", "dry_running", RunDryRunJob, "a dry run runs only right after the upgrade's snapshot"},
+    {"rollback_target", "scheduled", RunPrepareRollbackJob,
+     "a rollback target is prepared only while the upgrade is scheduled, before its restore point"},
+    {"apply", "applying", RunApplyJob,
+     "production is upgraded only once the restore point of a validated, scheduled upgrade is archived"},
+    {"verify", "verifying", RunVerifyJob, "production is verified only right after the upgrade's apply"},
+    {"rollback", "rolling_back", RunRollbackJob,
+     "a rollback starts only through safe_upgrade.rollback({id}) or a failed verification"},
+};
+
+const JobKindSpec* FindJobKind(const std::string& kind) {
+  for (const auto& spec : kJobKinds)
+    if (kind == spec.kind) return &spec;
+  return nullptr;
+}
+
+std::string WithId(std::string text, const std::string& id) {
+  for (auto pos = text.find("{id}"); pos != std::string::npos; pos = text.find("{id}", pos))
+    text.replace(pos, 4, id);
+  return text;
+}
+
+// The upgrade's state in the catalog; std::nullopt when the catalog has no such upgrade.
+std::optional<std::string> CatalogState(PgConn& conn, int64_t upgrade_id) {
+  auto r = conn.Exec("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                     {std::to_string(upgrade_id)});
+  if (r.Empty()) return std::nullopt;
+  return r.rows[0][0].value_or("");
+}
+
+grpc::Status UnknownUpgrade(int64_t upgrade_id) {
+  return {grpc::StatusCode::NOT_FOUND, "upgrade " + std::to_string(upgrade_id) + " does not exist"};
 }
 
 }  // namespace
 
-AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier,
-                           Authorizer authorize)
-    : config_(config),
-      jobs_(jobs),
-      journal_(journal),
-      system_identifier_(system_identifier),
-      authorize_(std::move(authorize)) {}
+AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal,
+                           uint64_t system_identifier)
+    : config_(config), jobs_(jobs), journal_(journal), system_identifier_(system_identifier) {}
 
-// Authorizes the caller, runs body, and maps whatever it throws onto a status code.
+// Runs body and maps whatever it throws onto a status code.
 template <typename F>
 grpc::ServerUnaryReactor* AgentService::Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body) {
-  grpc::Status status = authorize_ ? authorize_(ctx) : grpc::Status::OK;
-  if (status.ok()) {
-    try {
-      status = body();
-    } catch (const BusyError& e) {
-      // Retry later, as gRPC documents ABORTED: the request was fine, another job holds the agent.
-      status = grpc::Status(grpc::StatusCode::ABORTED, e.what());
-    } catch (const JobFailure& e) {
-      status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
-    } catch (const std::exception& e) {
-      status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-    }
+  grpc::Status status;
+  try {
+    status = body();
+  } catch (const BusyError& e) {
+    // Retry later, as gRPC documents ABORTED: the request was fine, another job holds the agent.
+    status = grpc::Status(grpc::StatusCode::ABORTED, e.what());
+  } catch (const JobFailure& e) {
+    status = grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+  } catch (const std::exception& e) {
+    status = grpc::Status(grpc::StatusCode::INTERNAL, e.what());
   }
   if (!status.ok()) spdlog::warn("{} refused: {}", rpc, status.error_message());
   return Finish(ctx, status);
@@ -107,23 +141,31 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
 grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
                                                  const v1::UpgradeRef* req, v1::JobRef* resp) {
   return Handle(ctx, kind.c_str(), [&] {
+    // Job kinds come from the RPC methods, never from the request; an unknown one is a bug.
+    const JobKindSpec* spec = FindJobKind(kind);
+    if (!spec) return grpc::Status(grpc::StatusCode::INTERNAL, "no job kind " + kind);
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
-    // Existence, not just format: a job only ever runs for an upgrade recorded in the catalog.
+    // Existence and state, not just format: a job only ever runs for an upgrade that the catalog
+    // says is at that job's step.
     try {
       auto conn = ConnectProduction(config_, "safe-upgrade-agent");
-      if (conn->Exec("SELECT 1 FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(req->upgrade_id())})
-              .Empty())
-        return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                            "upgrade " + std::to_string(req->upgrade_id()) + " does not exist");
+      auto state = CatalogState(*conn, req->upgrade_id());
+      if (!state) return UnknownUpgrade(req->upgrade_id());
+      std::string id = std::to_string(req->upgrade_id());
+      if (*state != spec->state)
+        return grpc::Status(
+            grpc::StatusCode::FAILED_PRECONDITION,
+            "upgrade " + id + " is " + *state + ", not " + spec->state + "; " + WithId(spec->how, id));
       // Rollback targets of upgrades that ended meanwhile only hold disk; a new job is the moment
       // to give it back (unless a job runs, which may be using its own).
-      if (jobs_.ActiveJobId().empty()) DiscardRollbackTargetsExcept(config_, journal_, UpgradesThatMayRollBack(*conn));
+      if (jobs_.ActiveJobId().empty())
+        DiscardRollbackTargetsExcept(config_, journal_, UpgradesThatMayRollBack(*conn));
     } catch (const PgError& e) {
       // Transient (the server restarts, refuses logins for a while): the caller retries.
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the catalog: " + e.message());
     }
-    resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), BodyFor(kind)));
+    resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), spec->body));
     return grpc::Status::OK;
   });
 }
@@ -188,6 +230,16 @@ grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerCo
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
     auto doc = journal_.Load(req->upgrade_id());
+    // An upgrade the journal does not know must at least be in the catalog. One the journal knows
+    // may be missing from it: a rollback rewinds the catalog to before the upgrade was begun.
+    if (doc.empty()) {
+      try {
+        auto conn = ConnectProduction(config_, "safe-upgrade-agent");
+        if (!CatalogState(*conn, req->upgrade_id())) return UnknownUpgrade(req->upgrade_id());
+      } catch (const PgError& e) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the catalog: " + e.message());
+      }
+    }
     resp->set_upgrade_id(req->upgrade_id());
     resp->set_apply(doc.value("apply", "none"));
     resp->set_rollback(doc.value("rollback", "none"));

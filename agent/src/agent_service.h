@@ -2,7 +2,6 @@
 // in one place.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,11 +14,9 @@ namespace safe_upgrade {
 
 class AgentService final : public v1::Agent::CallbackService {
  public:
-  // authorize decides per call whether the caller may use the agent (peer credentials on the
-  // Unix socket; TLS client certificates are checked by gRPC itself).
-  using Authorizer = std::function<grpc::Status(grpc::CallbackServerContext*)>;
-  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier,
-               Authorizer authorize);
+  // Callers are authorized before a call reaches the service: on the Unix socket by the listener
+  // (peer credentials, per connection), on TCP by gRPC (TLS client certificates).
+  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* req,
                                  v1::PingResponse* resp) override;
@@ -48,7 +45,6 @@ class AgentService final : public v1::Agent::CallbackService {
   JobManager& jobs_;
   Journal& journal_;
   uint64_t system_identifier_;
-  Authorizer authorize_;
 };
 
 }  // namespace safe_upgrade

@@ -1,7 +1,9 @@
 // Unix socket listener with peer credential checks.
 #include "unix_listener.h"
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 #include <grpcpp/server_posix.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
@@ -11,16 +13,49 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
 namespace safe_upgrade {
+namespace {
+
+// The server of refused connections: every call, whatever its method, ends PERMISSION_DENIED.
+class RefuseEveryCall final : public grpc::CallbackGenericService {
+ public:
+  explicit RefuseEveryCall(std::string message) : message_(std::move(message)) {}
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    class Reactor final : public grpc::ServerGenericBidiReactor {
+     public:
+      explicit Reactor(const std::string& message) {
+        Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, message));
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Reactor(message_);
+  }
+
+ private:
+  std::string message_;
+};
+
+}  // namespace
 
 UnixListener::UnixListener(std::string path, bool allow_root) : path_(std::move(path)), allow_root_(allow_root) {}
 
 UnixListener::~UnixListener() { Stop(); }
 
+bool UnixListener::Allowed(uid_t uid) const { return uid == geteuid() || (allow_root_ && uid == 0); }
+
 void UnixListener::Start(grpc::Server* server) {
+  refusal_service_ = std::make_unique<RefuseEveryCall>(
+      "this caller may not call this agent: only its own OS user (uid " + std::to_string(geteuid()) + ")" +
+      (allow_root_ ? " and root" : "") + " may; the refused peer's pid and uid are in the agent's log");
+  grpc::ServerBuilder builder;
+  builder.RegisterCallbackGenericService(refusal_service_.get());
+  builder.SetMaxReceiveMessageSize(64 * 1024);
+  refusals_ = builder.BuildAndStart();
+  if (!refusals_) throw std::runtime_error("could not start the server that refuses unknown callers");
   listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) throw std::runtime_error(std::string("socket failed: ") + strerror(errno));
   sockaddr_un addr{};
@@ -44,6 +79,10 @@ void UnixListener::Stop() {
     listen_fd_ = -1;
     unlink(path_.c_str());
   }
+  if (refusals_) {
+    refusals_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    refusals_.reset();
+  }
 }
 
 void UnixListener::AcceptLoop(grpc::Server* server) {
@@ -54,34 +93,20 @@ void UnixListener::AcceptLoop(grpc::Server* server) {
     if (fd < 0) continue;
     ucred cred{};
     socklen_t len = sizeof cred;
-    PeerInfo info;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-      info.pid = cred.pid;
-      info.uid = cred.uid;
-      info.allowed = cred.uid == geteuid() || (allow_root_ && cred.uid == 0);
+    bool known = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+    if (known && Allowed(cred.uid)) {
+      // gRPC owns the fd from here on.
+      grpc::AddInsecureChannelFromFd(server, fd);
+      continue;
     }
-    if (!info.allowed)
-      spdlog::warn("refusing calls from pid {} (uid {}) on {}: only the agent's own user{} may call", info.pid,
-                   info.uid, path_, allow_root_ ? " and root" : "");
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      peers_[fd] = info;
-    }
-    // gRPC owns the fd from here on; denied peers get PERMISSION_DENIED on every call.
-    grpc::AddInsecureChannelFromFd(server, fd);
+    if (known)
+      spdlog::warn("refusing calls from pid {} (uid {}) on {}: only the agent's own user{} may call",
+                   cred.pid, cred.uid, path_, allow_root_ ? " and root" : "");
+    else
+      spdlog::warn("refusing calls from a peer on {} whose credentials cannot be read: {}", path_,
+                   strerror(errno));
+    grpc::AddInsecureChannelFromFd(refusals_.get(), fd);
   }
-}
-
-bool UnixListener::Lookup(const std::string& grpc_peer, PeerInfo& out) const {
-  // gRPC names fd channels "fd:<n>" (possibly with a prefix); take the trailing number.
-  auto pos = grpc_peer.find_last_not_of("0123456789");
-  if (pos == std::string::npos || pos + 1 >= grpc_peer.size()) return false;
-  int fd = std::stoi(grpc_peer.substr(pos + 1));
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = peers_.find(fd);
-  if (it == peers_.end()) return false;
-  out = it->second;
-  return true;
 }
 
 }  // namespace safe_upgrade

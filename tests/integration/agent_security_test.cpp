@@ -1,14 +1,22 @@
 // Agent hardening: peer credentials on the Unix socket, TLS with client certificates on TCP,
 // and hostile requests (malformed, unknown, oversized ids; concurrent mutating jobs).
+#include <grpcpp/create_channel_posix.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
 
 #include "build_info.h"
 #include "cluster.h"
-#include "fault_report.h"
 #include "config.h"
+#include "fault_report.h"
 #include "fs_util.h"
 #include "rpc/agent_client.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
@@ -58,6 +66,104 @@ TEST(AgentSecurity, another_os_user_is_refused_even_when_the_socket_is_reachable
   r = RunProcess({AgentBin(c), "ping", "--config", c.info().agent_config_path}, as_agent_user);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find(c.info().data_dir), std::string::npos) << r.out;
+}
+
+// The agent's open sockets, by fd number.
+std::set<int> AgentSocketFds(const TestCluster& c) {
+  std::string pid = ReadFile(JoinPath(c.info().dir, "agent.pid"));
+  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+  std::set<int> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    if (!ec && target.string().rfind("socket:", 0) == 0) out.insert(std::stoi(e.path().filename().string()));
+  }
+  return out;
+}
+
+// A gRPC connection to the agent's Unix socket whose peer credentials are uid's: the kernel
+// records the connecting thread's effective uid, and the raw setresuid syscall changes it for
+// this thread only (glibc's seteuid would change every thread's).
+class PeerConnection {
+ public:
+  PeerConnection(const std::string& socket_path, uid_t uid) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
+    if (syscall(SYS_setresuid, -1, uid, -1) != 0) throw std::runtime_error("setresuid failed");
+    int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    if (syscall(SYS_setresuid, -1, 0, -1) != 0) throw std::runtime_error("setresuid back failed");
+    if (rc != 0) throw std::runtime_error("connect to " + socket_path + " failed");
+    channel_ = grpc::CreateInsecureChannelFromFd("agent", fd);  // owns fd from here on
+    stub_ = v1::Agent::NewStub(channel_);
+  }
+  grpc::Status Ping() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::PingResponse resp;
+    return stub_->Ping(&ctx, v1::PingRequest(), &resp);
+  }
+  grpc::Status StartRollback(int64_t id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(id);
+    v1::JobRef resp;
+    return stub_->StartRollback(&ctx, req, &resp);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Agent::Stub> stub_;
+};
+
+TEST(AgentSecurity, a_connection_is_judged_by_its_own_peer_even_when_it_reuses_an_earlier_connections_fd) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to connect as two different users";
+  RecordFault(
+      "a refused peer connects right after an allowed one closed, and gets the same fd number in the "
+      "agent (and the other way round)",
+      "each connection is judged by its own peer credentials: the refused one gets PERMISSION_DENIED "
+      "(\"may not call\") for every call, the allowed one is served");
+  // The scheduler off: its own connection to the agent would come and go among the test's.
+  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}, .allow_root_callers = false});
+  uid_t agent_uid = LookupUser(c.info().os_user)->uid;
+  std::string sock = c.info().agent_socket;
+  const std::set<int> idle = AgentSocketFds(c);
+  // The one socket a connection adds to the agent, once the agent has accepted it.
+  auto connection_fd = [&] {
+    std::set<int> now = AgentSocketFds(c);
+    std::vector<int> added;
+    for (int fd : now)
+      if (!idle.count(fd)) added.push_back(fd);
+    EXPECT_EQ(added.size(), 1u);
+    return added.empty() ? -1 : added[0];
+  };
+  auto closed = [&] { return WaitUntil([&] { return AgentSocketFds(c) == idle; }, 30s); };
+
+  auto allowed = std::make_unique<PeerConnection>(sock, agent_uid);
+  auto served = allowed->Ping();
+  ASSERT_TRUE(served.ok()) << served.error_message();
+  int fd = connection_fd();
+  allowed.reset();
+  ASSERT_TRUE(closed()) << "the agent did not close the allowed connection";
+
+  auto refused = std::make_unique<PeerConnection>(sock, 0);
+  auto ping = refused->Ping();
+  EXPECT_EQ(ping.error_code(), grpc::StatusCode::PERMISSION_DENIED) << ping.error_message();
+  EXPECT_NE(ping.error_message().find("may not call"), std::string::npos) << ping.error_message();
+  ASSERT_EQ(connection_fd(), fd) << "the refused connection did not reuse the fd number";
+  auto rollback = refused->StartRollback(1);
+  EXPECT_EQ(rollback.error_code(), grpc::StatusCode::PERMISSION_DENIED) << rollback.error_message();
+  refused.reset();
+  ASSERT_TRUE(closed()) << "the agent did not close the refused connection";
+
+  auto allowed_again = std::make_unique<PeerConnection>(sock, agent_uid);
+  served = allowed_again->Ping();
+  EXPECT_TRUE(served.ok()) << served.error_message();
+  EXPECT_EQ(connection_fd(), fd);
+  EXPECT_NE(c.AgentLog().find("refusing calls from pid"), std::string::npos) << c.AgentLog();
 }
 
 // A throwaway CA, a server certificate for 127.0.0.1, a client certificate, and a rogue CA's
@@ -174,13 +280,37 @@ class HostileRequests : public ::testing::Test {
     if (out) *out = resp;
     return s;
   }
-  grpc::Status StartSnapshot(int64_t id) {
+  grpc::Status StartSnapshot(int64_t id) { return StartJob("snapshot", id); }
+  // kind as the worker names it: snapshot, dryrun, rollback_target, apply, verify, rollback.
+  grpc::Status StartJob(const std::string& kind, int64_t id) {
+    using Start = grpc::Status (v1::Agent::Stub::*)(grpc::ClientContext*, const v1::UpgradeRef&, v1::JobRef*);
+    static const std::map<std::string, Start> starts = {
+        {"snapshot", &v1::Agent::Stub::StartSnapshot},
+        {"dryrun", &v1::Agent::Stub::StartDryRun},
+        {"rollback_target", &v1::Agent::Stub::StartPrepareRollback},
+        {"apply", &v1::Agent::Stub::StartApply},
+        {"verify", &v1::Agent::Stub::StartVerify},
+        {"rollback", &v1::Agent::Stub::StartRollback}};
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 10s);
     v1::UpgradeRef req;
     req.set_upgrade_id(id);
     v1::JobRef resp;
-    return stub_->StartSnapshot(&ctx, req, &resp);
+    return (stub_.get()->*starts.at(kind))(&ctx, req, &resp);
+  }
+  grpc::Status GetJournal(int64_t id, v1::UpgradeJournal* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(id);
+    return stub_->GetUpgradeJournal(&ctx, req, out);
+  }
+  int64_t InsertUpgrade(const std::string& extname, const std::string& state) {
+    return std::stoll(
+        cluster_->Scalar("INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, state) "
+                         "VALUES ($1, '1.4', '1.8', $2) "
+                         "RETURNING id",
+                         {extname, state}));
   }
   std::unique_ptr<TestCluster> cluster_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -229,12 +359,8 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
               "ABORTED (\"one job runs at a time\"; retry later); the first job finishes");
   auto& c = *cluster_;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext VERSION '1.4';");
-  std::string a = c.Scalar(
-      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('hstore', '1.4', '1.8') "
-      "RETURNING id");
-  std::string b = c.Scalar(
-      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version) VALUES ('citext', '1.4', '1.6') "
-      "RETURNING id");
+  std::string a = std::to_string(InsertUpgrade("hstore", "snapshotting"));
+  std::string b = std::to_string(InsertUpgrade("citext", "snapshotting"));
   // Make the first job long enough to overlap: a database with some data to copy.
   c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g");
   ASSERT_TRUE(StartSnapshot(std::stoll(a)).ok());
@@ -248,6 +374,62 @@ TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
         return job.state() != v1::JOB_STATE_RUNNING;
       },
       300s));
+}
+
+TEST_F(HostileRequests, a_job_for_an_upgrade_not_at_that_step_is_refused) {
+  RecordFault(
+      "a client with valid credentials starts a job (rollback, apply, snapshot ...) for an upgrade whose "
+      "catalog state is not that job's step, e.g. a rollback of a succeeded upgrade",
+      "FAILED_PRECONDITION naming the state and how the step is reached (\"a rollback starts only through "
+      "safe_upgrade.rollback(<id>)\"); no job starts");
+  auto& c = *cluster_;
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  int64_t id = InsertUpgrade("hstore", "succeeded");
+  std::string sid = std::to_string(id);
+  auto rollback = StartJob("rollback", id);
+  EXPECT_EQ(rollback.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << rollback.error_message();
+  EXPECT_EQ(rollback.error_message(), "upgrade " + sid +
+                                          " is succeeded, not rolling_back; a rollback starts only "
+                                          "through safe_upgrade.rollback(" +
+                                          sid + ") or a failed verification");
+  const std::map<std::string, std::string> steps = {
+      {"snapshot", "snapshotting"}, {"dryrun", "dry_running"}, {"rollback_target", "scheduled"},
+      {"apply", "applying"},        {"verify", "verifying"},   {"rollback", "rolling_back"}};
+  for (const auto& [kind, state] : steps) {
+    auto s = StartJob(kind, id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << kind << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find("is succeeded, not " + state + "; "), std::string::npos)
+        << s.error_message();
+  }
+  v1::Job job;
+  EXPECT_EQ(GetJob("rollback-" + sid, &job).error_code(), grpc::StatusCode::NOT_FOUND) << "a job started";
+  EXPECT_EQ(c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}), "succeeded");
+}
+
+TEST_F(HostileRequests, the_journal_of_an_upgrade_neither_journaled_nor_in_the_catalog_is_not_found) {
+  RecordFault(
+      "GetUpgradeJournal for an upgrade id that is neither in the agent's journal nor in the catalog",
+      "NOT_FOUND; an upgrade in the catalog, or only in the journal (as after a rollback), answers OK");
+  auto& c = *cluster_;
+  v1::UpgradeJournal journal;
+  auto unknown = GetJournal(424242, &journal);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND) << unknown.error_message();
+  EXPECT_EQ(unknown.error_message(), "upgrade 424242 does not exist");
+
+  int64_t in_catalog = InsertUpgrade("hstore", "queued");
+  auto known = GetJournal(in_catalog, &journal);
+  EXPECT_TRUE(known.ok()) << known.error_message();
+  EXPECT_EQ(journal.apply(), "none");
+
+  // A rollback rewinds the catalog to before the upgrade existed; its journal still answers.
+  const AgentConfig& config = c.info().agent_config;
+  std::string path = JoinPath(config.JournalDir(), "upgrade-424243.json");
+  AtomicWriteFile(path, R"({"upgrade_id": 424243, "apply": "committed", "rollback": "rolled_back"})", 0600);
+  ChownTree(path, c.info().os_user);
+  auto journaled = GetJournal(424243, &journal);
+  EXPECT_TRUE(journaled.ok()) << journaled.error_message();
+  EXPECT_EQ(journal.apply(), "committed");
+  EXPECT_EQ(journal.rollback(), "rolled_back");
 }
 
 }  // namespace
@@ -264,7 +446,8 @@ TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privilege
       "CREATE EXTENSION hstore VERSION '1.4';"
       "CREATE ROLE op1 LOGIN IN ROLE safe_upgrade_operator;"
       "SET SESSION AUTHORIZATION op1;"
-      "SELECT safe_upgrade.add_health_check('runs_as_op1', 'SELECT current_user = ''op1''', 'hstore');"
+      "SELECT safe_upgrade.add_health_check('runs_as_op1', 'SELECT current_user = ''op1'' AND NOT (SELECT "
+      "rolsuper FROM pg_roles WHERE rolname = current_user)', 'hstore');"
       "RESET SESSION AUTHORIZATION;");
   int64_t id = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
   EXPECT_EQ(c.WaitForTerminalState(id, std::chrono::seconds(300)), "validated") << c.Events(id);
@@ -278,6 +461,85 @@ TEST(HealthCheckPrivileges, an_operators_check_runs_with_the_operators_privilege
   int64_t second = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
   EXPECT_EQ(c.WaitForTerminalState(second, std::chrono::seconds(300)), "blocked") << c.Events(second);
   EXPECT_NE(c.Events(second).find("permission denied"), std::string::npos) << c.Events(second);
+}
+
+// A dry run of hstore 1.4 -> 1.8 through the scheduler, expected to end in state; its events.
+std::string HstoreDryRunEvents(const TestCluster& c, const std::string& state) {
+  int64_t id = c.BeginUpgrade("hstore", "1.8", R"({"dry_run_only": true})");
+  EXPECT_EQ(c.WaitForTerminalState(id, std::chrono::seconds(300)), state) << c.Events(id);
+  return c.Events(id);
+}
+
+// Whether events hold the outcome line of check name: `check "name" <outcome>`.
+bool CheckEnded(const std::string& events, const std::string& name, const std::string& outcome) {
+  return events.find("check \"" + name + "\" " + outcome) != std::string::npos;
+}
+
+TEST(HealthCheckPrivileges, a_check_that_resets_its_role_cannot_reach_the_agents_superuser) {
+  RecordFault(
+      "an operator's health check resets its role (`set_config('role', 'none', true)`) to run as the agent's "
+      "superuser",
+      "refused by PostgreSQL (`cannot set parameter \"role\" within security-definer function`): the check "
+      "fails and the dry run is `blocked`; the operator's honest check passes");
+  TestCluster c;
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE op1 LOGIN IN ROLE safe_upgrade_operator;"
+      "SET SESSION AUTHORIZATION op1;"
+      "SELECT safe_upgrade.add_health_check('honest', "
+      "  'SELECT current_user = ''op1'' AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = "
+      "current_user)', "
+      "  'hstore');"
+      "SELECT safe_upgrade.add_health_check('resets_role', "
+      "  'SELECT set_config(''role'', ''none'', true) IS NOT NULL "
+      "     AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)', "
+      "  'hstore');"
+      "RESET SESSION AUTHORIZATION;");
+  std::string events = HstoreDryRunEvents(c, "blocked");
+  EXPECT_TRUE(CheckEnded(events, "honest", "passed: returned true")) << events;
+  EXPECT_TRUE(CheckEnded(events, "resets_role",
+                         "failed: cannot set parameter \"role\" within security-definer function"))
+      << events;
+}
+
+TEST(HealthCheckPrivileges, a_check_whose_owner_was_dropped_fails_instead_of_running_as_the_agent) {
+  RecordFault("a health check whose owner role was dropped after it added the check",
+              "the check does not run (\"role ... that owns health check ... does not exist\"); the dry run "
+              "is `blocked`");
+  TestCluster c;
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE gone LOGIN IN ROLE safe_upgrade_operator;"
+      "SET SESSION AUTHORIZATION gone;"
+      "SELECT safe_upgrade.add_health_check('orphaned', 'SELECT true', 'hstore');"
+      "RESET SESSION AUTHORIZATION;"
+      "DROP ROLE gone;");
+  std::string events = HstoreDryRunEvents(c, "blocked");
+  EXPECT_TRUE(
+      CheckEnded(events, "orphaned", "failed: role \"gone\" that owns health check orphaned does not exist"))
+      << events;
+}
+
+TEST(HealthCheckPrivileges, a_views_functions_are_planned_as_the_views_owner_not_as_superuser) {
+  RecordFault("a view whose IMMUTABLE function runs at plan time, owned by a role without superuser",
+              "the built-in \"dependent objects work\" check plans it as its owner (the function raises when "
+              "run as anyone else); the dry run is `validated`");
+  TestCluster c;
+  // The function fails the plan unless it runs as the view's owner, naming whom it ran as.
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE ROLE view_owner;"
+      "CREATE TABLE items (id int PRIMARY KEY, h hstore);"
+      "INSERT INTO items VALUES (1, 'k=>v');"
+      "CREATE FUNCTION planned_by() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+      "IF current_user <> 'view_owner' THEN RAISE EXCEPTION 'planned as %', current_user; END IF; "
+      "RETURN 1; END $$;"
+      "CREATE VIEW item_keys AS SELECT akeys(h) AS keys FROM items WHERE id = planned_by();"
+      "ALTER TABLE items OWNER TO view_owner;"
+      "ALTER VIEW item_keys OWNER TO view_owner;");
+  std::string events = HstoreDryRunEvents(c, "validated");
+  EXPECT_EQ(events.find("planned as"), std::string::npos) << events;
+  EXPECT_TRUE(CheckEnded(events, "dependent objects work", "passed")) << events;
 }
 
 }  // namespace

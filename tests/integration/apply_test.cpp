@@ -45,13 +45,17 @@ TEST(Apply, lock_contention_fails_after_bounded_retries_naming_the_blocker_and_c
   ASSERT_EQ(job.state, "failed") << job.EventText();
   EXPECT_NE(job.error.find("3 tries"), std::string::npos) << job.error;
   EXPECT_NE(job.error.find("pid " + std::to_string(blocker_pid)), std::string::npos) << job.error;
-  EXPECT_NE(job.error.find("SELECT count(*) FROM su_locking_items"), std::string::npos) << job.error;
+  EXPECT_NE(job.error.find("holds AccessShareLock on su_locking_items"), std::string::npos) << job.error;
   EXPECT_NE(job.error.find("production is unchanged"), std::string::npos) << job.error;
   std::string events = job.EventText();
   EXPECT_NE(events.find("waits for a lock held by pid " + std::to_string(blocker_pid)), std::string::npos)
       << events;
   EXPECT_NE(events.find("su-test-blocker"), std::string::npos) << events;
-  EXPECT_NE(events.find("SELECT count(*) FROM su_locking_items"), std::string::npos) << events;
+  EXPECT_NE(events.find("holds AccessShareLock on su_locking_items"), std::string::npos) << events;
+  // events is readable by PUBLIC: another session's query text stays in pg_stat_activity, which
+  // shows it only to those allowed to see it.
+  EXPECT_EQ(events.find("SELECT count(*)"), std::string::npos) << events;
+  EXPECT_EQ(job.error.find("SELECT count(*)"), std::string::npos) << job.error;
   EXPECT_EQ(job.result["attempts"], 3);
   ASSERT_FALSE(job.result["blockers"].empty()) << job.result.dump(2);
   EXPECT_EQ(job.result["blockers"][0]["pid"], blocker_pid);
@@ -194,18 +198,24 @@ TEST(Apply, apply_refuses_an_upgrade_that_is_not_in_state_applying) {
   EXPECT_EQ(ReadJournal(c, id).value("apply", "none"), "none");
 }
 
+// Applies ext 1.0 -> 1.1 (which must succeed), then runs the verify job as the scheduler would.
+FinishedJob ApplyThenVerify(const TestCluster& c, const std::string& ext, int64_t* upgrade_id = nullptr) {
+  int64_t id = ReadyToApply(c, ext, "1.0", "1.1", {"1.0", "1.1"});
+  if (upgrade_id) *upgrade_id = id;
+  auto apply = RunAgentJob(c, "apply", id);
+  EXPECT_EQ(apply.state, "succeeded") << apply.error << "\n" << apply.EventText();
+  SetState(c, id, "verifying");
+  return RunAgentJob(c, "verify", id);
+}
+
 TEST(Apply, verify_reports_a_failing_user_check_as_checks_failed_and_an_unreachable_server_as_neither) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_badcheck");
   c.Scalar(
       "INSERT INTO safe_upgrade.health_checks (name, check_sql, extname) VALUES "
       "('double_still_doubles', 'SELECT su_badcheck_double(21) = 42', 'su_fixture_badcheck') RETURNING id");
-  int64_t id = ReadyToApply(c, "su_fixture_badcheck", "1.0", "1.1", {"1.0", "1.1"});
-  auto apply = RunAgentJob(c, "apply", id);
-  ASSERT_EQ(apply.state, "succeeded") << apply.error;
-
-  SetState(c, id, "verifying");
-  auto verify = RunAgentJob(c, "verify", id);
+  int64_t id = 0;
+  auto verify = ApplyThenVerify(c, "su_fixture_badcheck", &id);
   ASSERT_EQ(verify.state, "failed") << verify.EventText();
   EXPECT_NE(verify.error.find("double_still_doubles"), std::string::npos) << verify.error;
   EXPECT_NE(verify.error.find("returned false"), std::string::npos) << verify.error;
@@ -231,13 +241,26 @@ TEST(Apply, verify_passes_when_every_check_passes) {
   c.Scalar(
       "INSERT INTO safe_upgrade.health_checks (name, check_sql, extname) VALUES "
       "('ran_once', 'SELECT count(*) = 1 FROM su_counter_runs', 'su_fixture_counter') RETURNING id");
-  int64_t id = ReadyToApply(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"});
-  ASSERT_EQ(RunAgentJob(c, "apply", id).state, "succeeded");
-  SetState(c, id, "verifying");
-  auto verify = RunAgentJob(c, "verify", id);
+  auto verify = ApplyThenVerify(c, "su_fixture_counter");
   ASSERT_EQ(verify.state, "succeeded") << verify.error << "\n" << verify.EventText();
   EXPECT_FALSE(verify.result["checks"].empty());
   for (const auto& ch : verify.result["checks"]) EXPECT_TRUE(ch["ok"].get<bool>()) << ch.dump();
+}
+
+TEST(Apply, verify_fails_an_operators_check_that_resets_its_role_to_reach_the_agents_superuser) {
+  TestCluster c(SchedulerOff());
+  c.Exec("CREATE EXTENSION su_fixture_counter");
+  c.Exec("CREATE ROLE op1 IN ROLE safe_upgrade_operator");
+  c.Scalar(
+      "INSERT INTO safe_upgrade.health_checks (name, check_sql, extname, created_by) VALUES "
+      "('resets_role', 'SELECT set_config(''role'', ''none'', true) IS NOT NULL AND (SELECT rolsuper FROM "
+      "pg_roles WHERE rolname = current_user)', 'su_fixture_counter', 'op1') RETURNING id");
+  auto verify = ApplyThenVerify(c, "su_fixture_counter");
+  ASSERT_EQ(verify.state, "failed") << verify.EventText();
+  EXPECT_EQ(verify.result["checks_failed"], true) << verify.result.dump(2);
+  EXPECT_NE(verify.error.find("cannot set parameter \"role\" within security-definer function"),
+            std::string::npos)
+      << verify.error;
 }
 
 }  // namespace

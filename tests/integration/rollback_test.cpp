@@ -207,7 +207,7 @@ TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "failed") << c.Events(id);
   std::string events = c.Events(id);
   EXPECT_NE(events.find(blocker_pid), std::string::npos) << events;
-  EXPECT_NE(events.find("LOCK TABLE su_rb_gate"), std::string::npos) << events;
+  EXPECT_NE(events.find("holds AccessShareLock on su_rb_gate"), std::string::npos) << events;
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_rb_applied"), "0");
