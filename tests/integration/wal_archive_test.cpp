@@ -3,12 +3,14 @@
 // idempotent, conflicting or foreign segments are refused, and fetch round-trips.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 
 #include "build_info.h"
+#include "agent_job_helpers.h"
 #include "fs_util.h"
 #include "test_cluster.h"
 
@@ -124,6 +126,38 @@ TEST_F(WalArchive, fetch_round_trip_is_byte_identical) {
   auto r = Fetch(seg, dest);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(ReadFile(dest) == ReadFile(JoinPath(Archive(), seg)));
+}
+
+TEST(WalRetention, a_snapshot_prunes_the_archived_wal_that_no_kept_snapshot_needs) {
+  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
+  const std::string archive = c.info().agent_config.wal_archive_dir;
+  auto segments = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(archive)) {
+      std::string name = e.path().filename().string();
+      if (name.size() == 24 && name.find('.') == std::string::npos) out.push_back(name);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  for (int i = 0; i < 3; ++i) c.Exec("CREATE TABLE wal_" + std::to_string(i) + " AS SELECT 1; SELECT pg_switch_wal()");
+  ASSERT_TRUE(WaitUntil([&] { return segments().size() >= 3; }, 60s)) << segments().size();
+  std::string oldest_before = segments().front();
+
+  int64_t id = InsertUpgrade(c, "hstore", "1.4", "1.8", {"1.4", "1.8"}, "snapshotting");
+  auto job = RunAgentJob(c, "snapshot", id);
+  ASSERT_EQ(job.state, "succeeded") << job.error;
+  std::string start_segment =
+      c.Scalar("SELECT pg_walfile_name($1::pg_lsn)", {job.result.value("backup_start_lsn", "")});
+  EXPECT_NE(job.EventText().find("archived WAL file(s)"), std::string::npos) << job.EventText();
+  auto after = segments();
+  ASSERT_FALSE(after.empty());
+  EXPECT_GT(after.front(), oldest_before);
+  for (const auto& name : after) EXPECT_GE(name.substr(8), start_segment.substr(8)) << name << " should be pruned";
+  // The snapshot's own start segment stays: a rollback replays from there.
+  EXPECT_TRUE(PathExists(JoinPath(archive, start_segment)) ||
+              WaitUntil([&] { return PathExists(JoinPath(archive, start_segment)); }, 30s))
+      << start_segment;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "config.h"
 #include "fs_util.h"
@@ -20,11 +21,10 @@ constexpr uint64_t kArchiveSysid = 7123456789012345678ULL;
 constexpr uint32_t kSegSize = 1024 * 1024;  // the smallest segment size initdb allows
 
 // A segment whose first page has PostgreSQL 15's long header (see wal_archive.cpp for the layout).
-std::string SyntheticSegment(uint64_t sysid, char fill = 'x', uint16_t magic = 0xD110) {
+std::string SyntheticSegment(uint64_t sysid, char fill = 'x', uint16_t magic = 0xD110, uint64_t pageaddr = 0) {
   std::string seg(kSegSize, fill);
   uint16_t info = 0x0002;  // XLP_LONG_HEADER
   uint32_t tli = 1, rem_len = 0, pad = 0, blcksz = 8192, seg_size = kSegSize;
-  uint64_t pageaddr = 0;
   memcpy(&seg[0], &magic, 2);
   memcpy(&seg[2], &info, 2);
   memcpy(&seg[4], &tli, 4);
@@ -178,6 +178,83 @@ TEST_F(WalArchiveUnit, missing_archive_directory_fails_the_push) {
   std::string err;
   EXPECT_NE(Push(Source(kSeg, SyntheticSegment(kArchiveSysid)), &err), 0);
   EXPECT_NE(err.find("does not exist"), std::string::npos) << err;
+}
+
+// Segment n of timeline 1 (1 MB segments), written straight into the archive.
+void PutSegment(const AgentConfig& config, uint32_t n, uint64_t sysid = kArchiveSysid,
+                std::optional<uint64_t> pageaddr = std::nullopt) {
+  std::string name = WalSegmentName(1, uint64_t{n} * kSegSize, kSegSize);
+  AtomicWriteFile(JoinPath(config.wal_archive_dir, name),
+                  SyntheticSegment(sysid, 'x', 0xD110, pageaddr.value_or(uint64_t{n} * kSegSize)));
+}
+
+TEST(WalSegmentNames, follow_postgresqls_naming_for_the_segment_size) {
+  EXPECT_EQ(WalSegmentName(1, 0x0000000005000028ULL, 16 * 1024 * 1024), "000000010000000000000005");
+  EXPECT_EQ(WalSegmentName(2, 0x00000001FF000000ULL, 16 * 1024 * 1024), "0000000200000001000000FF");
+  EXPECT_EQ(WalSegmentName(1, 3 * 1024 * 1024 + 17, 1024 * 1024), "000000010000000000000003");
+}
+
+TEST_F(WalArchiveUnit, the_rollback_proof_accepts_a_complete_range_and_names_the_first_gap) {
+  for (uint32_t n : {2, 3, 4, 6}) PutSegment(config_, n);
+  EXPECT_EQ(ProveWalArchiveCovers(config_, kArchiveSysid, 1, 2 * kSegSize + 40, 4 * kSegSize + 8), 3u);
+  try {
+    ProveWalArchiveCovers(config_, kArchiveSysid, 1, 2 * kSegSize, 6 * kSegSize);
+    FAIL() << "a missing segment was not noticed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("000000010000000000000005 is not in the archive"), std::string::npos)
+        << e.what();
+  }
+  // Another timeline's names are other files.
+  EXPECT_THROW(ProveWalArchiveCovers(config_, kArchiveSysid, 2, 2 * kSegSize, 2 * kSegSize), std::runtime_error);
+}
+
+TEST_F(WalArchiveUnit, the_rollback_proof_refuses_another_clusters_or_a_misplaced_segment) {
+  PutSegment(config_, 2);
+  PutSegment(config_, 3, kArchiveSysid + 1);
+  PutSegment(config_, 4, kArchiveSysid, uint64_t{9} * kSegSize);
+  try {
+    ProveWalArchiveCovers(config_, kArchiveSysid, 1, 2 * kSegSize, 3 * kSegSize);
+    FAIL() << "a segment of another cluster was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("not to this cluster"), std::string::npos) << e.what();
+  }
+  try {
+    ProveWalArchiveCovers(config_, kArchiveSysid, 1, 4 * kSegSize, 4 * kSegSize);
+    FAIL() << "a segment under another segment's name was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not start where its name says"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(WalArchiveUnit, the_rollback_proof_of_an_empty_archive_says_nothing_was_archived) {
+  try {
+    ProveWalArchiveCovers(config_, kArchiveSysid, 1, 0, kSegSize);
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds no WAL segment at all"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(WalArchiveUnit, pruning_removes_only_segments_before_the_oldest_needed_and_keeps_history_files) {
+  for (uint32_t n : {1, 2, 3, 4}) PutSegment(config_, n);
+  AtomicWriteFile(Archived("000000010000000000000002.00000028.backup"), "backup label");
+  AtomicWriteFile(Archived("00000002.history"), "1\t0/3000000\tbefore\n");
+  AtomicWriteFile(Archived("000000020000000000000002.partial"), SyntheticSegment(kArchiveSysid));
+  auto outcome = PruneWalArchive(config_, 3 * kSegSize + 100);
+  EXPECT_EQ(outcome.files, 4u);  // segments 1 and 2, the .backup of 2 and the .partial of 2
+  EXPECT_FALSE(PathExists(Archived("000000010000000000000001")));
+  EXPECT_FALSE(PathExists(Archived("000000010000000000000002")));
+  EXPECT_FALSE(PathExists(Archived("000000010000000000000002.00000028.backup")));
+  EXPECT_FALSE(PathExists(Archived("000000020000000000000002.partial")));
+  EXPECT_TRUE(PathExists(Archived("000000010000000000000003")));
+  EXPECT_TRUE(PathExists(Archived("000000010000000000000004")));
+  EXPECT_TRUE(PathExists(Archived("00000002.history")));
+  EXPECT_TRUE(PathExists(Archived("archive.json")));
+  auto summary = SummarizeWalArchive(config_);
+  EXPECT_EQ(summary.oldest_segment, "000000010000000000000003");
+  EXPECT_EQ(summary.newest_file, "00000002.history");
+  EXPECT_EQ(summary.files, 3u);
+  EXPECT_EQ(summary.segment_bytes, kSegSize);
 }
 
 }  // namespace
