@@ -2,6 +2,7 @@
 // archives nothing, two upgrades whose rollbacks could undo each other, verification that cannot
 // run, and a rollback asked for an apply that never committed.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "../integration/agent_job_helpers.h"
 #include "fault_report.h"
@@ -185,6 +186,31 @@ TEST(RollbackOfAnApplyThatNeverCommitted, is_refused_and_changes_nothing) {
   EXPECT_EQ(c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)}), "failed");
   EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
   EXPECT_EQ(ExtVersion(c, "su_fixture_locking"), "1.0");
+}
+
+TEST(ApplyJobFailsAfterCommit, the_upgrade_is_verified_not_reported_failed) {
+  RecordFault("the apply commits, then its journal write fails (journal directory made read-only), so the apply "
+              "job fails after COMMIT",
+              "resolved from the installed version: `verifying`, then `succeeded` at the target version; never "
+              "`failed`");
+  TestCluster c;
+  c.Exec("CREATE EXTENSION su_fixture_locking VERSION '1.0'");
+  auto blocker = c.Connect();
+  blocker->ExecScript("BEGIN; LOCK TABLE su_locking_items IN ACCESS SHARE MODE;");
+  int64_t id = c.BeginUpgrade("su_fixture_locking", "1.1", R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
+  ASSERT_TRUE(WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 300s))
+      << c.Events(id);
+  const std::string journal_dir = c.info().agent_config.JournalDir();
+  ASSERT_EQ(chmod(journal_dir.c_str(), 0500), 0);
+  blocker.reset();
+  bool verifying = WaitUntil(
+      [&] { return c.Events(id).find("so the apply committed: verifying it") != std::string::npos; }, 120s);
+  std::string state = c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  chmod(journal_dir.c_str(), 0700);
+  ASSERT_TRUE(verifying) << c.Events(id);
+  EXPECT_NE(state, "failed") << c.Events(id);
+  ASSERT_EQ(c.WaitForTerminalState(id, 300s), "succeeded") << c.Events(id);
+  EXPECT_EQ(ExtVersion(c, "su_fixture_locking"), "1.1");
 }
 
 }  // namespace
