@@ -121,6 +121,10 @@ ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data
     if (key == "Database system identifier") facts.system_identifier = std::stoull(value);
     if (key == "Latest checkpoint's TimeLineID") facts.timeline = static_cast<uint32_t>(std::stoul(value));
     if (key == "Database cluster state") facts.state = value;
+    if (key == "Minimum recovery ending location") facts.min_recovery_end_lsn = value;
+    if (key == "Min recovery ending loc's timeline")
+      facts.min_recovery_end_timeline = static_cast<uint32_t>(std::stoul(value));
+    if (key == "Backup start location") facts.backup_start_lsn = value;
   }
   return facts;
 }

@@ -17,6 +17,12 @@ struct ClusterFacts {
   uint64_t system_identifier = 0;
   uint32_t timeline = 0;
   std::string state;  // "in production", "shut down", ...
+  // Where a recovery must at least replay to (the end of replay when a server in recovery
+  // stopped), and its timeline: how the agent tells where a parked target stopped.
+  std::string min_recovery_end_lsn;  // "0/0" when not in recovery
+  uint32_t min_recovery_end_timeline = 0;
+  // "0/0" once a server started from a base backup has replayed to the backup's end.
+  std::string backup_start_lsn;
 };
 
 class ServerControl {

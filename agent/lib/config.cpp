@@ -1,8 +1,12 @@
 // Agent configuration: TOML parsing (toml++), defaults and validation.
 #include "config.h"
 
-#include <sstream>
 #include <toml++/toml.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
 
 #include "build_info.h"
 #include "fs_util.h"
@@ -74,6 +78,7 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   c.job_timeout_s = static_cast<int>(job_timeout);
   Read(tbl, "agent", "backup_max_rate", c.backup_max_rate);
   Read(tbl, "agent", "allow_root", c.allow_root);
+  Read(tbl, "agent", "agent_binary", c.agent_binary);
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);
@@ -110,6 +115,9 @@ void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missin
     throw ConfigError("agent.log_level: must be one of debug, info, warn, error");
   if (c.control != "pg_ctl" && c.control.rfind("pg_ctlcluster ", 0) != 0 && c.control.rfind("systemd ", 0) != 0)
     throw ConfigError("cluster.control: must be \"pg_ctl\", \"pg_ctlcluster <version> <name>\" or \"systemd <unit>\"");
+  if (!c.agent_binary.empty() && (c.agent_binary[0] != '/' || access(c.agent_binary.c_str(), X_OK) != 0))
+    throw ConfigError("agent.agent_binary: \"" + c.agent_binary +
+                      "\" is not an absolute path to an executable");
   bool tcp = c.listen.rfind("unix:", 0) != 0;
   if (tcp && !c.insecure_tcp && (c.tls_ca_file.empty() || c.tls_cert_file.empty() || c.tls_key_file.empty()))
     throw ConfigError("agent.listen: TCP listening requires tls.ca_file, tls.cert_file and tls.key_file");
@@ -125,6 +133,23 @@ AgentConfig LoadAgentConfig(const std::string& path) {
   AgentConfig c = ParseAgentConfig(text, path);
   ValidateAgentConfig(c);
   return c;
+}
+
+std::string ResolveStartedFrom(const std::string& argv0) {
+  if (argv0.empty()) return "";
+  if (argv0.find('/') != std::string::npos) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(argv0, ec);
+    return ec ? "" : abs.lexically_normal().string();
+  }
+  const char* path = getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (dir.empty() || dir[0] != '/') continue;
+    std::string candidate = JoinPath(dir, argv0);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
 }
 
 std::string RenderAgentConfig(const AgentConfig& c) {
@@ -150,6 +175,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
     << "disk_reserve_mb = " << c.disk_reserve_mb << "\n";
   if (!c.backup_max_rate.empty()) o << "backup_max_rate = " << Quote(c.backup_max_rate) << "\n";
   if (c.allow_root) o << "allow_root = true\n";
+  if (!c.agent_binary.empty()) o << "agent_binary = " << Quote(c.agent_binary) << "\n";
   if (!c.tls_ca_file.empty() || c.insecure_tcp) {
     o << "\n[tls]\n";
     if (!c.tls_ca_file.empty())

@@ -37,6 +37,10 @@ struct AgentConfig {
   std::string backup_max_rate;  // pg_basebackup --max-rate, e.g. "200M"; empty: unthrottled
   bool allow_root = false;      // accept root as a caller on the unix socket
   int job_timeout_s = 3600;
+  // The agent's executable as PostgreSQL runs it in restore_command (wal-fetch). A path, not the
+  // running image: a package upgrade replaces the file under it. Empty in the file: the path the
+  // agent was started from (see ResolveStartedFrom), resolved once at start.
+  std::string agent_binary;
 
   // [tls] (for TCP listening)
   std::string tls_ca_file, tls_cert_file, tls_key_file;
@@ -55,6 +59,10 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
 // Validation of paths and values (the data directory must be a PostgreSQL data directory...).
 // data_directory_may_be_missing: only while a journaled rollback has moved it aside.
 void ValidateAgentConfig(const AgentConfig& config, bool data_directory_may_be_missing = false);
+// The absolute path a process was started as (argv[0], made absolute against the working
+// directory, or looked up in PATH), without resolving symbolic links: a packaged binary's stable
+// name, not a versioned file that an upgrade removes. "" when it cannot be found.
+std::string ResolveStartedFrom(const std::string& argv0);
 // The TOML text for a config (used by the sandbox and the tests to write one).
 std::string RenderAgentConfig(const AgentConfig& config);
 

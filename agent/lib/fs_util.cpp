@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -118,6 +119,49 @@ void CopyTree(const std::string& from, const std::string& to, bool low_priority)
   ProcessOptions options;
   options.low_priority = low_priority;
   RunChecked({"cp", "-a", "--reflink=auto", from, to}, options);
+}
+
+namespace {
+void SyncEntry(const std::string& path, bool directory, SyncStats& stats) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
+  if (fd < 0) ThrowErrno("could not open for fsync", path);
+  if (fsync(fd) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    ThrowErrno("could not fsync", path);
+  }
+  close(fd);
+  ++(directory ? stats.directories : stats.files);
+}
+
+void SyncDirectory(const std::string& dir, SyncStats& stats) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) throw std::runtime_error("could not list \"" + dir + "\" for fsync: " + ec.message());
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) throw std::runtime_error("could not list \"" + dir + "\" for fsync: " + ec.message());
+    std::string path = it->path().string();
+    std::error_code se;
+    // status() follows links: a dangling one is an error, not something to skip.
+    auto st = fs::status(path, se);
+    if (se) throw std::runtime_error("could not stat \"" + path + "\" for fsync: " + se.message());
+    if (fs::is_directory(st))
+      SyncDirectory(path, stats);
+    else if (fs::is_regular_file(st))
+      SyncEntry(path, false, stats);
+  }
+  // The directory after its entries, so that the names it holds are durable too.
+  SyncEntry(dir, true, stats);
+}
+}  // namespace
+
+SyncStats SyncTree(const std::string& path) {
+  auto started = std::chrono::steady_clock::now();
+  SyncStats stats;
+  SyncDirectory(path, stats);
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return stats;
 }
 
 void RemoveTree(const std::string& path) {

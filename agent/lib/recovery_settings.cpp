@@ -1,8 +1,6 @@
 // Recovery settings block in postgresql.auto.conf.
 #include "recovery_settings.h"
 
-#include <unistd.h>
-
 #include <sstream>
 #include <stdexcept>
 
@@ -16,14 +14,6 @@ namespace {
 constexpr const char* kRecoveryBegin = "# --- safe-upgrade rollback recovery settings: begin ---";
 constexpr const char* kRecoveryEnd = "# --- safe-upgrade rollback recovery settings: end ---";
 
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw std::runtime_error("cannot find the agent's own executable");
-  buf[n] = '\0';
-  return buf;
-}
-
 }  // namespace
 
 void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, const RecoveryTarget& target) {
@@ -32,8 +22,11 @@ void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, 
   auto begin = text.find(kRecoveryBegin);
   if (begin != std::string::npos) text.erase(begin);
   if (!text.empty() && text.back() != '\n') text += "\n";
+  if (config.agent_binary.empty())
+    throw std::runtime_error(
+        "the agent's own path is unknown (agent.agent_binary); cannot write restore_command");
   std::string restore_command =
-      ShellQuote(SelfExe()) + " wal-fetch --config " + ShellQuote(config.source_path) + " %f %p";
+      ShellQuote(config.agent_binary) + " wal-fetch --config " + ShellQuote(config.source_path) + " %f %p";
   std::ostringstream s;
   s << kRecoveryBegin << "\n"
     << "restore_command = " << ConfQuote(restore_command) << "\n"

@@ -1,7 +1,8 @@
-// Rollback job: record the data-loss window, stop the server, move the data directory aside,
-// restore the snapshot, recover to the restore point, verify, clean the recovery settings and
-// write the outcome into the restored catalog. If recovery fails, the original data directory is
-// put back and started. Nothing is ever deleted.
+// Rollback job: check everything it needs while production still runs, record the data-loss
+// window, stop the server, move the data directory aside, put a copy at the restore point in its
+// place, recover, verify, clean the recovery settings and write the outcome into the restored
+// catalog. If anything fails after the stop, the original data directory is put back and
+// started, so production is never left down by a rollback. Nothing is ever deleted.
 #include "rollback.h"
 
 #include <unistd.h>
@@ -37,6 +38,17 @@ int StepIndex(const std::string& step) {
   return it == steps.end() ? -1 : static_cast<int>(it - steps.begin());
 }
 
+// 20261201T210402Z: part of the names of the directories a rollback sets aside, so that they
+// never collide with those of an earlier cluster (upgrade ids start again at 1 in a re-created
+// cluster of the same name).
+std::string CompactUtcStamp() {
+  std::string iso = NowIso8601();  // 2026-12-01T21:04:02.123Z
+  std::string out;
+  for (char ch : iso.substr(0, iso.find('.')))
+    if (ch != '-' && ch != ':') out += ch;
+  return out + "Z";
+}
+
 double EpochSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -57,23 +69,44 @@ class Rollback {
                        {{"stage", "precheck"}});
     step_ = status == "in_progress" ? StepIndex(doc.value("rollback_step", "")) : -1;
     if (doc.contains("rollback_context")) rc_ = doc["rollback_context"];
+    // Journaled by an agent that recorded the window before checking the target: nothing was
+    // stopped yet, so the rollback starts over.
+    if (step_ == StepIndex("window_recorded") && !rc_.contains("dir_suffix")) step_ = -1;
     if (step_ >= 0) ctx_.Info("rolling_back", "resuming the rollback after step " + RollbackSteps()[step_]);
+    // Interrupted while putting the original back: finish that, never the rollback's steps.
+    if (doc.contains("rollback_putting_back"))
+      return PutOriginalBack(doc["rollback_putting_back"].get<std::string>());
 
-    Do("prechecked", [&] { Precheck(); });
+    // Production still runs, untouched: any failure here refuses the rollback.
     try {
-      Do("window_recorded", [&] { RecordWindow(); });
+      Do("prechecked", [&] { Precheck(); });
       Do("target_checked", [&] { CheckRollbackTarget(); });
+      // Right before the stop, after the wait for the target: writes accepted until here are lost.
+      Do("window_recorded", [&] { RecordWindow(); });
+    } catch (const JobFailure&) {
+      ForgetRollback();
+      throw;
+    } catch (const std::exception& e) {
+      ForgetRollback();
+      throw JobFailure(std::string("cannot roll back: ") + e.what() + "; production was not touched",
+                       {{"stage", "precheck"}});
+    }
+    // From the stop on, any failure puts the original data directory back and starts it.
+    try {
       Do("stopped", [&] { StopServer(); });
       Do("moved_aside", [&] { MoveAside(); });
       Do("restored", [&] { RestoreSnapshot(); });
       Do("configured", [&] { WriteRecoverySettings(); });
       Do("promoted", [&] { StartAndWaitForPromotion(); });
       Do("verified", [&] { VerifyRestored(); });
-      Do("settings_removed", [&] { RemoveRecoverySettings(); });
-      Do("outcome_written", [&] { WriteOutcome("rolled_back", ""); });
     } catch (const RecoveryFailed& e) {
       return PutOriginalBack(e.what());
+    } catch (const std::exception& e) {
+      return PutOriginalBack("rollback step \"" + running_ + "\" failed: " + e.what());
     }
+    // Production runs at the restore point now; these retry safely if the agent restarts.
+    Do("settings_removed", [&] { RemoveRecoverySettings(); });
+    Do("outcome_written", [&] { WriteOutcome("rolled_back", ""); });
     Finish("rolled_back");
     // The target's scratch and journal entry go (a swapped-in target is production now).
     ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
@@ -92,6 +125,7 @@ class Rollback {
   void Do(const std::string& step, F body) {
     int index = StepIndex(step);
     if (step_ >= index) return;
+    running_ = step;
     body();
     Journal(step);
     step_ = index;
@@ -103,6 +137,13 @@ class Rollback {
       doc["rollback"] = status;
       doc["rollback_step"] = step;
       doc["rollback_context"] = rc_;
+    });
+  }
+
+  // A refused rollback leaves no trace that the next agent start would resume.
+  void ForgetRollback() {
+    ctx_.journal().Update(id_, [](json& doc) {
+      for (const char* key : {"rollback", "rollback_step", "rollback_context"}) doc.erase(key);
     });
   }
 
@@ -150,6 +191,28 @@ class Rollback {
                             {"timeline", rp->timeline},   {"xid", rp->xid},
                             {"wal_segment", rp->wal_segment}, {"backup_stop_lsn", rp->backup_stop_lsn}};
     rc_["events"] = json::array();
+    // Chosen once and journaled, so that a resumed rollback finds its directories again.
+    rc_["dir_suffix"] = std::to_string(id_) + "-" + CompactUtcStamp();
+    RequireRoomToSetAside();
+    if (!IsDirectory(rc_["snapshot_data"].get<std::string>()))
+      throw JobFailure("cannot roll back: the data of snapshot " + snapshot_id + " (" +
+                           rc_["snapshot_data"].get<std::string>() + ") is missing",
+                       fail_detail);
+  }
+
+  // The names the rollback will create are free and their directory writable: found out after
+  // the stop, either would leave production down.
+  void RequireRoomToSetAside() {
+    std::string parent = Dirname(config_.data_directory);
+    if (access(parent.c_str(), W_OK | X_OK) != 0)
+      throw JobFailure(
+          "cannot roll back: " + parent + " (holding the data directory) is not writable by the agent",
+          {{"stage", "precheck"}});
+    for (const std::string& dir : {AsideDir(), RestoringDir(), FailedRestoreDir()})
+      if (PathExists(dir))
+        throw JobFailure(
+            "cannot roll back: " + dir + " already exists; move it away, it is not this rollback's",
+            {{"stage", "precheck"}});
   }
 
   void RequireDiskForRestore(uint64_t snapshot_bytes) {
@@ -173,23 +236,49 @@ class Rollback {
       Event("info", "no parked rollback target: the snapshot will be restored and WAL replayed (the cold path)");
       return;
     }
-    std::string rp = rc_["restore_point"]["name"];
-    ParkedState parked = WaitUntilParked(config_, rc_["rollback_target"], rp, kParkWait);
+    const json& rpj = rc_["restore_point"];
+    RestorePointAt at{rpj["name"].get<std::string>(), rpj["lsn"].get<std::string>(),
+                      rpj["timeline"].get<int>()};
+    const std::string& rp = at.name;
+    ParkedState parked = WaitUntilParked(config_, rc_["rollback_target"], at, kParkWait);
+    json detail = parked.facts;
+    detail["dir"] = rc_["rollback_target"].value("dir", "");
     if (parked.parked) {
-      Event("info", "the rollback target prepared before the apply is parked at restore point " + rp +
-                        "; rolling back by swapping it in (no copy, almost no replay)",
-            {{"dir", rc_["rollback_target"].value("dir", "")}});
+      Event("info",
+            "the rollback target prepared before the apply is parked at restore point " + rp +
+                "; rolling back by swapping it in (no copy, almost no replay)",
+            detail);
       return;
     }
-    Event("warning", "the rollback target cannot be used: " + parked.reason +
-                         "; falling back to restoring the snapshot");
+    Event("warning",
+          "the rollback target cannot be used: " + parked.reason + "; falling back to restoring the snapshot",
+          detail);
     DiscardRollbackTarget(config_, ctx_.journal(), id_, "it was not parked at the restore point");
     rc_["fast"] = false;
     RequireDiskForRestore(rc_["snapshot_bytes"].get<uint64_t>());
   }
 
+  // Saves what the recovery is about to rewind (the upgrade's events and report), then notes
+  // where production is: last, right before the stop, so the window covers every lost write.
   void RecordWindow() {
     auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    // The events written since the restore point vanish with PITR; keep them to write them back.
+    auto events = conn->Exec(
+        "SELECT id::text, at::text, phase, level, message, detail::text FROM safe_upgrade.events "
+        "WHERE upgrade_id = $1::bigint ORDER BY id",
+        {std::to_string(id_)});
+    json saved = json::array();
+    for (const auto& e : events.rows)
+      saved.push_back({{"id", *e[0]},
+                       {"at", *e[1]},
+                       {"phase", *e[2]},
+                       {"level", *e[3]},
+                       {"message", *e[4]},
+                       {"detail", json::parse(e[5].value_or("{}"))}});
+    rc_["catalog_events"] = saved;
+    auto report = conn->Exec("SELECT report::text FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                             {std::to_string(id_)});
+    rc_["report"] = json::parse(report.rows.at(0)[0].value_or("{}"));
     auto r = conn->Exec(
         "SELECT pg_current_wal_lsn()::text, pg_snapshot_xmax(pg_current_snapshot())::text, "
         "pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text, "
@@ -200,29 +289,17 @@ class Rollback {
     std::string rp_xid = rc_["restore_point"]["xid"].get<std::string>();
     long long xids = rp_xid.empty() ? -1 : std::stoll(*row[1]) - std::stoll(rp_xid);
     rc_["timeline_before"] = std::stoi(*row[3]);
-    rc_["window"] = {{"restore_point", rc_["restore_point"]["name"]},
-                     {"restore_point_lsn", rc_["restore_point"]["lsn"]},
-                     {"restore_point_xid", rp_xid},
-                     {"restore_point_created_at", row[5].value_or("")},
-                     {"rollback_started_lsn", *row[0]},
-                     {"rollback_started_xid", *row[1]},
-                     {"rollback_started_at", *row[4]},
-                     {"wal_bytes_discarded", std::stoll(*row[2])},
-                     {"transaction_ids_discarded", xids},
-                     {"loses", "every write committed after the restore point, including the upgrade itself"}};
-    // The events written since the restore point vanish with PITR; keep them to write them back.
-    auto events = conn->Exec(
-        "SELECT id::text, at::text, phase, level, message, detail::text FROM safe_upgrade.events "
-        "WHERE upgrade_id = $1::bigint ORDER BY id",
-        {std::to_string(id_)});
-    json saved = json::array();
-    for (const auto& e : events.rows)
-      saved.push_back({{"id", *e[0]}, {"at", *e[1]}, {"phase", *e[2]}, {"level", *e[3]}, {"message", *e[4]},
-                       {"detail", json::parse(e[5].value_or("{}"))}});
-    rc_["catalog_events"] = saved;
-    auto report = conn->Exec("SELECT report::text FROM safe_upgrade.upgrades WHERE id = $1::bigint",
-                             {std::to_string(id_)});
-    rc_["report"] = json::parse(report.rows.at(0)[0].value_or("{}"));
+    rc_["window"] = {
+        {"restore_point", rc_["restore_point"]["name"]},
+        {"restore_point_lsn", rc_["restore_point"]["lsn"]},
+        {"restore_point_xid", rp_xid},
+        {"restore_point_created_at", row[5].value_or("")},
+        {"rollback_started_lsn", *row[0]},
+        {"rollback_started_xid", *row[1]},
+        {"rollback_started_at", *row[4]},
+        {"wal_bytes_discarded", std::stoll(*row[2])},
+        {"transaction_ids_discarded", xids},
+        {"loses", "every write committed after the restore point, including the upgrade itself"}};
     Event("info",
           "data-loss window recorded: " + std::to_string(rc_["window"]["wal_bytes_discarded"].get<long long>()) +
               " bytes of WAL and about " + std::to_string(xids) +
@@ -250,8 +327,11 @@ class Rollback {
     }
   }
 
-  std::string AsideDir() const { return FailedDataDirName(config_.data_directory, id_); }
-  std::string RestoringDir() const { return config_.data_directory + ".restoring-" + std::to_string(id_); }
+  // <id>-<UTC time of the precheck>; only the upgrade id in journals of earlier agents.
+  std::string Suffix() const { return rc_.value("dir_suffix", std::to_string(id_)); }
+  std::string AsideDir() const { return config_.data_directory + ".failed-" + Suffix(); }
+  std::string RestoringDir() const { return config_.data_directory + ".restoring-" + Suffix(); }
+  std::string FailedRestoreDir() const { return config_.data_directory + ".rollback-failed-" + Suffix(); }
 
   void MoveAside() {
     if (server_.Running()) StopServer();  // someone started it again meanwhile
@@ -280,14 +360,22 @@ class Rollback {
     AtomicWriteFile(JoinPath(RestoringDir(), kRestoredMarker), rc_["snapshot_id"].get<std::string>() + "\n");
     for (const char* f : {"standby.signal", "recovery.signal", "postmaster.pid"})
       if (PathExists(JoinPath(RestoringDir(), f))) unlink(JoinPath(RestoringDir(), f).c_str());
+    // cp leaves the copy in the page cache; production must not start on it before it is on disk.
+    SyncTree(RestoringDir());
     DurableRename(RestoringDir(), config_.data_directory);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    Event("info", "snapshot restored in " + std::to_string(secs).substr(0, 5) + " s");
+    Event("info", "snapshot restored and synced to disk in " + std::to_string(secs).substr(0, 5) + " s",
+          {{"synced", true}, {"seconds", secs}});
   }
 
   // The parked target becomes the data directory: one rename on the same filesystem.
   void SwapInTarget() {
     std::string dir = rc_["rollback_target"].value("dir", "");
+    // Synced when it was prepared; one prepared by an earlier agent was not.
+    if (!rc_["rollback_target"].contains("synced")) {
+      SyncStats synced = SyncTree(dir);
+      Event("info", "synced the parked rollback target to disk (" + std::to_string(synced.files) + " files)");
+    }
     AtomicWriteFile(JoinPath(dir, kRestoredMarker), rc_["snapshot_id"].get<std::string>() + " (parked target)\n");
     for (const char* f : {"postmaster.pid", "postmaster.opts"})
       if (PathExists(JoinPath(dir, f))) unlink(JoinPath(dir, f).c_str());
@@ -433,6 +521,7 @@ class Rollback {
                             {"data_loss_window", rc_.value("window", json::object())},
                             {"timeline_after", rc_.value("timeline_after", 0)},
                             {"failed_data_directory", AsideDir()},
+                            {"failed_restore", rc_.value("failed_restore", "")},
                             {"path", PathName()},
                             {"downtime_s", rc_.value("downtime_s", -1.0)}};
       if (!error.empty()) report["rollback"]["error"] = error;
@@ -461,36 +550,73 @@ class Rollback {
 
   void Finish(const std::string& status) {
     Journal(RollbackSteps().back(), status);
-    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback"] = status; });
+    ctx_.journal().Update(id_, [&](json& doc) {
+      doc["rollback"] = status;
+      doc.erase("rollback_putting_back");
+    });
   }
 
-  // Recovery did not reach the restore point: keep the failed restore aside, put the original
-  // data directory back and start it, so the service is up, then record rollback_failed.
+  // Something failed after the stop (recovery did not reach the restore point, a copy, a rename
+  // or a start failed): keep whatever was put in place aside, put the original data directory
+  // back and start it, so the service is up, then record rollback_failed. Journaled first, so an
+  // agent restarted in the middle finishes this, and never runs the rollback's steps again.
   json PutOriginalBack(const std::string& reason) {
+    ctx_.journal().Update(id_, [&](json& doc) {
+      doc["rollback_putting_back"] = reason;
+      doc["rollback_context"] = rc_;
+    });
     Event("error", reason + "; putting the original data directory back");
+    std::string failed_restore;
     try {
-      if (server_.Running()) server_.Stop("immediate", std::chrono::seconds(60));
+      failed_restore = RestoreOriginal();
     } catch (const std::exception& e) {
-      Event("warning", std::string("could not stop the failed recovery: ") + e.what());
+      // Nothing more the agent can do safely; saying where everything is beats retrying forever.
+      std::string message = reason + "; putting the original data directory back also failed: " + e.what() +
+                            ". The server is down: the original data is in " +
+                            (PathExists(AsideDir()) ? AsideDir() : config_.data_directory) +
+                            "; move it back to " + config_.data_directory + " if needed and start the server";
+      ctx_.Event("rolling_back", "error", message);
+      Finish("rollback_failed");
+      throw JobFailure(message, {{"state", "rollback_failed"}, {"stage", "put_back"}});
     }
-    std::string failed_restore = config_.data_directory + ".rollback-failed-" + std::to_string(id_);
-    if (PathExists(AsideDir())) {
-      if (PathExists(config_.data_directory)) {
-        if (PathExists(failed_restore)) throw std::runtime_error(failed_restore + " already exists");
-        DurableRename(config_.data_directory, failed_restore);
-      }
-      // Our recovery settings were only ever written into the restored copy.
-      DurableRename(AsideDir(), config_.data_directory);
-    }
-    ctx_.Failpoint("rollback:after:original_back");
-    server_.Start({}, std::chrono::seconds(config_.job_timeout_s));
-    Event("info", "the original data directory is running again; the failed restore is kept in " + failed_restore,
+    Event("info",
+          "the original data directory is running again" +
+              (failed_restore.empty() ? std::string() : "; the failed restore is kept in " + failed_restore),
           {{"failed_restore", failed_restore}});
+    rc_["failed_restore"] = failed_restore;
     WriteOutcome("rollback_failed", reason);
     Finish("rollback_failed");
     // The target's scratch and journal entry go (a swapped-in target is production now).
     ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
     throw JobFailure(reason, {{"state", "rollback_failed"}, {"stage", "recovery"}});
+  }
+
+  // Returns where the failed restore was set aside ("" when none was in place).
+  std::string RestoreOriginal() {
+    // Ours once the move-aside step ran (or began: the original gone from its place); before
+    // that a directory under that name would be someone else's, and the original never moved.
+    bool original_aside =
+        PathExists(AsideDir()) && (step_ >= StepIndex("moved_aside") || !PathExists(config_.data_directory));
+    std::string failed_restore;
+    if (original_aside) {
+      if (server_.Running()) server_.Stop("immediate", std::chrono::seconds(60));
+      if (PathExists(config_.data_directory)) {
+        if (PathExists(FailedRestoreDir()))
+          throw std::runtime_error("both " + config_.data_directory + " and " + FailedRestoreDir() +
+                                   " exist");
+        DurableRename(config_.data_directory, FailedRestoreDir());
+        failed_restore = FailedRestoreDir();
+      }
+      // Our recovery settings were only ever written into the restored copy.
+      DurableRename(AsideDir(), config_.data_directory);
+    } else if (PathExists(FailedRestoreDir())) {
+      failed_restore = FailedRestoreDir();  // set aside before a restart
+    }
+    // A copy that never became the data directory is this rollback's scratch.
+    if (PathExists(RestoringDir())) RemoveTree(RestoringDir());
+    ctx_.Failpoint("rollback:after:original_back");
+    if (!server_.Running()) server_.Start({}, std::chrono::seconds(config_.job_timeout_s));
+    return failed_restore;
   }
 
   JobContext& ctx_;
@@ -499,21 +625,16 @@ class Rollback {
   ServerControl server_;
   json rc_ = json::object();
   int step_ = -1;
+  std::string running_;  // the step being run, for the reason of a failure
 };
 
 }  // namespace
 
 const std::vector<std::string>& RollbackSteps() {
-  static const std::vector<std::string> steps = {"prechecked", "window_recorded", "target_checked", "stopped",
-                                                 "moved_aside",
-                                                 "restored",        "configured", "promoted",
-                                                 "verified",        "settings_removed", "outcome_written",
-                                                 "done"};
+  static const std::vector<std::string> steps = {
+      "prechecked", "target_checked", "window_recorded", "stopped",          "moved_aside",     "restored",
+      "configured", "promoted",       "verified",        "settings_removed", "outcome_written", "done"};
   return steps;
-}
-
-std::string FailedDataDirName(const std::string& data_dir, int64_t upgrade_id) {
-  return data_dir + ".failed-" + std::to_string(upgrade_id);
 }
 
 nlohmann::json RunRollbackJob(JobContext& ctx) { return Rollback(ctx).Run(); }

@@ -10,7 +10,4 @@ namespace safe_upgrade {
 // The journaled steps, in order. A step is recorded after it is complete.
 const std::vector<std::string>& RollbackSteps();
 
-// Name of the directory the failed data directory is moved to.
-std::string FailedDataDirName(const std::string& data_dir, int64_t upgrade_id);
-
 }  // namespace safe_upgrade

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "fs_util.h"
 #include "process.h"
 #include "recovery_settings.h"
+#include "snapshot.h"
 
 namespace safe_upgrade {
 namespace {
@@ -30,33 +32,69 @@ std::string RunDir(const AgentConfig& config, int64_t id) {
   return JoinPath(config.ClonesDir(), "ready-" + std::to_string(id));
 }
 
-std::string LogOf(const json& target) { return target.value("log", ""); }
-
 constexpr size_t kLogTailBytes = 2000;
 
-std::string StoppedAtTargetLine(const std::string& restore_point) {
-  return "recovery stopping at restore point \"" + restore_point + "\"";
+// Read from the control file, never from the server's log, whose messages follow lc_messages.
+// A clean stop in recovery: recovery_target_action = shutdown ends that way, and so does a stop
+// before the target (told apart by where replay ended, below).
+bool ShutDownInRecovery(const ClusterFacts& facts) { return facts.state == "shut down in recovery"; }
+
+// Replayed its base backup to the end (the control file forgets the backup's start then) and
+// still recovering: consistent, waiting in the archive for more WAL.
+bool Consistent(const ClusterFacts& facts) {
+  return facts.state == "in archive recovery" && facts.backup_start_lsn == "0/0";
 }
 
-bool Parked(const AgentConfig& config, const json& target, const std::string& restore_point, std::string& reason) {
+std::optional<ClusterFacts> ControlFacts(const AgentConfig& config, const std::string& dir,
+                                         std::string& reason) {
+  try {
+    return ReadControlData(config.bin_dir, dir);
+  } catch (const std::exception& e) {
+    reason = std::string("pg_controldata failed: ") + e.what();
+    return std::nullopt;
+  }
+}
+
+// Parked exactly at the restore point: shut down in recovery, on the restore point's timeline,
+// with its minimum recovery point at or past the restore point's LSN. Recovery stops right after
+// the restore point record, and the shutdown that follows records the end of replay as the
+// minimum recovery point: on PostgreSQL 15 it equals the LSN pg_create_restore_point returned (the
+// end of that record). A target stopped short of the restore point shows an earlier position.
+bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointAt& rp, std::string& reason,
+              json& facts_out) {
   std::string data_dir = target.value("dir", "");
   if (!IsDirectory(data_dir)) {
     reason = "its directory " + data_dir + " is gone";
     return false;
   }
-  ClusterFacts facts;
+  auto facts = ControlFacts(config, data_dir, reason);
+  if (!facts) return false;
+  facts_out = {{"state", facts->state},
+               {"min_recovery_end_lsn", facts->min_recovery_end_lsn},
+               {"min_recovery_end_timeline", facts->min_recovery_end_timeline},
+               {"checkpoint_timeline", facts->timeline},
+               {"restore_point_lsn", rp.lsn},
+               {"restore_point_timeline", rp.timeline}};
+  if (!ShutDownInRecovery(*facts)) {
+    reason = "it stopped in state \"" + facts->state + "\", not at the restore point";
+    return false;
+  }
+  if (facts->min_recovery_end_timeline != static_cast<uint32_t>(rp.timeline)) {
+    reason = "it stopped on timeline " + std::to_string(facts->min_recovery_end_timeline) +
+             " but restore point " + rp.name + " is on timeline " + std::to_string(rp.timeline);
+    return false;
+  }
+  uint64_t stopped_at = 0, wanted = 0;
   try {
-    facts = ReadControlData(config.bin_dir, data_dir);
+    stopped_at = ParseLsn(facts->min_recovery_end_lsn);
+    wanted = ParseLsn(rp.lsn);
   } catch (const std::exception& e) {
-    reason = std::string("pg_controldata failed: ") + e.what();
+    reason = e.what();
     return false;
   }
-  if (facts.state != "shut down in recovery") {
-    reason = "it stopped in state \"" + facts.state + "\", not at the restore point";
-    return false;
-  }
-  if (ReadFileOr(LogOf(target)).find(StoppedAtTargetLine(restore_point)) == std::string::npos) {
-    reason = "its log does not show it stopping at restore point " + restore_point;
+  if (stopped_at < wanted) {
+    reason = "it stopped replaying at " + facts->min_recovery_end_lsn + ", before restore point " + rp.name +
+             " at " + rp.lsn;
     return false;
   }
   return true;
@@ -174,6 +212,15 @@ class Preparation {
     double copy_s = CopyTreeReporting(ctx_, kPhase, source, dir, total, 0.0, 0.9);
     ctx_.Failpoint("rollback_target:after:copy");
     Configure(dir, meta);
+    // Now, while production still serves and before the restore point exists, so that the
+    // downtime of a rollback never pays for it: after the swap production runs on these files.
+    SyncStats synced = SyncTree(dir);
+    target["synced"] = {
+        {"files", synced.files}, {"directories", synced.directories}, {"seconds", synced.seconds}};
+    ctx_.Info(kPhase,
+              "rollback target synced to disk: " + std::to_string(synced.files) + " files in " +
+                  std::to_string(synced.seconds).substr(0, 5) + " s",
+              target["synced"]);
     Start(target, port, socket_dir);
     target["state"] = "following";
     ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
@@ -214,13 +261,18 @@ class Preparation {
     // pg_ctl -W returns before postmaster.pid exists; give the server a moment to write it.
     auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (true) {
-      // hot_standby is off, so postmaster.pid never says "standby": the log tells that the copy
-      // replayed its backup to consistency and now waits in the archive for more WAL.
-      if (ScratchPostmaster(dir) && ReadFileOr(log).find("consistent recovery state reached") != std::string::npos)
-        return;
+      // hot_standby is off, so postmaster.pid never says "standby": the control file tells that
+      // the copy replayed its backup to consistency and now waits in the archive for more WAL.
+      std::string why;
+      if (ScratchPostmaster(dir)) {
+        auto facts = ControlFacts(config_, dir, why);
+        if (facts && Consistent(*facts)) return;
+      }
       if (!ScratchPostmaster(dir) && std::chrono::steady_clock::now() > grace) {
-        std::string why;
-        if (Parked(config_, target, restore_point_, why)) return;
+        // Parked at once (its restore point was archived already); where exactly is checked
+        // against the catalog at the rollback.
+        auto facts = ControlFacts(config_, dir, why);
+        if (facts && ShutDownInRecovery(*facts)) return;
         throw std::runtime_error("the rollback target exited while starting; its log ends with:\n" +
                                  FileTail(log, kLogTailBytes));
       }
@@ -245,8 +297,9 @@ std::string RollbackTargetDir(const AgentConfig& config, int64_t upgrade_id) {
 
 json RunPrepareRollbackJob(JobContext& ctx) { return Preparation(ctx).Run(); }
 
-ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const std::string& restore_point,
+ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const RestorePointAt& rp,
                             std::chrono::seconds timeout) {
+  const std::string& restore_point = rp.name;
   ParkedState out;
   std::string dir = target.value("dir", "");
   if (target.value("state", "") != "following") {
@@ -266,7 +319,7 @@ ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  out.parked = Parked(config, target, restore_point, out.reason);
+  out.parked = ParkedAt(config, target, rp, out.reason, out.facts);
   return out;
 }
 

@@ -40,11 +40,20 @@ nlohmann::json RunPrepareRollbackJob(JobContext& ctx);
 struct ParkedState {
   bool parked = false;
   std::string reason;  // why not, in words
+  nlohmann::json facts = nlohmann::json::object();  // what its control file said
 };
 
-// Waits (at most timeout) until the upgrade's journaled target has replayed to restore_point
-// and shut down there. Never changes anything.
-ParkedState WaitUntilParked(const AgentConfig& config, const nlohmann::json& target, const std::string& restore_point,
+// The restore point as the catalog (safe_upgrade.restore_points) records it.
+struct RestorePointAt {
+  std::string name;
+  std::string lsn;  // pg_create_restore_point's result: the end of its record
+  int timeline = 0;
+};
+
+// Waits (at most timeout) until the upgrade's journaled target has stopped, then tells whether
+// it is parked exactly at rp: shut down in recovery, on rp's timeline, its replay ended at rp's
+// LSN (from pg_controldata, never from the log). Never changes anything.
+ParkedState WaitUntilParked(const AgentConfig& config, const nlohmann::json& target, const RestorePointAt& rp,
                             std::chrono::seconds timeout);
 
 // Stops and removes the upgrade's target (if any, and not swapped in) and its journal entry.

@@ -233,6 +233,7 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   };
   for (const auto& [k, v] : options.extra_settings) settings[k] = v;
   info.agent_config.allow_root = options.allow_root_callers;
+  info.agent_config.agent_binary = agent_dst;
   WriteManagedSettings(info.data_dir, settings);
   AtomicWriteFile(info.agent_config_path, RenderAgentConfig(info.agent_config), 0644);
   ChownTree(abs, user);

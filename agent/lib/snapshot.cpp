@@ -226,6 +226,8 @@ void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_i
            detail);
 }
 
+// Never --no-sync: pg_basebackup then fsyncs every file of the backup before it exits, and a
+// rollback relies on the snapshot being on disk (Publish renames it durably).
 std::vector<std::string> BasebackupArgv(const AgentConfig& config, const std::string& target,
                                         const std::string& snapshot_id) {
   std::vector<std::string> argv = {JoinPath(config.bin_dir, "pg_basebackup"),

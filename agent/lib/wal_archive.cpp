@@ -222,6 +222,14 @@ uint64_t ArchiveSystemIdentifier(const AgentConfig& config) {
   return facts.system_identifier;
 }
 
+// An identical file already archived may be one whose earlier push was cut short before its
+// fsync (a crash after the rename): success is reported only once it is on disk, with its name.
+int ConfirmDurable(const std::string& dest) {
+  FsyncPath(dest);
+  FsyncParentDir(dest);
+  return 0;
+}
+
 int Push(const AgentConfig& config, const std::string& source_path) {
   std::string name = Basename(source_path);
   if (!IsArchivableName(name)) throw ArchiveError("\"" + name + "\" is not a WAL file name this archive accepts");
@@ -240,7 +248,7 @@ int Push(const AgentConfig& config, const std::string& source_path) {
     // PostgreSQL retries a push whose success it did not see (a crash after our rename), so the
     // same content under the same name is success. Different content means two histories are
     // writing into one archive, and overwriting would destroy the one a rollback may need.
-    if (SameContent(source_path, dest)) return 0;
+    if (SameContent(source_path, dest)) return ConfirmDurable(dest);
     throw ArchiveError("\"" + name + "\" is already archived in \"" + config.wal_archive_dir +
                        "\" with different content; refusing to overwrite it");
   }
@@ -254,7 +262,7 @@ int Push(const AgentConfig& config, const std::string& source_path) {
     if (err == EEXIST) {
       bool same = SameContent(tmp, dest);
       unlink(tmp.c_str());
-      if (same) return 0;
+      if (same) return ConfirmDurable(dest);
       throw ArchiveError("\"" + name + "\" is already archived in \"" + config.wal_archive_dir +
                          "\" with different content; refusing to overwrite it");
     }

@@ -67,11 +67,17 @@ nlohmann::json RollbackInProgress(const AgentConfig& config) {
   return nullptr;
 }
 
-int Serve(const std::string& config_path) {
+int Serve(const std::string& config_path, const std::string& argv0) {
   AgentConfig config;
   nlohmann::json rollback;
   try {
     config = ParseAgentConfig(ReadFile(config_path), config_path);
+    // Resolved now, while argv[0] still names the file we run: recovery settings written later
+    // must name a path that survives the binary being replaced, never /proc/self/exe.
+    if (config.agent_binary.empty()) config.agent_binary = ResolveStartedFrom(argv0);
+    if (config.agent_binary.empty())
+      throw ConfigError("agent.agent_binary: cannot tell where the agent was started from (" + argv0 +
+                        "); set it to the agent's installed path");
     rollback = RollbackInProgress(config);
     ValidateAgentConfig(config, /*data_directory_may_be_missing=*/!rollback.is_null());
   } catch (const std::exception& e) {
@@ -220,5 +226,5 @@ int main(int argc, char** argv) {
     if (int rc = LoadForCommand(config_path, config)) return rc;
     return push->parsed() ? WalPush(config, push_path) : WalFetch(config, fetch_name, fetch_dest);
   }
-  return Serve(config_path);
+  return Serve(config_path, argv[0]);
 }

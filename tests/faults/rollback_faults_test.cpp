@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
+#include "../integration/agent_job_helpers.h"
 #include "fault_report.h"
+#include "fixtures.h"
 #include "fs_util.h"
 #include "rollback.h"
-#include "fixtures.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -44,14 +46,15 @@ TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_wit
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 1"), "50");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
-  EXPECT_TRUE(PathExists(FailedDataDirName(c.info().data_dir, id)));
+  std::string aside = RollbackReport(c, id).value("failed_data_directory", "");
+  EXPECT_EQ(aside.rfind(c.info().data_dir + ".failed-" + std::to_string(id) + "-", 0), 0u) << aside;
+  EXPECT_TRUE(IsDirectory(aside)) << aside;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledDuringRollback,
-                         ::testing::Values("prechecked", "window_recorded", "target_checked", "stopped",
-                                           "moved_aside", "restored",
-                                           "configured", "promoted", "verified", "settings_removed",
-                                           "outcome_written"),
+                         ::testing::Values("prechecked", "target_checked", "window_recorded", "stopped",
+                                           "moved_aside", "restored", "configured", "promoted", "verified",
+                                           "settings_removed", "outcome_written"),
                          [](const auto& info) { return info.param; });
 
 TEST(AgentKilledWhilePreparingTheRollbackTarget, the_target_is_prepared_again_and_the_rollback_uses_it) {
@@ -89,38 +92,69 @@ TEST(PostmasterKilled, killed_while_verifying_the_upgrade_is_not_applied_twice) 
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
 }
 
+// Runs an upgrade whose rollback cannot recover: the WAL segment holding its restore point is
+// taken out of the archive while the apply waits for a lock. Returns the upgrade id.
+int64_t BeginUpgradeWhoseRecoveryFails(const TestCluster& c) {
+  // The cold path: a parked target may already hold the segment, so it is not asked for here.
+  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0",
+                              R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
+                              R"("rollback_target": "cold"})");
+  EXPECT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);
+  c.Exec("INSERT INTO poison VALUES (1000)");
+  auto blocker = c.Connect();
+  blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(id)});
+  EXPECT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
+  std::string segment = c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                                 {std::to_string(id)});
+  std::string archived = JoinPath(c.info().agent_config.wal_archive_dir, segment);
+  EXPECT_TRUE(PathExists(archived)) << archived;
+  std::filesystem::rename(archived, JoinPath(c.root(), segment + ".removed-by-test"));
+  blocker->ExecScript("COMMIT");
+  return id;
+}
+
+// The original data directory is back and serving the upgraded version; nothing deleted.
+void ExpectOriginalRunningAfterFailedRecovery(const TestCluster& c, int64_t id) {
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
+  EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
+  std::string failed_restore = RollbackReport(c, id).value("failed_restore", "");
+  EXPECT_EQ(failed_restore.rfind(c.info().data_dir + ".rollback-failed-" + std::to_string(id) + "-", 0), 0u)
+      << failed_restore;
+  EXPECT_TRUE(IsDirectory(failed_restore)) << failed_restore;
+  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  EXPECT_NE(error.find("recovery"), std::string::npos) << error;
+}
+
 TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_original_running) {
   RecordFault("the WAL segment holding the restore point is removed from the archive before the rollback",
               "`rollback_failed`; the original data directory is running again; the failed restore is kept");
   TestCluster c;
   c.ExpectCrashes();
   PrepareRollbackFixture(c);
-  // The cold path: a parked target may already hold the segment, so it is not asked for here.
-  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0",
-                              R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
-                              R"("rollback_target": "cold"})");
-  ASSERT_TRUE(c.WaitForState(id, "awaiting_approval", 300s)) << c.Events(id);
-  c.Exec("INSERT INTO poison VALUES (1000)");
-  auto blocker = c.Connect();
-  blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(id)});
-  ASSERT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
-  std::string segment = c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
-                                 {std::to_string(id)});
-  std::string archived = JoinPath(c.info().agent_config.wal_archive_dir, segment);
-  ASSERT_TRUE(PathExists(archived)) << archived;
-  std::string kept = JoinPath(c.root(), segment + ".removed-by-test");
-  std::filesystem::rename(archived, kept);
-  blocker->ExecScript("COMMIT");
-  blocker.reset();
-
+  int64_t id = BeginUpgradeWhoseRecoveryFails(c);
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id);
-  // The original data directory is back and serving the upgraded version; nothing deleted.
-  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
-  EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
-  EXPECT_TRUE(PathExists(c.info().data_dir + ".rollback-failed-" + std::to_string(id)));
-  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
-  EXPECT_NE(error.find("recovery"), std::string::npos) << error;
+  ExpectOriginalRunningAfterFailedRecovery(c, id);
+}
+
+TEST(AgentKilledWhilePuttingTheOriginalBack,
+     the_restarted_agent_finishes_putting_it_back_and_does_not_retry) {
+  RecordFault(
+      "recovery fails, and the agent is SIGKILLed right after moving the original data directory back, "
+      "then restarted",
+      "`rollback_failed`; the original data directory is running; the rollback is not run again");
+  TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:original_back"}}});
+  c.ExpectCrashes();
+  PrepareRollbackFixture(c);
+  int64_t id = BeginUpgradeWhoseRecoveryFails(c);
+  ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
+  c.StartAgent();  // without the failpoint
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id) << c.AgentLog();
+  ExpectOriginalRunningAfterFailedRecovery(c, id);
+  // The journal, which decides what an agent start resumes, holds nothing to resume.
+  auto journal = ReadJournal(c, id);
+  EXPECT_EQ(journal.value("rollback", ""), "rollback_failed") << journal.dump();
+  EXPECT_FALSE(journal.contains("rollback_putting_back")) << journal.dump();
 }
 
 }  // namespace

@@ -13,4 +13,10 @@ void PrepareRollbackFixture(const TestCluster& c) {
       "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
 }
 
+nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id) {
+  auto status = nlohmann::json::parse(
+      c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(upgrade_id)}));
+  return status["report"].value("rollback", nlohmann::json::object());
+}
+
 }  // namespace safe_upgrade::testing

@@ -2,12 +2,14 @@
 // src/test/recovery/t/003_recovery_targets.pl: marker rows before and after the restore point,
 // and the exact rows present afterwards.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "fs_util.h"
+#include "catalog.h"
 #include "fixtures.h"
+#include "fs_util.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -40,6 +42,28 @@ HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_tar
 }
 
 std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
+
+// Ten marker rows and the poison value, before the restore point, then the approval: the apply
+// then fails its health check once the held lock is released (ReleaseApply).
+void ApproveDoomedApply(const TestCluster& c, const HeldApply& h) {
+  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+}
+
+void ReleaseApply(HeldApply& h) {
+  h.blocker->ExecScript("COMMIT");
+  h.blocker.reset();
+}
+
+// Waits until the held upgrade applies and its rollback target has parked (its server exited at
+// the restore point); returns the target's directory.
+std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
+  EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
+  std::string ready = ReadyDir(c, h.id);
+  EXPECT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
+      << c.Events(h.id);
+  return ready;
+}
 
 // Both rollback paths: "ready" swaps in the target parked at the restore point, "cold" restores
 // the snapshot and replays WAL. Each must keep exactly the rows written before the restore point.
@@ -105,8 +129,15 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
                      "'recovery_target_name', 'recovery_target_action', 'recovery_target_timeline')"),
             "0");
   EXPECT_FALSE(PathExists(c.info().data_dir + "/recovery.signal"));
-  // The failed data directory was moved aside, not deleted.
-  EXPECT_TRUE(PathExists(c.info().data_dir + ".failed-" + std::to_string(h.id)));
+  // The failed data directory was moved aside, not deleted, under a name no other cluster used.
+  std::string aside = status["report"]["rollback"].value("failed_data_directory", "");
+  EXPECT_EQ(aside.rfind(c.info().data_dir + ".failed-" + std::to_string(h.id) + "-", 0), 0u) << aside;
+  EXPECT_TRUE(IsDirectory(aside)) << aside;
+  // The copy production now runs on was flushed to disk before it was relied on.
+  EXPECT_NE(events.find(mode == "ready" ? "rollback target synced to disk"
+                                        : "snapshot restored and synced to disk"),
+            std::string::npos)
+      << events;
 
   // The path taken is the one asked for, and no target is left behind.
   EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), mode) << status["report"].dump();
@@ -125,17 +156,12 @@ TEST(Rollback, a_target_that_is_not_parked_falls_back_to_restoring_the_snapshot)
   TestCluster c;
   PrepareRollbackFixture(c);
   HeldApply h = StartHeldUpgrade(c, "ready");
-  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  ASSERT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
-  // Parked (its server has exited at the restore point); then an operator moves it away.
-  std::string ready = ReadyDir(c, h.id);
-  ASSERT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
-      << c.Events(h.id);
+  ApproveDoomedApply(c, h);
+  // Parked; then an operator moves it away.
+  std::string ready = WaitUntilTargetParked(c, h);
   std::string moved = JoinPath(c.root(), "ready-moved-by-test");
   std::filesystem::rename(ready, moved);
-  h.blocker->ExecScript("COMMIT");
-  h.blocker.reset();
+  ReleaseApply(h);
 
   ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
   std::string events = c.Events(h.id);
@@ -143,6 +169,79 @@ TEST(Rollback, a_target_that_is_not_parked_falls_back_to_restoring_the_snapshot)
   EXPECT_NE(events.find("restoring snapshot"), std::string::npos) << events;
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
+}
+
+TEST(Rollback, a_parked_target_is_recognized_from_its_control_file_without_its_log) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, "ready");
+  ApproveDoomedApply(c, h);
+  WaitUntilTargetParked(c, h);
+  // Only C and POSIX locales exist on the test machines, so a server with translated messages
+  // cannot be had: the parked target's log is removed instead, as lc_messages would hide the line.
+  std::string log =
+      JoinPath(JoinPath(c.info().agent_config.ClonesDir(), "ready-" + std::to_string(h.id)), "postgres.log");
+  ASSERT_TRUE(PathExists(log)) << log;
+  std::filesystem::remove(log);
+  ReleaseApply(h);
+
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  std::string events = c.Events(h.id);
+  EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
+  EXPECT_NE(events.find("min_recovery_end_lsn"), std::string::npos) << events;
+  EXPECT_EQ(RollbackReport(c, h.id).value("path", ""), "parked target") << RollbackReport(c, h.id).dump();
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
+}
+
+TEST(Rollback, a_leftover_directory_under_the_old_moved_aside_name_does_not_stop_the_rollback) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, "cold");
+  // What an earlier cluster of the same name left behind (its upgrade ids also started at 1).
+  std::string leftover = c.info().data_dir + ".failed-" + std::to_string(h.id);
+  EnsureDir(leftover, 0700);
+  AtomicWriteFile(JoinPath(leftover, "PG_VERSION"), "15\n");
+  ApproveDoomedApply(c, h);
+  ReleaseApply(h);
+
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
+  // The leftover is untouched; the rollback set production aside under its own name.
+  EXPECT_EQ(ReadFile(JoinPath(leftover, "PG_VERSION")), "15\n");
+  std::string aside = RollbackReport(c, h.id).value("failed_data_directory", "");
+  EXPECT_NE(aside, leftover);
+  EXPECT_TRUE(PathExists(JoinPath(aside, "PG_VERSION"))) << aside;
+}
+
+TEST(Rollback, a_restore_copy_that_fails_ends_rollback_failed_with_production_up_on_its_original_data) {
+  TestCluster c;
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, "cold");
+  ApproveDoomedApply(c, h);
+  ASSERT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
+  // Written after the restore point: present only on the original data directory.
+  c.Exec("INSERT INTO marks SELECT 2, g FROM generate_series(1, 5) g");
+  // The snapshot's copy fails half-way: one file the agent's OS user cannot read.
+  std::string unreadable =
+      JoinPath(SnapshotDataDir(c.info().agent_config, SnapshotIdFor(h.id)), "global/pg_control");
+  ASSERT_TRUE(PathExists(unreadable)) << unreadable;
+  ASSERT_EQ(chmod(unreadable.c_str(), 0000), 0);
+  ReleaseApply(h);
+
+  std::string state = c.WaitForTerminalState(h.id, 600s);
+  chmod(unreadable.c_str(), 0600);
+  ASSERT_EQ(state, "rollback_failed") << c.Events(h.id);
+  // Production is up on its original data: the upgraded version and the rows after the restore point.
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 2"), "5");
+  EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
+  c.Exec("INSERT INTO marks VALUES (3, 1)");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 3"), "1");
+  std::string error =
+      c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
+  EXPECT_NE(error.find("restored"), std::string::npos) << error;
+  EXPECT_FALSE(PathExists(RollbackReport(c, h.id).value("failed_data_directory", "")));
 }
 
 // Takes write permission away from the data directory's parent, where the rollback target goes

@@ -92,6 +92,33 @@ TEST_F(FakeDataDir, tcp_without_tls_is_refused_unless_insecure) {
   EXPECT_NO_THROW(ValidateAgentConfig(c));
 }
 
+TEST_F(FakeDataDir, agent_binary_is_the_path_started_from_without_following_links) {
+  // A packaged binary is often a link to a versioned file that the next upgrade removes.
+  std::string versioned = JoinPath(dir_, "safe-upgrade-agent-1.2");
+  AtomicWriteFile(versioned, "#!/bin/sh\n", 0755);
+  std::string link = JoinPath(dir_, "safe-upgrade-agent");
+  ASSERT_EQ(symlink(versioned.c_str(), link.c_str()), 0);
+  EXPECT_EQ(ResolveStartedFrom(link), link);
+  ASSERT_EQ(chdir(dir_.c_str()), 0);
+  EXPECT_EQ(ResolveStartedFrom("./safe-upgrade-agent"), link);
+  std::string old_path = getenv("PATH") ? getenv("PATH") : "";
+  setenv("PATH", ("/nonexistent:" + dir_).c_str(), 1);
+  EXPECT_EQ(ResolveStartedFrom("safe-upgrade-agent"), link);
+  EXPECT_EQ(ResolveStartedFrom("no-such-agent"), "");
+  setenv("PATH", old_path.c_str(), 1);
+  ASSERT_EQ(chdir("/"), 0);
+}
+
+TEST_F(FakeDataDir, agent_binary_must_be_an_absolute_executable) {
+  AgentConfig c = ParseAgentConfig(ValidToml(dir_) + "agent_binary = \"bin/safe-upgrade-agent\"\n");
+  try {
+    ValidateAgentConfig(c);
+    FAIL() << "a relative agent_binary was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("agent.agent_binary"), std::string::npos) << e.what();
+  }
+}
+
 TEST(JobId, accepts_known_kinds_with_positive_ids) {
   std::string kind;
   int64_t id = 0;
