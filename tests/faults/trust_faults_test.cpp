@@ -37,6 +37,21 @@ std::string FailureOf(const TestCluster& c, const std::string& sql) {
   return "";
 }
 
+// su_fixture_locking 1.0 -> 1.1 begun while a session holds a lock its script needs, so the apply
+// waits (lock timeouts and retries as the options say) until the blocker goes.
+struct LockedUpgrade {
+  std::unique_ptr<PgConn> blocker;
+  int64_t id = 0;
+};
+LockedUpgrade BeginWhileLocked(const TestCluster& c, const std::string& options) {
+  c.Exec("CREATE EXTENSION su_fixture_locking VERSION '1.0'");
+  LockedUpgrade out;
+  out.blocker = c.Connect();
+  out.blocker->ExecScript("BEGIN; LOCK TABLE su_locking_items IN ACCESS SHARE MODE;");
+  out.id = c.BeginUpgrade("su_fixture_locking", "1.1", options);
+  return out;
+}
+
 TEST(ArchiveThatArchivesNothing, plan_and_begin_refuse_it_before_anything_starts) {
   RecordFault("`archive_command = '/bin/true'` (the server believes WAL is archived; the agent's archive gets "
               "none), then `plan` and `begin`",
@@ -173,12 +188,10 @@ TEST(RollbackOfAnApplyThatNeverCommitted, is_refused_and_changes_nothing) {
   RecordFault("`rollback()` of an upgrade that failed on a lock timeout (its apply never committed)",
               "refused with 55000 and a hint; state stays `failed`; the server is not restarted");
   TestCluster c;
-  c.Exec("CREATE EXTENSION su_fixture_locking VERSION '1.0'");
-  auto blocker = c.Connect();
-  blocker->ExecScript("BEGIN; LOCK TABLE su_locking_items IN ACCESS SHARE MODE;");
-  int64_t id = c.BeginUpgrade("su_fixture_locking", "1.1", R"({"lock_timeout": "200ms", "max_lock_retries": 0})");
+  auto locked = BeginWhileLocked(c, R"({"lock_timeout": "200ms", "max_lock_retries": 0})");
+  const int64_t id = locked.id;
   ASSERT_EQ(c.WaitForTerminalState(id, 300s), "failed") << c.Events(id);
-  blocker.reset();
+  locked.blocker.reset();
   std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
   std::string refused = FailureOf(c, "SELECT safe_upgrade.rollback(" + std::to_string(id) + ")");
   EXPECT_EQ(refused.substr(0, 5), "55000") << refused;
@@ -194,15 +207,13 @@ TEST(ApplyJobFailsAfterCommit, the_upgrade_is_verified_not_reported_failed) {
               "resolved from the installed version: `verifying`, then `succeeded` at the target version; never "
               "`failed`");
   TestCluster c;
-  c.Exec("CREATE EXTENSION su_fixture_locking VERSION '1.0'");
-  auto blocker = c.Connect();
-  blocker->ExecScript("BEGIN; LOCK TABLE su_locking_items IN ACCESS SHARE MODE;");
-  int64_t id = c.BeginUpgrade("su_fixture_locking", "1.1", R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
+  auto locked = BeginWhileLocked(c, R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
+  const int64_t id = locked.id;
   ASSERT_TRUE(WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 300s))
       << c.Events(id);
   const std::string journal_dir = c.info().agent_config.JournalDir();
   ASSERT_EQ(chmod(journal_dir.c_str(), 0500), 0);
-  blocker.reset();
+  locked.blocker.reset();
   bool verifying = WaitUntil(
       [&] { return c.Events(id).find("so the apply committed: verifying it") != std::string::npos; }, 120s);
   std::string state = c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
