@@ -9,7 +9,8 @@
 
 namespace safe_upgrade {
 
-nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id, const RestorePointRecord& restore_point) {
+nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id,
+                                const RestorePointRecord& restore_point) {
   const std::string sid = std::to_string(upgrade_id);
   nlohmann::json refused = {{"refused", true}, {"stage", "archive_proof"}};
   nlohmann::json meta;
@@ -22,9 +23,9 @@ nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id, c
   }
   int snapshot_timeline = meta.value("timeline", 0);
   if (snapshot_timeline != restore_point.timeline)
-    throw JobFailure("the snapshot of upgrade " + sid + " is on timeline " + std::to_string(snapshot_timeline) +
-                         " but its restore point " + restore_point.name + " is on timeline " +
-                         std::to_string(restore_point.timeline) +
+    throw JobFailure("the snapshot of upgrade " + sid + " is on timeline " +
+                         std::to_string(snapshot_timeline) + " but its restore point " + restore_point.name +
+                         " is on timeline " + std::to_string(restore_point.timeline) +
                          ", so recovery could not reach it; production is not touched",
                      refused);
   uint64_t from = ParseLsn(meta.value("backup_start_lsn", "0/0"));

@@ -14,6 +14,7 @@ namespace safe_upgrade {
 
 // Returns {"segments": n, "from": first segment, "to": last segment}; throws JobFailure (with
 // {"refused": true}) naming what is missing.
-nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id, const RestorePointRecord& restore_point);
+nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id,
+                                const RestorePointRecord& restore_point);
 
 }  // namespace safe_upgrade

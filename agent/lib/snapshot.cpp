@@ -309,9 +309,13 @@ void RunRetention(JobContext& ctx, const std::string& snapshot_id) {
       if (pruned.files > 0)
         ctx.Info("retention",
                  "removed " + std::to_string(pruned.files) + " archived WAL file(s) (" +
-                     std::to_string(pruned.bytes / (1024 * 1024)) + " MB) that no kept snapshot needs; the archive "
-                     "keeps WAL from segment position " + pruned.kept_from,
-                 {{"removed_files", pruned.files}, {"removed_bytes", pruned.bytes}, {"kept_from", pruned.kept_from}});
+                     std::to_string(pruned.bytes / (1024 * 1024)) +
+                     " MB) that no kept snapshot needs; the archive "
+                     "keeps WAL from segment position " +
+                     pruned.kept_from,
+                 {{"removed_files", pruned.files},
+                  {"removed_bytes", pruned.bytes},
+                  {"kept_from", pruned.kept_from}});
     }
   } catch (const std::exception& e) {
     // The snapshot itself is good; a retention problem must not fail the upgrade.

@@ -15,8 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -36,7 +36,8 @@ namespace {
 // WAL is written in the host's byte order, and archive and server share the host.
 constexpr uint16_t kXlogPageMagic15 = 0xD110;
 constexpr uint16_t kXlpLongHeader = 0x0002;
-constexpr size_t kOffMagic = 0, kOffInfo = 2, kOffPageAddr = 8, kOffSysid = 24, kOffSegSize = 32, kOffBlcksz = 36;
+constexpr size_t kOffMagic = 0, kOffInfo = 2, kOffPageAddr = 8, kOffSysid = 24, kOffSegSize = 32,
+                 kOffBlcksz = 36;
 constexpr size_t kLongHeaderSize = 40;
 
 constexpr const char* kArchiveMeta = "archive.json";
@@ -289,7 +290,8 @@ int Push(const AgentConfig& config, const std::string& source_path) {
 // A segment's place in the WAL stream, from its name: the log and segment numbers, whatever the
 // timeline. Empty for names that are not segments (or their .partial and .backup files).
 std::optional<std::pair<uint32_t, uint32_t>> SegmentPosition(const std::string& name) {
-  if (name.size() < 24 || name.find(".history") != std::string::npos || !IsArchivableName(name)) return std::nullopt;
+  if (name.size() < 24 || name.find(".history") != std::string::npos || !IsArchivableName(name))
+    return std::nullopt;
   return std::make_pair(static_cast<uint32_t>(std::stoul(name.substr(8, 8), nullptr, 16)),
                         static_cast<uint32_t>(std::stoul(name.substr(16, 8), nullptr, 16)));
 }
@@ -350,7 +352,6 @@ int WalFetch(const AgentConfig& config, const std::string& file_name, const std:
   }
 }
 
-
 WalArchiveSummary SummarizeWalArchive(const AgentConfig& config) {
   WalArchiveSummary out;
   if (!IsDirectory(config.wal_archive_dir)) return out;
@@ -360,7 +361,8 @@ WalArchiveSummary SummarizeWalArchive(const AgentConfig& config) {
     ++out.files;
     out.bytes += entry.file_size();
     if (name > out.newest_file) out.newest_file = name;
-    if (IsWalSegmentName(name) && (out.oldest_segment.empty() || name.substr(8) < out.oldest_segment.substr(8)))
+    if (IsWalSegmentName(name) &&
+        (out.oldest_segment.empty() || name.substr(8) < out.oldest_segment.substr(8)))
       out.oldest_segment = name;
   }
   out.segment_bytes = ArchiveSegmentSize(config);

@@ -63,7 +63,9 @@ TEST(PostmasterKilledWhileApplying, the_upgrade_is_applied_at_most_once) {
   blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "1s", "max_lock_retries": 100})");
   ASSERT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
-  ASSERT_TRUE(WaitUntil([&] { return c.Events(id).find("holds AccessShareLock on su_rb_gate") != std::string::npos; }, 60s)) << c.Events(id);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return c.Events(id).find("holds AccessShareLock on su_rb_gate") != std::string::npos; }, 60s))
+      << c.Events(id);
   blocker.reset();
   c.KillPostmaster();
   ASSERT_TRUE(WaitUntil(

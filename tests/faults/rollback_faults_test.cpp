@@ -107,7 +107,8 @@ int64_t BeginUpgradeWhoseRecoveryFails(const TestCluster& c) {
   EXPECT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
   // Once the apply waits for its lock it has proven the archive complete (earlier, the missing
   // segment would fail the upgrade before production is touched).
-  EXPECT_TRUE(WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 120s))
+  EXPECT_TRUE(
+      WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 120s))
       << c.Events(id);
   std::string segment = c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
                                  {std::to_string(id)});

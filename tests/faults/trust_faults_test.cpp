@@ -53,10 +53,11 @@ LockedUpgrade BeginWhileLocked(const TestCluster& c, const std::string& options)
 }
 
 TEST(ArchiveThatArchivesNothing, plan_and_begin_refuse_it_before_anything_starts) {
-  RecordFault("`archive_command = '/bin/true'` (the server believes WAL is archived; the agent's archive gets "
-              "none), then `plan` and `begin`",
-              "`plan` verdict blocked with the reason; `begin` refused with 55000; no upgrade row, production "
-              "untouched");
+  RecordFault(
+      "`archive_command = '/bin/true'` (the server believes WAL is archived; the agent's archive gets "
+      "none), then `plan` and `begin`",
+      "`plan` verdict blocked with the reason; `begin` refused with 55000; no upgrade row, production "
+      "untouched");
   TestCluster c;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   ArchiveNothing(c);
@@ -65,7 +66,9 @@ TEST(ArchiveThatArchivesNothing, plan_and_begin_refuse_it_before_anything_starts
   const std::string reason = "does not archive into the archive a rollback reads";
   // The agent's view is refreshed by the worker's next ping after the archiver's claim.
   ASSERT_TRUE(WaitUntil(
-      [&] { return c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text").find(reason) != std::string::npos; },
+      [&] {
+        return c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text").find(reason) != std::string::npos;
+      },
       90s, 500ms))
       << c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text");
   EXPECT_EQ(c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8') ->> 'verdict'"), "blocked");
@@ -77,10 +80,11 @@ TEST(ArchiveThatArchivesNothing, plan_and_begin_refuse_it_before_anything_starts
 }
 
 TEST(ArchiveThatArchivesNothing, the_apply_refuses_when_the_rollback_wal_is_not_in_the_archive) {
-  RecordFault("`archive_command = '/bin/true'` set after the snapshot, so the restore point's WAL segment never "
-              "reaches the archive, then the apply job",
-              "the apply is refused before `ALTER EXTENSION` (missing segment named); extension unchanged; journal "
-              "has no apply");
+  RecordFault(
+      "`archive_command = '/bin/true'` set after the snapshot, so the restore point's WAL segment never "
+      "reaches the archive, then the apply job",
+      "the apply is refused before `ALTER EXTENSION` (missing segment named); extension unchanged; journal "
+      "has no apply");
   TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
   c.Exec("CREATE EXTENSION su_fixture_counter VERSION '1.0'");
   int64_t id = InsertUpgrade(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
@@ -102,10 +106,11 @@ TEST(ArchiveThatArchivesNothing, the_apply_refuses_when_the_rollback_wal_is_not_
 }
 
 TEST(TwoUpgradesAtOnce, a_rollback_never_strands_the_other_upgrade_and_states_match_the_catalog) {
-  RecordFault("upgrades of two extensions at once: B waits while A is past its restore point, A fails on "
-              "production and rolls back (new timeline) after B's snapshot",
-              "B waits in `scheduled` (event names A), A `rolled_back` at 1.0; B, on the new timeline, ends `failed` "
-              "with the timeline reason, hstore untouched; nothing stuck");
+  RecordFault(
+      "upgrades of two extensions at once: B waits while A is past its restore point, A fails on "
+      "production and rolls back (new timeline) after B's snapshot",
+      "B waits in `scheduled` (event names A), A `rolled_back` at 1.0; B, on the new timeline, ends `failed` "
+      "with the timeline reason, hstore untouched; nothing stuck");
   TestCluster c;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   PrepareRollbackFixture(c);
@@ -115,13 +120,14 @@ TEST(TwoUpgradesAtOnce, a_rollback_never_strands_the_other_upgrade_and_states_ma
   // A is held in applying by a session holding its table lock.
   auto blocker = c.Connect();
   blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
-  int64_t a = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
+  int64_t a =
+      c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
   ASSERT_TRUE(c.WaitForState(a, "applying", 300s)) << c.Events(a);
   // Data the dry run did not see, which 2.0 rejects: A's verification fails on production.
   c.Exec("INSERT INTO poison VALUES (5000)");
   c.Exec("SELECT safe_upgrade.approve(" + std::to_string(b) + ")");
-  ASSERT_TRUE(WaitUntil([&] { return c.Events(b).find("waiting for upgrade " + std::to_string(a)) != std::string::npos; },
-                        60s))
+  ASSERT_TRUE(WaitUntil(
+      [&] { return c.Events(b).find("waiting for upgrade " + std::to_string(a)) != std::string::npos; }, 60s))
       << c.Events(b);
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
                      {std::to_string(b)}),
@@ -131,10 +137,12 @@ TEST(TwoUpgradesAtOnce, a_rollback_never_strands_the_other_upgrade_and_states_ma
   ASSERT_EQ(c.WaitForTerminalState(a, 300s), "rolled_back") << c.Events(a);
   EXPECT_EQ(ExtVersion(c, "su_rollback_fixture"), "1.0");
   // The rollback rewound the catalog to A's restore point, where B still awaited approval.
-  std::string b_state = c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(b)});
+  std::string b_state =
+      c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(b)});
   if (b_state == "awaiting_approval") c.Exec("SELECT safe_upgrade.approve(" + std::to_string(b) + ")");
   ASSERT_EQ(c.WaitForTerminalState(b, 120s), "failed") << c.Events(b);
-  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(b)});
+  std::string error =
+      c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(b)});
   EXPECT_NE(error.find("timeline"), std::string::npos) << error;
   EXPECT_NE(error.find("production was not touched"), std::string::npos) << error;
   EXPECT_EQ(ExtVersion(c, "hstore"), "1.4");
@@ -144,9 +152,10 @@ TEST(TwoUpgradesAtOnce, a_rollback_never_strands_the_other_upgrade_and_states_ma
 }
 
 TEST(VerificationCannotRun, it_retries_with_backoff_and_never_rolls_back_by_itself) {
-  RecordFault("after a committed apply, production refuses the agent's login (role NOLOGIN), so the health checks "
-              "cannot connect; login restored later",
-              "stays `verifying`, retrying with growing delays, no rollback; `succeeded` once the checks can run");
+  RecordFault(
+      "after a committed apply, production refuses the agent's login (role NOLOGIN), so the health checks "
+      "cannot connect; login restored later",
+      "stays `verifying`, retrying with growing delays, no rollback; `succeeded` once the checks can run");
   TestCluster c;
   c.Exec("CREATE ROLE su_test_admin SUPERUSER LOGIN");
   PgConn admin(c.ConnInfo() + " user=su_test_admin");
@@ -156,19 +165,23 @@ TEST(VerificationCannotRun, it_retries_with_backoff_and_never_rolls_back_by_itse
   auto events = [&] {
     std::string out;
     for (const auto& row :
-         admin.Exec("SELECT phase || ' ' || level || ' ' || message FROM safe_upgrade.events "
-                    "WHERE upgrade_id = $1::bigint ORDER BY id",
-                    {sid})
+         admin
+             .Exec("SELECT phase || ' ' || level || ' ' || message FROM safe_upgrade.events "
+                   "WHERE upgrade_id = $1::bigint ORDER BY id",
+                   {sid})
              .rows)
       out += row[0].value_or("") + "\n";
     return out;
   };
-  auto state = [&] { return admin.Exec("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}).Scalar(); };
+  auto state = [&] {
+    return admin.Exec("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {sid}).Scalar();
+  };
   bool retried_twice = WaitUntil(
       [&] {
         std::string e = events();
         size_t first = e.find("verification could not run");
-        return first != std::string::npos && e.find("verification could not run", first + 1) != std::string::npos;
+        return first != std::string::npos &&
+               e.find("verification could not run", first + 1) != std::string::npos;
       },
       120s, 200ms);
   std::string seen = events();
@@ -196,27 +209,31 @@ TEST(RollbackOfAnApplyThatNeverCommitted, is_refused_and_changes_nothing) {
   std::string refused = FailureOf(c, "SELECT safe_upgrade.rollback(" + std::to_string(id) + ")");
   EXPECT_EQ(refused.substr(0, 5), "55000") << refused;
   EXPECT_NE(refused.find("its apply never committed"), std::string::npos) << refused;
-  EXPECT_EQ(c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)}), "failed");
+  EXPECT_EQ(c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)}),
+            "failed");
   EXPECT_EQ(c.Scalar("SELECT pg_postmaster_start_time()::text"), started);
   EXPECT_EQ(ExtVersion(c, "su_fixture_locking"), "1.0");
 }
 
 TEST(ApplyJobFailsAfterCommit, the_upgrade_is_verified_not_reported_failed) {
-  RecordFault("the apply commits, then its journal write fails (journal directory made read-only), so the apply "
-              "job fails after COMMIT",
-              "resolved from the installed version: `verifying`, then `succeeded` at the target version; never "
-              "`failed`");
+  RecordFault(
+      "the apply commits, then its journal write fails (journal directory made read-only), so the apply "
+      "job fails after COMMIT",
+      "resolved from the installed version: `verifying`, then `succeeded` at the target version; never "
+      "`failed`");
   TestCluster c;
   auto locked = BeginWhileLocked(c, R"({"lock_timeout": "500ms", "max_lock_retries": 100})");
   const int64_t id = locked.id;
-  ASSERT_TRUE(WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 300s))
+  ASSERT_TRUE(
+      WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 300s))
       << c.Events(id);
   const std::string journal_dir = c.info().agent_config.JournalDir();
   ASSERT_EQ(chmod(journal_dir.c_str(), 0500), 0);
   locked.blocker.reset();
   bool verifying = WaitUntil(
       [&] { return c.Events(id).find("so the apply committed: verifying it") != std::string::npos; }, 120s);
-  std::string state = c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  std::string state =
+      c.Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
   chmod(journal_dir.c_str(), 0700);
   ASSERT_TRUE(verifying) << c.Events(id);
   EXPECT_NE(state, "failed") << c.Events(id);

@@ -106,7 +106,8 @@ inline int64_t ReadyToApply(const TestCluster& c, const std::string& ext, const 
   std::string segment = c.Scalar(
       "WITH rp AS (SELECT pg_create_restore_point('su_test_' || $1) AS lsn) "
       "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, wal_segment) "
-      "SELECT $1::bigint, 'su_test_' || $1, rp.lsn, ('x' || substr(pg_walfile_name(rp.lsn), 1, 8))::bit(32)::int, "
+      "SELECT $1::bigint, 'su_test_' || $1, rp.lsn, ('x' || substr(pg_walfile_name(rp.lsn), 1, "
+      "8))::bit(32)::int, "
       "pg_walfile_name(rp.lsn) FROM rp RETURNING wal_segment",
       {std::to_string(id)});
   c.Exec("SELECT pg_switch_wal()");

@@ -503,7 +503,8 @@ TEST(CliRun, rollback_that_cannot_reach_the_restore_point_exits_5) {
   ASSERT_TRUE(c.WaitForState(id, "applying", 300s)) << c.Events(id);
   // Once the apply waits for its lock, it has proven the archive complete; removing the segment
   // earlier would (rightly) fail the upgrade before production is touched.
-  ASSERT_TRUE(WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 120s))
+  ASSERT_TRUE(
+      WaitUntil([&] { return c.Events(id).find("waits for a lock held by pid") != std::string::npos; }, 120s))
       << c.Events(id);
   std::string segment =
       c.Scalar("SELECT wal_segment FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",

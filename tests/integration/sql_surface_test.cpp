@@ -402,15 +402,19 @@ TEST(SqlWait, wait_refuses_inside_the_transaction_that_created_the_upgrade_and_f
 
 TEST(AgentStatus, data_directory_is_shown_only_to_roles_that_may_read_the_servers_settings) {
   TestCluster c;
-  ASSERT_TRUE(WaitUntil([&] { return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; },
-                        60s));
-  c.Exec("CREATE ROLE su_status_reader LOGIN; CREATE ROLE su_settings_reader LOGIN IN ROLE pg_read_all_settings");
+  ASSERT_TRUE(WaitUntil(
+      [&] { return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true"; }, 60s));
+  c.Exec(
+      "CREATE ROLE su_status_reader LOGIN; CREATE ROLE su_settings_reader LOGIN IN ROLE "
+      "pg_read_all_settings");
   EXPECT_EQ(c.Scalar("SELECT data_directory FROM safe_upgrade.agent_status()"), c.info().data_dir);
   auto as = [&](const std::string& role) {
     auto conn = c.Connect();
     conn->Exec("SELECT pg_catalog.set_config('role', $1, false)", {role});
-    return conn->Exec("SELECT coalesce(data_directory, '(hidden)') || ' ' || reachable::text "
-                      "FROM safe_upgrade.agent_status()")
+    return conn
+        ->Exec(
+            "SELECT coalesce(data_directory, '(hidden)') || ' ' || reachable::text "
+            "FROM safe_upgrade.agent_status()")
         .Scalar();
   };
   EXPECT_EQ(as("su_status_reader"), "(hidden) true");

@@ -9,8 +9,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "build_info.h"
 #include "agent_job_helpers.h"
+#include "build_info.h"
 #include "fs_util.h"
 #include "test_cluster.h"
 
@@ -140,7 +140,8 @@ TEST(WalRetention, a_snapshot_prunes_the_archived_wal_that_no_kept_snapshot_need
     std::sort(out.begin(), out.end());
     return out;
   };
-  for (int i = 0; i < 3; ++i) c.Exec("CREATE TABLE wal_" + std::to_string(i) + " AS SELECT 1; SELECT pg_switch_wal()");
+  for (int i = 0; i < 3; ++i)
+    c.Exec("CREATE TABLE wal_" + std::to_string(i) + " AS SELECT 1; SELECT pg_switch_wal()");
   ASSERT_TRUE(WaitUntil([&] { return segments().size() >= 3; }, 60s)) << segments().size();
   std::string oldest_before = segments().front();
 
@@ -153,7 +154,8 @@ TEST(WalRetention, a_snapshot_prunes_the_archived_wal_that_no_kept_snapshot_need
   auto after = segments();
   ASSERT_FALSE(after.empty());
   EXPECT_GT(after.front(), oldest_before);
-  for (const auto& name : after) EXPECT_GE(name.substr(8), start_segment.substr(8)) << name << " should be pruned";
+  for (const auto& name : after)
+    EXPECT_GE(name.substr(8), start_segment.substr(8)) << name << " should be pruned";
   // The snapshot's own start segment stays: a rollback replays from there.
   EXPECT_TRUE(PathExists(JoinPath(archive, start_segment)) ||
               WaitUntil([&] { return PathExists(JoinPath(archive, start_segment)); }, 30s))

@@ -21,7 +21,8 @@ constexpr uint64_t kArchiveSysid = 7123456789012345678ULL;
 constexpr uint32_t kSegSize = 1024 * 1024;  // the smallest segment size initdb allows
 
 // A segment whose first page has PostgreSQL 15's long header (see wal_archive.cpp for the layout).
-std::string SyntheticSegment(uint64_t sysid, char fill = 'x', uint16_t magic = 0xD110, uint64_t pageaddr = 0) {
+std::string SyntheticSegment(uint64_t sysid, char fill = 'x', uint16_t magic = 0xD110,
+                             uint64_t pageaddr = 0) {
   std::string seg(kSegSize, fill);
   uint16_t info = 0x0002;  // XLP_LONG_HEADER
   uint32_t tli = 1, rem_len = 0, pad = 0, blcksz = 8192, seg_size = kSegSize;
@@ -205,7 +206,8 @@ TEST_F(WalArchiveUnit, the_rollback_proof_accepts_a_complete_range_and_names_the
         << e.what();
   }
   // Another timeline's names are other files.
-  EXPECT_THROW(ProveWalArchiveCovers(config_, kArchiveSysid, 2, 2 * kSegSize, 2 * kSegSize), std::runtime_error);
+  EXPECT_THROW(ProveWalArchiveCovers(config_, kArchiveSysid, 2, 2 * kSegSize, 2 * kSegSize),
+               std::runtime_error);
 }
 
 TEST_F(WalArchiveUnit, the_rollback_proof_refuses_another_clusters_or_a_misplaced_segment) {
@@ -222,7 +224,8 @@ TEST_F(WalArchiveUnit, the_rollback_proof_refuses_another_clusters_or_a_misplace
     ProveWalArchiveCovers(config_, kArchiveSysid, 1, 4 * kSegSize, 4 * kSegSize);
     FAIL() << "a segment under another segment's name was accepted";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("does not start where its name says"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("does not start where its name says"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -149,10 +149,11 @@ void CreateRestorePoint(Upgrade& u) {
       {stop_lsn, *name});
   const auto& row = r.rows.at(0);
   if (row[1] != std::optional<std::string>("true"))
-    return Transition(u, "failed",
-                      "restore point LSN " + *row[0] + " is not after the snapshot's backup stop LSN " + stop_lsn +
-                          ", so a rollback could never reach it; production was not touched. Begin the upgrade "
-                          "again for a new snapshot.");
+    return Transition(
+        u, "failed",
+        "restore point LSN " + *row[0] + " is not after the snapshot's backup stop LSN " + stop_lsn +
+            ", so a rollback could never reach it; production was not touched. Begin the upgrade "
+            "again for a new snapshot.");
   SpiExec(
       "INSERT INTO safe_upgrade.restore_points (upgrade_id, name, lsn, timeline, xid, backup_stop_lsn, wal_segment) "
       "VALUES ($1::bigint, $2, $3::pg_lsn, $4::int, $5::xid8, $6::pg_lsn, $7)",
@@ -190,15 +191,17 @@ std::string ExtVersionNow(const std::string& extname) {
 void ResolveApply(Upgrade& u, const AgentJournal& journal, const std::string& why) {
   std::string version = ExtVersionNow(u.extname);
   if (version == u.to_version) {
-    AddEvent(u.id, "applying", "warning",
-             why + "; " + u.extname + " is at " + version +
-                 ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
-             {{"journal_apply", journal.apply}, {"extversion", version}});
+    AddEvent(
+        u.id, "applying", "warning",
+        why + "; " + u.extname + " is at " + version +
+            ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
+        {{"journal_apply", journal.apply}, {"extversion", version}});
     Transition(u, "verifying");
   } else if (journal.apply == "committed") {
     Transition(u, "failed",
-               why + "; the agent's journal says the apply committed, but " + u.extname + " is at " + version +
-                   ", not " + u.to_version + " (undone since, for example by a point-in-time recovery); "
+               why + "; the agent's journal says the apply committed, but " + u.extname + " is at " +
+                   version + ", not " + u.to_version +
+                   " (undone since, for example by a point-in-time recovery); "
                    "the upgrade is not applied again");
   } else {
     Transition(u, "failed",
@@ -215,7 +218,8 @@ std::optional<std::string> SnapshotOffTimeline(const Upgrade& u) {
   int64_t now_tli = std::stoll(r.Value().value_or("0"));
   int64_t snap_tli = u.snapshot.value("timeline", int64_t{0});
   if (snap_tli == 0 || snap_tli == now_tli) return std::nullopt;
-  return "production moved from timeline " + std::to_string(snap_tli) + " to timeline " + std::to_string(now_tli) +
+  return "production moved from timeline " + std::to_string(snap_tli) + " to timeline " +
+         std::to_string(now_tli) +
          " (a point-in-time recovery) after this upgrade's snapshot was taken, so the snapshot can no longer "
          "roll production back; production was not touched. Begin the upgrade again for a new snapshot.";
 }
@@ -237,15 +241,17 @@ std::optional<int64_t> UpgradePastItsRestorePoint(const Upgrade& u) {
 void WaitForOtherUpgrade(const Upgrade& u, int64_t other) {
   if (u.report.value("waiting_for_upgrade", int64_t{0}) == other) return;
   MergeReport(u, "waiting_for_upgrade", other);
-  AddEvent(u.id, "scheduled", "info",
-           "waiting for upgrade " + std::to_string(other) +
-               " to end: it is between its restore point and its end, and a rollback rewinds the whole cluster, "
-               "so only one upgrade at a time may be there",
-           {{"waiting_for_upgrade", other}});
+  AddEvent(
+      u.id, "scheduled", "info",
+      "waiting for upgrade " + std::to_string(other) +
+          " to end: it is between its restore point and its end, and a rollback rewinds the whole cluster, "
+          "so only one upgrade at a time may be there",
+      {{"waiting_for_upgrade", other}});
 }
 
 double NowEpochSeconds() {
-  return std::stod(SpiExec("SELECT extract(epoch FROM clock_timestamp())::float8::text").Value().value_or("0"));
+  return std::stod(
+      SpiExec("SELECT extract(epoch FROM clock_timestamp())::float8::text").Value().value_or("0"));
 }
 
 // Seconds to wait before verification runs again after it could not run (not a failed check):
@@ -321,9 +327,10 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const
       int attempts = u.report.value("verify_attempts", 0) + 1;
       int delay = VerifyRetryDelaySeconds(attempts);
       MergeReport(u, "verify_attempts", attempts);
-      SpiExec("UPDATE safe_upgrade.upgrades SET report = report || jsonb_build_object('verify_retry_at', "
-              "extract(epoch FROM clock_timestamp())::float8 + $2::int) WHERE id = $1::bigint",
-              {std::to_string(u.id), std::to_string(delay)});
+      SpiExec(
+          "UPDATE safe_upgrade.upgrades SET report = report || jsonb_build_object('verify_retry_at', "
+          "extract(epoch FROM clock_timestamp())::float8 + $2::int) WHERE id = $1::bigint",
+          {std::to_string(u.id), std::to_string(delay)});
       AddEvent(u.id, "verifying", "warning",
                "verification could not run (" + error + "); trying again in " + std::to_string(delay) +
                    " s (attempt " + std::to_string(attempts) + ")",
@@ -404,10 +411,12 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const Age
     if (u.state == "applying") return ResolveApply(u, journal, why);
     if (u.state == "rolling_back")
       return Transition(u, "rollback_failed", why + "; production still runs the upgrade");
-    if (!ProductionMayBeTouched(u.state)) return Transition(u, "failed", why + "; production was not touched");
+    if (!ProductionMayBeTouched(u.state))
+      return Transition(u, "failed", why + "; production was not touched");
   }
   // Verification that cannot start is verification that cannot run: retried with backoff.
-  if (u.state == "verifying") return OnJobFailed(u, "the agent could not start it: " + err.message, json::object(), journal);
+  if (u.state == "verifying")
+    return OnJobFailed(u, "the agent could not start it: " + err.message, json::object(), journal);
   if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
     Transition(u, "failed", "the agent is unreachable at " + agent.address() + ": " + err.message +
                                 "; production was not touched");
@@ -462,7 +471,8 @@ void StepUpgrade(Upgrade& u, AgentClient& agent) {
                      "); production was not touched. Check archive_command and the archive directory.");
     }
   } else if (!JobKindForState(u.state).empty()) {
-    if (!u.agent_job && u.state == "verifying" && u.report.value("verify_retry_at", 0.0) > NowEpochSeconds()) return;
+    if (!u.agent_job && u.state == "verifying" && u.report.value("verify_retry_at", 0.0) > NowEpochSeconds())
+      return;
     if (!u.agent_job)
       StartJobForState(u, agent, journal);
     else

@@ -137,8 +137,7 @@ class GrpcAgentClient final : public AgentClient {
       status = stub_->StartVerify(&ctx, req, &resp);
     else if (kind == "rollback")
       status = stub_->StartRollback(&ctx, req, &resp);
-    else
-    {
+    else {
       AgentCallError unknown;
       unknown.ok = false;
       unknown.refused = true;
