@@ -1,7 +1,10 @@
 // Scenario set-ups shared by several test files.
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "test_cluster.h"
 
@@ -14,5 +17,32 @@ void PrepareRollbackFixture(const TestCluster& c);
 
 // The upgrade's report.rollback as status() shows it (failed_data_directory, failed_restore, path...).
 nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id);
+
+// 100 marker rows of the given batch in table marks.
+void WriteBatch(PgConn& conn, int batch);
+
+// An su_rollback_fixture upgrade to 2.0 held before its apply: its dry run has passed (it waits
+// for approval), and a session holds the lock the upgrade script needs, so a test can write rows
+// after the restore point before the apply commits.
+struct HeldApply {
+  std::unique_ptr<PgConn> blocker;
+  int64_t id = 0;
+};
+HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto");
+
+// Ten marker rows (batch 1) and the poison value, before the restore point, then the approval: the
+// apply then fails its health check once the held lock is released (ReleaseApply).
+void ApproveDoomedApply(const TestCluster& c, const HeldApply& h);
+void ReleaseApply(HeldApply& h);
+
+// Whether the upgrade's restore point was created within the timeout.
+bool WaitForRestorePoint(const TestCluster& c, int64_t upgrade_id,
+                         std::chrono::seconds timeout = std::chrono::seconds(300));
+
+// <data directory>.ready-<id>: where the upgrade's parked rollback target lives.
+std::string ReadyDir(const TestCluster& c, int64_t id);
+// Waits until the held upgrade applies and its rollback target has parked (its server exited at
+// the restore point); returns the target's directory.
+std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h);
 
 }  // namespace safe_upgrade::testing

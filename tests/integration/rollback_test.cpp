@@ -18,53 +18,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-
-void WriteBatch(PgConn& conn, int batch) {
-  conn.Exec("INSERT INTO marks SELECT $1::int, g FROM generate_series(1, 100) g", {std::to_string(batch)});
-}
-
-// Runs the upgrade up to the restore point while a session holds the lock the upgrade script
-// needs, so the test can write rows after the restore point before the apply commits.
-struct HeldApply {
-  std::unique_ptr<PgConn> blocker;
-  int64_t id = 0;
-};
-
-HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto") {
-  HeldApply h;
-  h.id = c.BeginUpgrade("su_rollback_fixture", "2.0",
-                        R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
-                        R"("rollback_target": ")" + rollback_target + R"("})");
-  EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", 300s)) << c.Events(h.id);
-  h.blocker = c.Connect();
-  h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
-  return h;
-}
-
-std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
-
-// Ten marker rows and the poison value, before the restore point, then the approval: the apply
-// then fails its health check once the held lock is released (ReleaseApply).
-void ApproveDoomedApply(const TestCluster& c, const HeldApply& h) {
-  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-}
-
-void ReleaseApply(HeldApply& h) {
-  h.blocker->ExecScript("COMMIT");
-  h.blocker.reset();
-}
-
-// Waits until the held upgrade applies and its rollback target has parked (its server exited at
-// the restore point); returns the target's directory.
-std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
-  EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
-  std::string ready = ReadyDir(c, h.id);
-  EXPECT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
-      << c.Events(h.id);
-  return ready;
-}
-
 // Both rollback paths: "ready" swaps in the target parked at the restore point, "cold" restores
 // the snapshot and replays WAL. Each must keep exactly the rows written before the restore point.
 class RollbackPath : public ::testing::TestWithParam<std::string> {};
@@ -80,13 +33,7 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
   writer->Exec("INSERT INTO poison VALUES (1000)");
   std::string timeline_before = c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
   c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
-                        {std::to_string(h.id)}) == "1";
-      },
-      300s))
-      << c.Events(h.id);
+  ASSERT_TRUE(WaitForRestorePoint(c, h.id)) << c.Events(h.id);
   // Written after the restore point: must be discarded by the rollback.
   WriteBatch(*writer, 2);
   ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);
