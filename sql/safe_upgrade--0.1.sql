@@ -1192,7 +1192,12 @@ BEGIN
   -- An apply that never committed (a lock timeout, a failing script) left production as it was: a
   -- point-in-time recovery would change nothing of the extension and only discard other writes.
   SELECT e.extversion INTO v_version FROM pg_catalog.pg_extension e WHERE e.extname = v_row.extname;
+  -- Committed in at least one database: the whole apply report, each database's outcome, or (when
+  -- the agent lost the job) the version installed here.
   IF coalesce((v_row.report #>> '{apply,committed}')::boolean, false) IS NOT TRUE
+     AND coalesce((v_row.report #>> '{apply,partially_committed}')::boolean, false) IS NOT TRUE
+     AND NOT EXISTS (SELECT 1 FROM @extschema@.upgrade_databases d
+                      WHERE d.upgrade_id = v_row.id AND d.outcome IN ('applied', 'verified', 'verify_failed'))
      AND v_version IS DISTINCT FROM v_row.to_version THEN
     RAISE EXCEPTION USING ERRCODE = '55000',
       MESSAGE = format('cannot roll back upgrade %s: its apply never committed', v_row.id),

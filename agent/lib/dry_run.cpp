@@ -109,13 +109,9 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   input.target_version = upgrade.to_version;
   input.user_checks = user_checks;
   input.dependency_before = before;
-  auto results = RunHealthChecks(*check_conn, input, [&](const CheckResult& c) {
-    ctx.Event("checks", c.ok ? "info" : "error",
-              "database " + db.datname + ": check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
-                  (c.message.empty() ? "" : ": " + c.message),
-              c.ToJson());
-  });
-  for (auto& c : results) c.datname = db.datname;
+  auto results = RunHealthChecksInDatabase(*check_conn, input, db.datname,
+                                           [&](const std::string& level, const std::string& message,
+                                               const json& detail) { ctx.Event("checks", level, message, detail); });
   part["checks"] = ChecksToJson(results);
   AppendForDatabase(report["checks"], part["checks"], db.datname);
   report["databases"].push_back(part);

@@ -588,6 +588,20 @@ std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& i
   return results;
 }
 
+std::vector<CheckResult> RunHealthChecksInDatabase(PgConn& conn, const HealthCheckInput& input,
+                                                   const std::string& datname, const CheckReporter& report) {
+  auto results = RunHealthChecks(conn, input, [&](const CheckResult& c) {
+    json detail = c.ToJson();
+    detail["datname"] = datname;
+    report(c.ok ? "info" : "error",
+           "database " + datname + ": check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
+               (c.message.empty() ? "" : ": " + c.message),
+           detail);
+  });
+  for (auto& c : results) c.datname = datname;
+  return results;
+}
+
 json DependencyRows(PgConn& conn, const std::string& extname) {
   json out = json::array();
   for (auto& d : QueryDependents(conn, extname)) out.push_back(std::move(d.row));

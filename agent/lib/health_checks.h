@@ -44,6 +44,13 @@ struct HealthCheckInput {
 std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& input,
                                          const std::function<void(const CheckResult&)>& on_result = {});
 
+// RunHealthChecks in database datname of an upgrade that covers several: each result is tagged
+// with the database, and reported as it finishes as "database D: check "N" passed|failed: ...".
+using CheckReporter =
+    std::function<void(const std::string& level, const std::string& message, const nlohmann::json& detail)>;
+std::vector<CheckResult> RunHealthChecksInDatabase(PgConn& conn, const HealthCheckInput& input,
+                                                   const std::string& datname, const CheckReporter& report);
+
 // Runs one user check: passes when it runs without error within its timeout and returns true.
 CheckResult RunUserCheck(PgConn& conn, const HealthCheckRecord& check);
 

@@ -35,13 +35,11 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
       ctx.Info("verifying", "running " + std::to_string(input.user_checks.size()) +
                                 " user check(s) and the built-in checks in database " + db.datname +
                                 " (backend pid " + std::to_string(conn->BackendPid()) + ")");
-      auto here = RunHealthChecks(*conn, input, [&](const CheckResult& c) {
-        ctx.Event("verifying", c.ok ? "info" : "error",
-                  "database " + db.datname + ": check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
-                      (c.message.empty() ? "" : ": " + c.message),
-                  c.ToJson());
-      });
-      for (auto& c : here) c.datname = db.datname;
+      auto here = RunHealthChecksInDatabase(
+          *conn, input, db.datname,
+          [&](const std::string& level, const std::string& message, const nlohmann::json& detail) {
+            ctx.Event("verifying", level, message, detail);
+          });
       databases.push_back({{"datname", db.datname},
                            {"checks", ChecksToJson(here)},
                            {"extversion", InstalledVersion(*conn, upgrade.extname)}});

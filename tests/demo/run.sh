@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: three extension upgrades on a local sandbox, told for someone who has never seen
 # pg_safe_upgrade:
-#   1. hstore 1.4 -> 1.8 on a table with data: succeeds;
+#   1. hstore 1.4 -> 1.8 in two application databases (shop, with data, and crm), from the
+#      control database where safe_upgrade lives: succeeds in both;
 #   2. an upgrade that would break a view: blocked by the dry run, production untouched;
 #   3. an upgrade that commits but fails its health check on production: rolled back automatically.
 # Exits 0 only when all three ended as expected. Re-runnable: it drops and recreates its objects.
@@ -28,6 +29,7 @@ title() { printf '\n%s==== %s ====%s\n\n' "$bold" "$*" "$off"; }
 tell() { printf '%s\n' "$*" | fold -s -w 96 | sed 's/^/  | /'; echo; }
 sql() { "$pg_bindir/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 value() { "$pg_bindir/psql" -X -A -t -v ON_ERROR_STOP=1 -c "$1"; }
+value_in() { "$pg_bindir/psql" -X -A -t -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 
 title "pg_safe_upgrade demo"
 tell "PostgreSQL extension upgrades (ALTER EXTENSION ... UPDATE) are one-way doors: once the" \
@@ -74,6 +76,10 @@ sql <<'SQL'
 SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS demo CASCADE;
 DROP EXTENSION IF EXISTS hstore, su_fixture_dropfn, su_rollback_fixture CASCADE;
+DROP DATABASE IF EXISTS shop WITH (FORCE);
+DROP DATABASE IF EXISTS crm WITH (FORCE);
+CREATE DATABASE shop;
+CREATE DATABASE crm;
 DELETE FROM safe_upgrade.health_checks WHERE name LIKE 'demo_%';
 CREATE SCHEMA demo;
 SQL
@@ -88,19 +94,24 @@ record() {  # scene, expected exit code, actual exit code, expected outcome word
 }
 
 # --- 1. a safe upgrade that succeeds -------------------------------------------------------------
-title "1. hstore 1.4 -> 1.8, with data: a safe upgrade that succeeds"
-sql <<'SQL'
+title "1. hstore 1.4 -> 1.8 in the application databases: a safe upgrade that succeeds"
+sql -d crm -c "CREATE EXTENSION hstore VERSION '1.4'"
+sql -d shop <<'SQL'
 CREATE EXTENSION hstore VERSION '1.4';
+CREATE SCHEMA demo;
 CREATE TABLE demo.customers (id serial PRIMARY KEY, name text NOT NULL, attrs hstore NOT NULL);
 INSERT INTO demo.customers (name, attrs)
   SELECT 'customer ' || g, hstore(ARRAY['plan', 'seats'], ARRAY[CASE WHEN g % 3 = 0 THEN 'pro' ELSE 'free' END, (g % 50)::text])
     FROM generate_series(1, 20000) g;
 CREATE VIEW demo.pro_customers AS SELECT id, name, (attrs -> 'seats')::int AS seats FROM demo.customers WHERE attrs -> 'plan' = 'pro';
 SQL
-pro_before=$(value "SELECT count(*) FROM demo.pro_customers")
-tell "We installed hstore 1.4 and stored 20000 customers in an hstore column, with a view" \
-  "(demo.pro_customers, $pro_before rows) that uses hstore's -> operator. First, the plan: a read-only" \
-  "report of what the upgrade involves, verdict first."
+pro_before=$(value_in shop "SELECT count(*) FROM demo.pro_customers")
+tell "Extensions live in the application's databases, not where safe_upgrade is (database" \
+  "$PGDATABASE here). We installed hstore 1.4 in two of them: shop, with 20000 customers in an hstore" \
+  "column and a view (demo.pro_customers, $pro_before rows) that uses hstore's -> operator, and crm." \
+  "A point-in-time recovery rewinds the whole cluster, so one upgrade covers both databases, under one" \
+  "snapshot and one restore point. First, the plan: a read-only report of what the upgrade involves," \
+  "verdict first, with the databases it finds the extension in."
 "$cli" plan hstore 1.8 || true
 echo
 tell "Now the upgrade itself. 'run' snapshots the cluster, rehearses the upgrade on a clone, creates" \
@@ -110,18 +121,20 @@ set +e
 "$cli" run hstore 1.8 --approve
 rc=$?
 set -e
-version=$(value "SELECT extversion FROM pg_extension WHERE extname = 'hstore'")
-pro_after=$(value "SELECT count(*) FROM demo.pro_customers")
+version=$(value_in shop "SELECT extversion FROM pg_extension WHERE extname = 'hstore'")
+crm_version=$(value_in crm "SELECT extversion FROM pg_extension WHERE extname = 'hstore'")
+pro_after=$(value_in shop "SELECT count(*) FROM demo.pro_customers")
 echo
-if [ "$rc" = 0 ] && [ "$version" = 1.8 ] && [ "$pro_after" = "$pro_before" ]; then
-  tell "What happened: hstore is now at $version on production, the view still returns its $pro_after" \
-    "rows, and the snapshot and restore point are kept in case you want to undo it later" \
-    "(safe-upgrade rollback ID)."
+if [ "$rc" = 0 ] && [ "$version" = 1.8 ] && [ "$crm_version" = 1.8 ] && [ "$pro_after" = "$pro_before" ]; then
+  tell "What happened: hstore is now at $version in shop and in crm, the view still returns its" \
+    "$pro_after rows, and the snapshot and restore point are kept in case you want to undo it later" \
+    "(safe-upgrade rollback ID). 'run ... --database shop' would have upgraded shop only."
 else
-  tell "Unexpected: exit code $rc, hstore at $version, view rows $pro_after (expected 0, 1.8, $pro_before)."
+  tell "Unexpected: exit code $rc, hstore at $version in shop and $crm_version in crm, view rows $pro_after" \
+    "(expected 0, 1.8, 1.8, $pro_before)."
   rc="$rc/unexpected"
 fi
-record "hstore 1.4 -> 1.8 succeeded" 0 "$rc" "succeeded"
+record "hstore 1.4 -> 1.8 in shop and crm succeeded" 0 "$rc" "succeeded"
 
 # --- 2. an upgrade blocked by the dry run --------------------------------------------------------
 title "2. an upgrade that would break a view: blocked by the dry run"

@@ -26,37 +26,33 @@ members AS (
   UNION ALL
   SELECT 'pg_catalog.pg_extension'::pg_catalog.regclass, e.oid FROM pg_catalog.pg_extension e WHERE e.extname = $1
 ),
-edges (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype, depth) AS (
-  SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, 1
-    FROM members m
-    JOIN pg_catalog.pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid
+-- pg_depend with a view's _RETURN rule reported as the view itself.
+deps AS (
+  SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END AS classid,
+         CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END AS objid,
+         CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END AS objsubid,
+         d.refclassid, d.refobjid, d.refobjsubid, d.deptype
+    FROM pg_catalog.pg_depend d
     LEFT JOIN pg_catalog.pg_rewrite r
       ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid AND r.rulename = '_RETURN'
-    CROSS JOIN LATERAL (
-      SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
-             CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
-             CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
-    ) AS o (classid, objid, objsubid)
+),
+edges (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype, depth) AS (
+  SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, 1
+    FROM members m
+    JOIN deps d ON d.refclassid = m.classid AND d.refobjid = m.objid
    WHERE CASE WHEN d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
               THEN d.deptype = 'x'  -- not 'n': extensions that require this one are listed apart
               ELSE d.deptype IN ('n', 'a') END
-     AND NOT EXISTS (SELECT 1 FROM owned w WHERE w.classid = o.classid AND w.objid = o.objid)
+     AND NOT EXISTS (SELECT 1 FROM owned w WHERE w.classid = d.classid AND w.objid = d.objid)
   UNION
-  SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, p.depth + 1
+  SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, p.depth + 1
     FROM edges p
-    JOIN pg_catalog.pg_depend d
+    JOIN deps d
       ON d.refclassid = p.classid AND d.refobjid = p.objid AND (p.objsubid = 0 OR d.refobjsubid = p.objsubid)
-    LEFT JOIN pg_catalog.pg_rewrite r
-      ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid AND r.rulename = '_RETURN'
-    CROSS JOIN LATERAL (
-      SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
-             CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
-             CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
-    ) AS o (classid, objid, objsubid)
    WHERE p.depth < 8
      AND d.deptype IN ('n', 'a')
-     AND NOT (o.classid = p.classid AND o.objid = p.objid)
-     AND NOT EXISTS (SELECT 1 FROM owned w WHERE w.classid = o.classid AND w.objid = o.objid)
+     AND NOT (d.classid = p.classid AND d.objid = p.objid)
+     AND NOT EXISTS (SELECT 1 FROM owned w WHERE w.classid = d.classid AND w.objid = d.objid)
 )
 SELECT DISTINCT obj.type AS object_type, obj.schema AS object_schema,
        coalesce(obj.identity, pg_catalog.pg_describe_object(e.classid, e.objid, e.objsubid)) AS object_identity,
