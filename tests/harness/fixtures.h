@@ -1,7 +1,9 @@
 // Scenario set-ups shared by several test files.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "test_cluster.h"
 
@@ -11,6 +13,19 @@ namespace safe_upgrade::testing {
 // a user health check that version 2.0 fails once a poison value (>= 1000) exists. The snapshot
 // taken before the poison row is written passes the dry run; production then fails verification.
 void PrepareRollbackFixture(const TestCluster& c);
+
+// 100 marker rows of one batch into marks.
+void WriteBatch(PgConn& conn, int batch);
+
+// An upgrade of su_rollback_fixture to 2.0, past its dry run and held at awaiting_approval, with a
+// session holding the lock its update script needs: once approved it creates its restore point,
+// then waits in the apply until ReleaseApply, so a test can write rows after the restore point.
+struct HeldApply {
+  std::unique_ptr<PgConn> blocker;
+  int64_t id = 0;
+};
+HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto");
+void ReleaseApply(HeldApply& h);
 
 // The upgrade's report.rollback as status() shows it (failed_data_directory, failed_restore, path...).
 nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id);

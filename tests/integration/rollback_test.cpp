@@ -19,28 +19,6 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 
-void WriteBatch(PgConn& conn, int batch) {
-  conn.Exec("INSERT INTO marks SELECT $1::int, g FROM generate_series(1, 100) g", {std::to_string(batch)});
-}
-
-// Runs the upgrade up to the restore point while a session holds the lock the upgrade script
-// needs, so the test can write rows after the restore point before the apply commits.
-struct HeldApply {
-  std::unique_ptr<PgConn> blocker;
-  int64_t id = 0;
-};
-
-HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto") {
-  HeldApply h;
-  h.id = c.BeginUpgrade("su_rollback_fixture", "2.0",
-                        R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
-                        R"("rollback_target": ")" + rollback_target + R"("})");
-  EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", 300s)) << c.Events(h.id);
-  h.blocker = c.Connect();
-  h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
-  return h;
-}
-
 std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
 
 // Ten marker rows and the poison value, before the restore point, then the approval: the apply
@@ -48,11 +26,6 @@ std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_di
 void ApproveDoomedApply(const TestCluster& c, const HeldApply& h) {
   c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
   c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-}
-
-void ReleaseApply(HeldApply& h) {
-  h.blocker->ExecScript("COMMIT");
-  h.blocker.reset();
 }
 
 // Waits until the held upgrade applies and its rollback target has parked (its server exited at
