@@ -103,13 +103,15 @@ void WriteText(const std::string& path, const std::string& text, mode_t mode = 0
 // into someone else's directory, so they become real copies inside the clone.
 void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
                       const std::string& snapshot_dir) {
-  if (fs::is_symlink(JoinPath(data_dir, "pg_wal"))) MoveWalOut(data_dir, JoinPath(clone_dir, "pg_wal"), false);
+  if (fs::is_symlink(JoinPath(data_dir, "pg_wal")))
+    MoveWalOut(data_dir, JoinPath(clone_dir, "pg_wal"), false);
   for (const auto& ts : ReadExternalLayout(data_dir, "").tablespaces)
     if (!Inside(ts.location, snapshot_dir))
       throw JobFailure("the snapshot's tablespace " + ts.oid + " points to " + ts.location +
                        ", outside the snapshot; a clone would write into it, so the dry run refuses");
   CopyLinkedTablespaces(
-      data_dir, [&](const std::string& oid) { return JoinPath(JoinPath(clone_dir, "tablespaces"), oid); }, false);
+      data_dir, [&](const std::string& oid) { return JoinPath(JoinPath(clone_dir, "tablespaces"), oid); },
+      false);
 }
 
 }  // namespace

@@ -185,7 +185,8 @@ class Rollback {
       refusal = "snapshot " + snapshot_id + " recorded no tablespaces, but production has some";
     if (!refusal.empty()) throw JobFailure("cannot roll back: " + refusal, fail_detail);
     json journal = ctx_.journal().Load(id_);
-    bool fast = journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
+    bool fast =
+        journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
     rc_ = json::object();
     rc_["fast"] = fast;
     rc_["snapshot_bytes"] = meta.value("size_bytes", uint64_t{0});

@@ -184,9 +184,11 @@ class Preparation {
       placements.push_back({ts.location, ts.size_bytes});
       placements[0].bytes -= std::min(placements[0].bytes, ts.size_bytes);
     }
-    if (!layout.wal_dir.empty()) placements.push_back({Dirname(layout.wal_dir), TreeSize(JoinPath(source, "pg_wal"))});
+    if (!layout.wal_dir.empty())
+      placements.push_back({Dirname(layout.wal_dir), TreeSize(JoinPath(source, "pg_wal"))});
     std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
-    if (!short_of.empty()) throw std::runtime_error("not enough free disk for it next to production: " + short_of);
+    if (!short_of.empty())
+      throw std::runtime_error("not enough free disk for it next to production: " + short_of);
 
     // An earlier attempt's target is scratch, like this one.
     DiscardRollbackTarget(config_, ctx_.journal(), id_, "a new one is prepared");

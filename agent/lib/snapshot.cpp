@@ -93,6 +93,10 @@ constexpr double kBasebackupShare = 0.85;  // of the job's progress; verificatio
 constexpr auto kProgressEventInterval = std::chrono::seconds(2);
 constexpr uint64_t kMiB = 1024 * 1024;
 
+// The directory PostgreSQL keeps inside each tablespace location (TABLESPACE_VERSION_DIRECTORY).
+const char* const kTablespaceVersionDirSql =
+    "SELECT 'PG_' || current_setting('server_version_num')::int / 10000 || '_' || catalog_version_no "
+    "FROM pg_control_system()";
 const char* const kCorruptFailpoint = "snapshot:corrupt_before_verify";
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -275,8 +279,8 @@ ProcessOptions ToolOptions(const AgentConfig& config) {
 
 // Our own scratch copies from an interrupted run of this job: never a published snapshot.
 void RemoveLeftovers(JobContext& ctx, const std::string& dir) {
-  for (const char* name :
-       {"data.partial", "data.superseded", "snapshot.superseded.json", "tablespaces.partial", "tablespaces.superseded"}) {
+  for (const char* name : {"data.partial", "data.superseded", "snapshot.superseded.json",
+                           "tablespaces.partial", "tablespaces.superseded"}) {
     std::string path = JoinPath(dir, name);
     if (!PathExists(path)) continue;
     ctx.Info("snapshot", "removing " + path + ", left by an interrupted snapshot");
@@ -292,12 +296,14 @@ void Publish(const std::string& dir, const std::string& partial, const std::stri
              const std::string& meta_path, const nlohmann::json& meta, const ExternalLayout& layout) {
   std::string old_meta = JoinPath(dir, "snapshot.superseded.json");
   std::string old_data = JoinPath(dir, "data.superseded");
-  std::string tablespaces = JoinPath(dir, "tablespaces"), old_tablespaces = JoinPath(dir, "tablespaces.superseded");
+  std::string tablespaces = JoinPath(dir, "tablespaces"),
+              old_tablespaces = JoinPath(dir, "tablespaces.superseded");
   if (PathExists(meta_path)) DurableRename(meta_path, old_meta);
   if (PathExists(data_dir)) DurableRename(data_dir, old_data);
   if (PathExists(tablespaces)) DurableRename(tablespaces, old_tablespaces);
   if (!layout.tablespaces.empty()) DurableRename(JoinPath(dir, "tablespaces.partial"), tablespaces);
-  for (const auto& ts : layout.tablespaces) PointTablespaceLink(partial, ts.oid, JoinPath(tablespaces, ts.oid));
+  for (const auto& ts : layout.tablespaces)
+    PointTablespaceLink(partial, ts.oid, JoinPath(tablespaces, ts.oid));
   DurableRename(partial, data_dir);
   AtomicWriteFile(meta_path, meta.dump(2) + "\n", 0600);
   for (const auto& old : {old_data, old_tablespaces, old_meta})
@@ -374,18 +380,17 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
 
   // Tablespaces and a linked pg_wal: what a rollback will have to set aside and restore, checked
   // before anything is copied.
-  ExternalLayout layout = ReadExternalLayout(
-      config.data_directory,
-      conn->Exec("SELECT 'PG_' || current_setting('server_version_num')::int / 10000 || '_' || catalog_version_no "
-                 "FROM pg_control_system()")
-          .Scalar());
+  ExternalLayout layout =
+      ReadExternalLayout(config.data_directory, conn->Exec(kTablespaceVersionDirSql).Scalar());
   if (std::string refusal = LayoutRefusal(layout, config.data_directory); !refusal.empty())
     throw JobFailure("cannot snapshot this cluster for a rollback: " + refusal,
                      {{"layout", layout.ToJson()},
-                      {"hint", "Give the agent's OS user write access there, or move the directory; production "
-                               "was not touched."}});
-  ctx.Info("snapshot", "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
-                           upgrade.from_version + " -> " + upgrade.to_version,
+                      {"hint",
+                       "Give the agent's OS user write access there, or move the directory; production "
+                       "was not touched."}});
+  ctx.Info("snapshot",
+           "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
+               upgrade.from_version + " -> " + upgrade.to_version,
            {{"layout", layout.ToJson()}});
   if (IsDirectory(dir)) RemoveLeftovers(ctx, dir);
   CheckFreeSpace(ctx, *conn, snapshot_id);
@@ -450,8 +455,8 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   for (auto& ts : layout.tablespaces) {
     std::string copy = JoinPath(tablespaces_partial, ts.oid);
     if (!IsDirectory(JoinPath(copy, layout.version_dir)))
-      throw JobFailure("the backup of tablespace " + ts.oid + " (" + ts.location + ") has no " + layout.version_dir +
-                       " in " + copy);
+      throw JobFailure("the backup of tablespace " + ts.oid + " (" + ts.location + ") has no " +
+                       layout.version_dir + " in " + copy);
     ts.size_bytes = TreeSize(copy);
     size_bytes += ts.size_bytes;
   }

@@ -46,7 +46,8 @@ void ReplaceLink(const std::string& link, const std::string& target) {
 // guess about. Returns whether it moved.
 bool MoveIfThere(const std::string& from, const std::string& to) {
   if (!PathExists(from)) return false;
-  if (PathExists(to)) throw std::runtime_error("both " + from + " and " + to + " exist; refusing to guess which is which");
+  if (PathExists(to))
+    throw std::runtime_error("both " + from + " and " + to + " exist; refusing to guess which is which");
   DurableRename(from, to);
   return true;
 }
@@ -96,7 +97,8 @@ ExternalLayout ExternalLayout::FromJson(const json& j) {
   ExternalLayout out;
   if (!j.is_object()) return out;
   for (const auto& ts : j.value("tablespaces", json::array()))
-    out.tablespaces.push_back({ts.value("oid", ""), ts.value("location", ""), ts.value("size_bytes", uint64_t{0})});
+    out.tablespaces.push_back(
+        {ts.value("oid", ""), ts.value("location", ""), ts.value("size_bytes", uint64_t{0})});
   out.wal_dir = j.value("wal_dir", "");
   out.version_dir = j.value("version_dir", "");
   return out;
@@ -155,7 +157,8 @@ std::vector<std::string> TablespaceMappingArgs(const ExternalLayout& layout, con
   };
   std::vector<std::string> out;
   for (const auto& ts : layout.tablespaces)
-    out.push_back("--tablespace-mapping=" + escape(ts.location) + "=" + escape(JoinPath(target_root, ts.oid)));
+    out.push_back("--tablespace-mapping=" + escape(ts.location) + "=" +
+                  escape(JoinPath(target_root, ts.oid)));
   return out;
 }
 
@@ -177,7 +180,8 @@ void PointWalLink(const std::string& data_dir, const std::string& target) {
   ReplaceLink(link, target);
 }
 
-uint64_t CopyLinkedTablespaces(const std::string& copy_dir, const std::function<std::string(const std::string&)>& place,
+uint64_t CopyLinkedTablespaces(const std::string& copy_dir,
+                               const std::function<std::string(const std::string&)>& place,
                                bool low_priority) {
   uint64_t bytes = 0;
   for (const auto& ts : ReadExternalLayout(copy_dir, "").tablespaces) {
@@ -251,8 +255,9 @@ OutsidePlan OutsidePlan::FromJson(const json& j) {
 json OutsidePlan::SetAside() const {
   json out = json::array();
   for (const auto& ts : Union(production, snapshot))
-    out.push_back({{"from", VersionIn(production, ts)},
-                   {"to", JoinPath(TablespaceSlot(production, ts, "failed-" + suffix), production.version_dir)}});
+    out.push_back(
+        {{"from", VersionIn(production, ts)},
+         {"to", JoinPath(TablespaceSlot(production, ts, "failed-" + suffix), production.version_dir)}});
   if (!production.wal_dir.empty())
     out.push_back({{"from", production.wal_dir}, {"to", WalSlot(production.wal_dir, "failed-" + suffix)}});
   return out;
@@ -261,13 +266,15 @@ json OutsidePlan::SetAside() const {
 std::vector<std::string> OutsidePlan::NamesToCreate() const {
   std::vector<std::string> out;
   for (const char* kind : {"failed-", "restoring-", "rollback-failed-"}) {
-    for (const auto& ts : Union(production, snapshot)) out.push_back(TablespaceSlot(production, ts, kind + suffix));
+    for (const auto& ts : Union(production, snapshot))
+      out.push_back(TablespaceSlot(production, ts, kind + suffix));
     if (!production.wal_dir.empty()) out.push_back(WalSlot(production.wal_dir, kind + suffix));
   }
   return out;
 }
 
-std::vector<Placement> OutsidePlan::RestorePlacements(uint64_t data_bytes, const std::string& data_parent) const {
+std::vector<Placement> OutsidePlan::RestorePlacements(uint64_t data_bytes,
+                                                      const std::string& data_parent) const {
   std::vector<Placement> out = {{data_parent, data_bytes}};
   for (const auto& ts : snapshot.tablespaces)
     out.push_back({IsDirectory(ts.location) ? ts.location : Dirname(ts.location), ts.size_bytes});
@@ -278,7 +285,8 @@ void OutsidePlan::MoveAside(const std::string& aside_data_dir) const {
   for (const auto& ts : Union(production, snapshot)) {
     std::string slot = TablespaceSlot(production, ts, "failed-" + suffix);
     MoveIntoSlot(production, ts, slot);
-    if (PathExists(JoinPath(slot, production.version_dir)) && IsLink(JoinPath(aside_data_dir, "pg_tblspc/" + ts.oid)))
+    if (PathExists(JoinPath(slot, production.version_dir)) &&
+        IsLink(JoinPath(aside_data_dir, "pg_tblspc/" + ts.oid)))
       PointTablespaceLink(aside_data_dir, ts.oid, slot);
   }
   if (production.wal_dir.empty()) return;
@@ -369,7 +377,8 @@ void CopyOutsideForTarget(const ExternalLayout& layout, const std::string& targe
       target_dir,
       [&](const std::string& oid) {
         const Tablespace* ts = layout.Find(oid);
-        if (!ts) throw std::runtime_error("the snapshot's tablespace " + oid + " is not in its recorded layout");
+        if (!ts)
+          throw std::runtime_error("the snapshot's tablespace " + oid + " is not in its recorded layout");
         return TablespaceSlot(layout, *ts, tag);
       },
       true);

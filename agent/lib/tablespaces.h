@@ -22,8 +22,8 @@
 namespace safe_upgrade {
 
 struct Tablespace {
-  std::string oid;       // the name of its link in pg_tblspc
-  std::string location;  // where that link points: the directory given to CREATE TABLESPACE
+  std::string oid;          // the name of its link in pg_tblspc
+  std::string location;     // where that link points: the directory given to CREATE TABLESPACE
   uint64_t size_bytes = 0;  // of the snapshot's copy (0 when read from a live data directory)
 };
 
@@ -59,7 +59,8 @@ void PointWalLink(const std::string& data_dir, const std::string& target);
 
 // Gives a copy of a snapshot's data directory its own tablespaces: every pg_tblspc link is
 // pointed at a fresh copy of what it pointed to, made at place(oid). Returns the bytes copied.
-uint64_t CopyLinkedTablespaces(const std::string& copy_dir, const std::function<std::string(const std::string&)>& place,
+uint64_t CopyLinkedTablespaces(const std::string& copy_dir,
+                               const std::function<std::string(const std::string&)>& place,
                                bool low_priority);
 // The bytes of the tablespaces a data directory's pg_tblspc links point to.
 uint64_t LinkedTablespaceBytes(const std::string& data_dir);
@@ -105,7 +106,8 @@ struct OutsidePlan {
   // After a failed recovery: the restored tablespaces and WAL go to .rollback-failed-<suffix>
   // (failed_dir's links follow them), production's come back, aside_data_dir's links point at
   // them again, and restore scratch is removed. Returns the paths set aside.
-  std::vector<std::string> PutOriginalBack(const std::string& aside_data_dir, const std::string& failed_dir) const;
+  std::vector<std::string> PutOriginalBack(const std::string& aside_data_dir,
+                                           const std::string& failed_dir) const;
 };
 
 // The parked target's copies next to production's: each tablespace in its .ready-<id> slot and

@@ -1,6 +1,10 @@
 // Scenario set-ups shared by several test files.
 #include "fixtures.h"
 
+#include <filesystem>
+
+#include "fs_util.h"
+
 namespace safe_upgrade::testing {
 
 void PrepareRollbackFixture(const TestCluster& c) {
@@ -32,6 +36,32 @@ HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_tar
 void ReleaseApply(HeldApply& h) {
   h.blocker->ExecScript("COMMIT");
   h.blocker.reset();
+}
+
+bool ApproveAndWaitForRestorePoint(const TestCluster& c, const HeldApply& h) {
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  return WaitUntil(
+      [&] {
+        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                        {std::to_string(h.id)}) == "1";
+      },
+      std::chrono::seconds(300));
+}
+
+OutsideDirs MoveWalAndCreateTablespace(TestCluster& c) {
+  OutsideDirs o;
+  std::string disk = c.ScratchDir("disk2");
+  o.wal_dir = JoinPath(disk, "pg_wal");
+  o.ts_location = JoinPath(disk, "ts1");
+  c.StopServer();
+  std::filesystem::rename(JoinPath(c.info().data_dir, "pg_wal"), o.wal_dir);
+  std::filesystem::create_directory_symlink(o.wal_dir, JoinPath(c.info().data_dir, "pg_wal"));
+  c.StartServer();
+  EnsureDir(o.ts_location, 0700);
+  ChownTree(o.ts_location, c.info().os_user);
+  c.Exec("CREATE TABLESPACE ts1 LOCATION '" + o.ts_location + "'");
+  o.ts_oid = c.Scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'");
+  return o;
 }
 
 nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id) {

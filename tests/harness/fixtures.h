@@ -26,6 +26,15 @@ struct HeldApply {
 };
 HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto");
 void ReleaseApply(HeldApply& h);
+// Approves the held upgrade and waits until its restore point is in the catalog.
+bool ApproveAndWaitForRestorePoint(const TestCluster& c, const HeldApply& h);
+
+// Parts of production outside its data directory: pg_wal moved to another directory and linked
+// (as after initdb --waldir), and tablespace ts1 there too, both owned by the server's OS user.
+struct OutsideDirs {
+  std::string wal_dir, ts_location, ts_oid;
+};
+OutsideDirs MoveWalAndCreateTablespace(TestCluster& c);
 
 // The upgrade's report.rollback as status() shows it (failed_data_directory, failed_restore, path...).
 nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id);

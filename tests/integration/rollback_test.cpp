@@ -18,7 +18,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-
 std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
 
 // Ten marker rows and the poison value, before the restore point, then the approval: the apply
@@ -52,14 +51,7 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
   WriteBatch(*writer, 1);
   writer->Exec("INSERT INTO poison VALUES (1000)");
   std::string timeline_before = c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
-                        {std::to_string(h.id)}) == "1";
-      },
-      300s))
-      << c.Events(h.id);
+  ASSERT_TRUE(ApproveAndWaitForRestorePoint(c, h)) << c.Events(h.id);
   // Written after the restore point: must be discarded by the rollback.
   WriteBatch(*writer, 2);
   ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);

@@ -21,28 +21,6 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-struct OutsideDirs {
-  std::string wal_dir, ts_location, ts_oid;
-};
-
-// Moves production's pg_wal to another directory and links it, then creates tablespace ts1
-// there: both outside the data directory and owned by the server's OS user.
-OutsideDirs MoveWalAndCreateTablespace(TestCluster& c) {
-  OutsideDirs o;
-  std::string disk = c.ScratchDir("disk2");
-  o.wal_dir = JoinPath(disk, "pg_wal");
-  o.ts_location = JoinPath(disk, "ts1");
-  c.StopServer();
-  fs::rename(JoinPath(c.info().data_dir, "pg_wal"), o.wal_dir);
-  fs::create_directory_symlink(o.wal_dir, JoinPath(c.info().data_dir, "pg_wal"));
-  c.StartServer();
-  EnsureDir(o.ts_location, 0700);
-  ChownTree(o.ts_location, c.info().os_user);
-  c.Exec("CREATE TABLESPACE ts1 LOCATION '" + o.ts_location + "'");
-  o.ts_oid = c.Scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'");
-  return o;
-}
-
 std::vector<std::string> Entries(const std::string& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
@@ -83,7 +61,8 @@ TEST(Tablespaces, snapshot_maps_each_tablespace_into_itself_verifies_it_and_reco
   ASSERT_TRUE(fs::is_symlink(link)) << link;
   EXPECT_EQ(fs::read_symlink(link).string(), copy);
   EXPECT_GT(TreeSize(JoinPath(copy, version_dir)), 0u);
-  EXPECT_GE(meta.value("size_bytes", uint64_t{0}), TreeSize(copy) + TreeSize(SnapshotDataDir(config, snapshot_id)));
+  EXPECT_GE(meta.value("size_bytes", uint64_t{0}),
+            TreeSize(copy) + TreeSize(SnapshotDataDir(config, snapshot_id)));
   // Production's tablespace directory is as it was.
   EXPECT_EQ(Joined(Entries(o.ts_location)), Joined(before));
   EXPECT_EQ(Joined(before), version_dir);
@@ -93,24 +72,28 @@ TEST(Tablespaces, dry_run_clone_reads_its_own_copy_of_the_tablespace_never_produ
   TestCluster c;
   OutsideDirs o = MoveWalAndCreateTablespace(c);
   PrepareRollbackFixture(c);
-  c.Exec("ALTER TABLE marks SET TABLESPACE ts1; INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g;");
+  c.Exec(
+      "ALTER TABLE marks SET TABLESPACE ts1; INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g;");
   // Runs in the clone: its tablespace link must lead to a copy, with the rows in it.
-  c.Scalar("SELECT safe_upgrade.add_health_check('clone_has_its_own_tablespace', "
-           "$1, 'su_rollback_fixture')",
-           {"SELECT pg_tablespace_location(oid) NOT IN ('', '" + o.ts_location +
-            "') AND (SELECT count(*) FROM marks) = 10 FROM pg_tablespace WHERE spcname = 'ts1'"});
+  c.Scalar(
+      "SELECT safe_upgrade.add_health_check('clone_has_its_own_tablespace', "
+      "$1, 'su_rollback_fixture')",
+      {"SELECT pg_tablespace_location(oid) NOT IN ('', '" + o.ts_location +
+       "') AND (SELECT count(*) FROM marks) = 10 FROM pg_tablespace WHERE spcname = 'ts1'"});
 
   int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"dry_run_only": true})");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "validated") << c.Events(id);
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "10");
-  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"), o.ts_location);
+  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+            o.ts_location);
 }
 
 // Both paths: "ready" swaps in the parked target, "cold" restores the snapshot and replays WAL.
 class TablespaceRollback : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(TablespaceRollback, rollback_keeps_exactly_the_rows_before_the_restore_point_with_tablespace_and_pg_wal_in_place) {
+TEST_P(TablespaceRollback,
+       rollback_keeps_exactly_the_rows_before_the_restore_point_with_tablespace_and_pg_wal_in_place) {
   const std::string mode = GetParam();
   TestCluster c;
   OutsideDirs o = MoveWalAndCreateTablespace(c);
@@ -121,14 +104,7 @@ TEST_P(TablespaceRollback, rollback_keeps_exactly_the_rows_before_the_restore_po
   // After the snapshot, before the restore point: kept.
   WriteBatch(*writer, 1);
   writer->Exec("INSERT INTO poison VALUES (1000)");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
-                        {std::to_string(h.id)}) == "1";
-      },
-      300s))
-      << c.Events(h.id);
+  ASSERT_TRUE(ApproveAndWaitForRestorePoint(c, h)) << c.Events(h.id);
   // After the restore point: discarded.
   WriteBatch(*writer, 2);
   ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);
@@ -146,14 +122,16 @@ TEST_P(TablespaceRollback, rollback_keeps_exactly_the_rows_before_the_restore_po
 
   ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
   json report = RollbackReport(c, h.id);
-  EXPECT_EQ(report.value("path", ""), mode == "ready" ? "parked target" : "snapshot restore") << report.dump();
+  EXPECT_EQ(report.value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
+      << report.dump();
 
   // Exactly the rows written before the restore point, in the table that lives in the tablespace.
   EXPECT_EQ(c.Scalar("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM marks"), "1");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "100");
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   // The tablespace is at its original location, and that is where the table's file is.
-  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"), o.ts_location);
+  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+            o.ts_location);
   std::string link = JoinPath(c.info().data_dir, "pg_tblspc/" + o.ts_oid);
   ASSERT_TRUE(fs::is_symlink(link));
   EXPECT_EQ(fs::read_symlink(link).string(), o.ts_location);
@@ -183,8 +161,8 @@ TEST_P(TablespaceRollback, rollback_keeps_exactly_the_rows_before_the_restore_po
   for (const auto& path : {aside, aside_ts, aside_wal})
     EXPECT_NE(set_aside.find(path), std::string::npos) << path << " not in " << set_aside;
   // Nothing else is left next to them: no copy of the target, no restore scratch.
-  std::string version_dir = relation.substr(relation.find("PG_15_"), relation.find('/', relation.find("PG_15_")) -
-                                                                         relation.find("PG_15_"));
+  std::string version_dir = relation.substr(
+      relation.find("PG_15_"), relation.find('/', relation.find("PG_15_")) - relation.find("PG_15_"));
   EXPECT_EQ(Joined(Entries(o.ts_location)), version_dir + " " + version_dir + ".failed-" + suffix);
   EXPECT_EQ(Joined(Entries(Dirname(o.wal_dir))), "pg_wal pg_wal.failed-" + suffix + " ts1");
 }

@@ -113,7 +113,8 @@ TEST_F(LayoutTest, moving_aside_then_putting_back_restores_every_directory_and_l
   // The moved-aside data directory is whole on its own: its links follow its files.
   EXPECT_EQ(Link(JoinPath(aside, "pg_tblspc/16384")), ts_slot);
   EXPECT_EQ(Link(JoinPath(aside, "pg_wal")), wal_slot);
-  EXPECT_EQ(ReadFile(JoinPath(aside, "pg_tblspc/16384/" + std::string(kVersion) + "/5/16385")), "production rows");
+  EXPECT_EQ(ReadFile(JoinPath(aside, "pg_tblspc/16384/" + std::string(kVersion) + "/5/16385")),
+            "production rows");
   EXPECT_EQ(plan.SetAside().size(), 2u);
 
   EXPECT_TRUE(plan.PutOriginalBack(aside, JoinPath(root_, "none")).empty());
@@ -133,7 +134,8 @@ TEST_F(LayoutTest, a_restored_copy_lands_at_production_s_places_with_its_links_p
   plan.MoveAside(aside);
   std::string copy = RestoringCopy();
   plan.PrepareRestore(copy);
-  EXPECT_EQ(Link(JoinPath(copy, "pg_tblspc/16384")), JoinPath(ts_, std::string(kVersion) + ".restoring-" + plan.suffix));
+  EXPECT_EQ(Link(JoinPath(copy, "pg_tblspc/16384")),
+            JoinPath(ts_, std::string(kVersion) + ".restoring-" + plan.suffix));
   plan.PutInPlace(copy);
   plan.PutInPlace(copy);  // resumed after a crash
   EXPECT_EQ(Link(JoinPath(copy, "pg_tblspc/16384")), ts_);
@@ -149,7 +151,8 @@ TEST_F(LayoutTest, a_restored_copy_lands_at_production_s_places_with_its_links_p
   EXPECT_EQ(kept.size(), 2u);
   EXPECT_EQ(ReadFile(JoinPath(ts_, std::string(kVersion) + "/5/16385")), "production rows");
   EXPECT_EQ(ReadFile(JoinPath(wal_, "000000010000000000000009")), "production wal");
-  EXPECT_EQ(ReadFile(JoinPath(failed, "pg_tblspc/16384/" + std::string(kVersion) + "/5/16385")), "snapshot rows");
+  EXPECT_EQ(ReadFile(JoinPath(failed, "pg_tblspc/16384/" + std::string(kVersion) + "/5/16385")),
+            "snapshot rows");
   EXPECT_EQ(ReadFile(JoinPath(failed, "pg_wal/000000010000000000000003")), "snapshot wal");
 }
 
