@@ -82,6 +82,7 @@ struct RunArgs {
   std::string ext, version;
   bool dry_run = false, no_rollback = false, approve = false, json = false;
   std::string rollback_target;  // empty: the server's default (auto)
+  std::vector<std::string> databases;  // empty: every database that has the extension
   int reconnect_timeout_s = 300;
 };
 
@@ -93,16 +94,21 @@ int Run(const GlobalOptions& g, const RunArgs& a) {
     if (a.dry_run) options["dry_run_only"] = true;
     if (a.no_rollback) options["auto_rollback"] = false;
     if (!a.rollback_target.empty()) options["rollback_target"] = a.rollback_target;
+    if (!a.databases.empty()) options["databases"] = a.databases;
     if (!a.dry_run) options["require_approval"] = !a.approve;
     id = std::stoll(conn.Exec("SELECT safe_upgrade.begin($1::name, $2::text, $3::jsonb)::text",
                               {a.ext, a.version, options.dump()})
                         .Scalar());
-    std::string from = "?";
-    auto r = conn.Exec("SELECT from_version FROM safe_upgrade.upgrades WHERE id = $1::bigint",
-                       {std::to_string(id)});
+    std::string from = "?", where = "?";
+    auto r = conn.Exec(
+        "SELECT u.from_version, (SELECT string_agg(d.datname::text, ', ' ORDER BY d.datname) "
+        "FROM safe_upgrade.upgrade_databases d WHERE d.upgrade_id = u.id) "
+        "FROM safe_upgrade.upgrades u WHERE u.id = $1::bigint",
+        {std::to_string(id)});
     if (!r.Empty() && r.rows[0][0]) from = *r.rows[0][0];
+    if (!r.Empty() && r.rows[0][1]) where = *r.rows[0][1];
     std::ostream& out = a.json ? std::cerr : std::cout;
-    out << "upgrade " << id << ": " << a.ext << " " << from << " -> " << a.version
+    out << "upgrade " << id << ": " << a.ext << " " << from << " -> " << a.version << " in database " << where
         << (a.dry_run ? " (dry run only: production is not touched)" : "") << "\n"
         << "  Ctrl-C stops watching, not the upgrade; watch again with: safe-upgrade status " << id << "\n"
         << std::flush;
@@ -267,6 +273,10 @@ void AddUpgradeCommands(CLI::App& app, const GlobalOptions& global, int& exit_co
                 "auto (default), ready (park a copy at the restore point: rollback in about a second) or cold "
                 "(restore the snapshot)")
       ->check(CLI::IsMember({"auto", "ready", "cold"}));
+  r->add_option("--database", run.databases,
+                "upgrade the extension only in this database (repeatable; default: every database of the "
+                "cluster that has it)")
+      ->allow_extra_args(false);
   r->add_flag("--json", run.json,
               "print the final upgrade document as JSON on stdout (progress goes to stderr)");
   r->add_option("--reconnect-timeout", run.reconnect_timeout_s,

@@ -79,15 +79,26 @@ void PrintDrift(std::ostream& out, const json& drift, const std::string& indent)
 
 void PrintChecks(std::ostream& out, const json& checks, const std::string& indent) {
   if (!checks.is_array() || checks.empty()) return;
-  Table t({"check", "kind", "result", "time", "message"});
+  Table t({"database", "check", "kind", "result", "time", "message"});
   for (const auto& c : checks) {
     if (!c.is_object()) continue;
     bool ok = c.value("ok", false);
     auto ms = JsonNumber(c, "duration_ms");
-    t.AddRow({JsonString(c, "name"), JsonString(c, "kind"), ok ? "ok" : "FAILED", ms ? Millis(*ms) : "",
-              JsonText(Member(c, "message"))});
+    t.AddRow({JsonString(c, "datname"), JsonString(c, "name"), JsonString(c, "kind"), ok ? "ok" : "FAILED",
+              ms ? Millis(*ms) : "", JsonText(Member(c, "message"))});
   }
   t.Print(out, indent);
+}
+
+// One line per database of the upgrade: where it started and how far it got.
+void PrintDatabases(std::ostream& out, const json& databases, const std::string& indent) {
+  if (!databases.is_array() || databases.empty()) return;
+  Table t({"database", "from", "outcome", "error"});
+  for (const auto& d : databases)
+    t.AddRow({JsonString(d, "datname"), JsonString(d, "from_version"), JsonString(d, "outcome"),
+              OneLine(JsonString(d, "error"))});
+  out << indent << "databases:\n";
+  t.Print(out, indent + "  ");
 }
 
 std::string Elapsed(double seconds) { return "+" + FormatDuration(seconds); }
@@ -133,6 +144,8 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
       "  'now_epoch', extract(epoch FROM clock_timestamp()),"
       "  'restore_point', (SELECT to_jsonb(rp) FROM safe_upgrade.restore_points rp WHERE rp.upgrade_id = "
       "u.id),"
+      "  'databases', coalesce((SELECT jsonb_agg(to_jsonb(d) - 'upgrade_id' ORDER BY d.datname) "
+      "FROM safe_upgrade.upgrade_databases d WHERE d.upgrade_id = u.id), '[]'),"
       "  'events', coalesce((SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('at_epoch', extract(epoch "
       "FROM e.at))"
       "                                       ORDER BY e.id)"
@@ -146,6 +159,7 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
   doc.id = id;
   doc.upgrade = j["upgrade"];
   doc.restore_point = j["restore_point"];
+  doc.databases = j["databases"];
   doc.events = j["events"];
   doc.created_epoch = JsonNumber(j, "created_epoch").value_or(0);
   doc.updated_epoch = JsonNumber(j, "updated_epoch").value_or(0);
@@ -261,6 +275,7 @@ json DocToJson(const UpgradeDoc& doc) {
           {"progress", doc.upgrade.contains("progress") ? doc.upgrade["progress"] : json()},
           {"phases", phases},
           {"restore_point", doc.restore_point},
+          {"databases", doc.databases},
           {"data_loss_window", window.is_object() && !window.empty() ? window : json()},
           {"report", doc.Report()},
           {"events", events}};
@@ -272,7 +287,8 @@ void PrintDryRunSummary(std::ostream& out, const json& dry_run) {
   if (hops.is_array() && !hops.empty()) {
     out << "  update path rehearsed on the clone:";
     for (const auto& h : hops) {
-      out << " " << JsonString(h, "from") << "->" << JsonString(h, "to");
+      std::string where = JsonString(h, "datname");
+      out << " " << (where.empty() ? "" : where + ": ") << JsonString(h, "from") << "->" << JsonString(h, "to");
       if (auto ms = JsonNumber(h, "duration_ms")) out << " (" << Millis(*ms) << ")";
     }
     out << "\n";
@@ -294,6 +310,15 @@ void PrintDryRunSummary(std::ostream& out, const json& dry_run) {
   PrintDrift(out, Member(dry_run, "drift"), "  ");
 }
 
+// "database app, reporting", or "its database" when the document does not say.
+std::string DatabaseList(const UpgradeDoc& doc) {
+  std::string names;
+  if (doc.databases.is_array())
+    for (const auto& d : doc.databases) names += (names.empty() ? "" : ", ") + JsonString(d, "datname");
+  if (names.empty()) return "its database";
+  return (doc.databases.size() == 1 ? "database " : "databases ") + names;
+}
+
 void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   std::string state = doc.State();
   std::string ext = doc.Extname();
@@ -301,21 +326,23 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   std::string error = JsonString(doc.upgrade, "error");
   out << "outcome: " << state << " -- ";
   if (state == "succeeded")
-    out << ext << " is now at " << doc.ToVersion() << " on production, and its health checks pass\n";
+    out << ext << " is now at " << doc.ToVersion() << " on production in " << DatabaseList(doc)
+        << ", and its health checks pass\n";
   else if (state == "validated")
     out << "the upgrade of " << ext << " " << doc.FromVersion() << " -> " << doc.ToVersion()
         << " passed its dry run on a clone; production was not touched\n";
   else if (state == "blocked")
     out << "the dry run failed, so production was not touched\n";
   else if (state == "rolled_back")
-    out << "the upgrade failed on production, which was restored to its restore point; " << ext << " is at "
-        << doc.FromVersion() << " again\n";
+    out << "the upgrade failed on production, and the whole cluster was restored to its restore point; " << ext
+        << " is at " << doc.FromVersion() << " again in " << DatabaseList(doc) << "\n";
   else if (state == "rollback_failed")
     out << "the upgrade failed on production and the rollback did not complete; act now (see "
            "docs/troubleshooting.md, \"rollback failed\")\n";
   else
     out << StateMeaning(state) << "\n";
   if (!error.empty()) out << "  reason: " << error << "\n";
+  PrintDatabases(out, doc.databases, "  ");
 
   Table phases({"phase", "started", "duration"});
   for (const auto& p : PhaseTimeline(doc))
@@ -371,6 +398,7 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
   const json& options = Member(doc.upgrade, "options");
   if (options.is_object() && !options.empty()) out << "  options:  " << options.dump() << "\n";
   if (!IsTerminalState(state)) {
+    PrintDatabases(out, doc.databases, "  ");
     std::string error = JsonString(doc.upgrade, "error");
     if (!error.empty()) out << "  last error: " << error << "\n";
     auto progress = JsonNumber(doc.upgrade, "progress");

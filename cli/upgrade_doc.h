@@ -18,6 +18,7 @@ struct UpgradeDoc {
   int64_t id = 0;
   nlohmann::json upgrade;        // the upgrades row (to_jsonb)
   nlohmann::json restore_point;  // the restore_points row, or null
+  nlohmann::json databases;      // the upgrade_databases rows, in name order
   nlohmann::json events;         // events rows with id > the cursor asked for, each plus "at_epoch"
   double created_epoch = 0, updated_epoch = 0, now_epoch = 0;  // server clock
 

@@ -71,6 +71,22 @@ CREATE TABLE @extschema@.restore_points (
   created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- One row per database an upgrade covers: where it starts, its hops, and what each phase found
+-- there (report: dry_run, apply, verify). A point-in-time recovery rewinds these rows with the
+-- rest of the cluster; the agent writes the outcome back.
+CREATE TABLE @extschema@.upgrade_databases (
+  upgrade_id    bigint NOT NULL REFERENCES @extschema@.upgrades (id),
+  datname       name NOT NULL,
+  from_version  text NOT NULL,
+  update_path   text[] NOT NULL,
+  outcome       text NOT NULL DEFAULT 'pending' CHECK (outcome IN (
+                  'pending', 'dry_run_passed', 'dry_run_failed', 'applied', 'not_applied',
+                  'verified', 'verify_failed', 'rolled_back')),
+  report        jsonb NOT NULL DEFAULT '{}',
+  error         text,
+  PRIMARY KEY (upgrade_id, datname)
+);
+
 CREATE TABLE @extschema@.dependency_snapshots (
   upgrade_id        bigint NOT NULL REFERENCES @extschema@.upgrades (id),
   phase             text NOT NULL CHECK (phase IN ('before', 'after')),
@@ -80,7 +96,8 @@ CREATE TABLE @extschema@.dependency_snapshots (
   depends_on_type   text NOT NULL,
   depends_on_identity text NOT NULL,
   deptype           "char" NOT NULL,
-  PRIMARY KEY (upgrade_id, phase, object_type, object_identity, depends_on_type, depends_on_identity)
+  datname           name NOT NULL DEFAULT current_database(),  -- the database the object lives in
+  PRIMARY KEY (upgrade_id, datname, phase, object_type, object_identity, depends_on_type, depends_on_identity)
 );
 
 CREATE TABLE @extschema@.health_checks (
@@ -90,7 +107,8 @@ CREATE TABLE @extschema@.health_checks (
   check_sql   text NOT NULL CHECK (btrim(check_sql) <> ''),
   timeout     interval NOT NULL DEFAULT '30 seconds' CHECK (timeout > interval '0'),
   created_by  name NOT NULL DEFAULT session_user,
-  created_at  timestamptz NOT NULL DEFAULT now()
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  datname     name  -- the database it runs in; NULL: every database of the upgrade
 );
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.upgrades', '');
@@ -98,6 +116,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.upgrades_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.restore_points', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.upgrade_databases', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.dependency_snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.health_checks', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.health_checks_id_seq', '');
@@ -170,124 +189,126 @@ AS $fn$
   SELECT regexp_replace(CASE WHEN length($1) > 64 THEN left($1, 64) || '...' ELSE $1 END, '[[:cntrl:]]', '?', 'g')
 $fn$;
 
--- Objects that belong to some extension: its members, and the parts of its members (a trigger or
--- an index on an extension's table). Those are the extension's business, not the user's.
-CREATE FUNCTION @extschema@._extension_owned(classid oid, objid oid)
-RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-  SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend x
-                  WHERE x.classid = $1 AND x.objid = $2 AND x.deptype = 'e')
-      OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend x
-                   JOIN pg_catalog.pg_depend m
-                     ON m.classid = x.refclassid AND m.objid = x.refobjid AND m.deptype = 'e'
-                  WHERE x.classid = $1 AND x.objid = $2 AND x.deptype IN ('a', 'i'))
-$fn$;
+-- What extension $2 looks like in database $1, for an upgrade to version $3 (see
+-- extension/src/core/catalog_queries.h): installed_version, update_path, missing_requires,
+-- required_by, dependents. Another database is read by a short-lived background worker.
+CREATE FUNCTION @extschema@._database_inventory(datname name, extname name, target_version text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'safe_upgrade_database_inventory'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
--- The dependency snapshot: every user object that depends on a member of the extension, directly
--- or through other user objects (a foreign table through its server, a view through a view, an
--- index through a column of the extension's type), one row per dependency edge. A view is
--- reported as the view, not as its _RETURN rule. The agent calls this same function on the clone
--- after the upgrade, so "before" and "after" rows compare like with like.
+-- The dependency snapshot of this database: every user object that depends on a member of the
+-- extension, directly or through other user objects (a foreign table through its server, a view
+-- through a view, an index through a column of the extension's type), one row per dependency
+-- edge. A view is reported as the view, not as its _RETURN rule. The agent runs the same query
+-- on the clone after the upgrade, so "before" and "after" rows compare like with like.
 CREATE FUNCTION @extschema@.dependency_rows(extname name)
 RETURNS TABLE (object_type text, object_schema text, object_identity text,
                depends_on_type text, depends_on_identity text, deptype "char")
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-  WITH RECURSIVE
-  -- The extension's members, and the extension itself (for objects marked
-  -- ALTER ... DEPENDS ON EXTENSION, deptype 'x').
-  members AS (
-    SELECT d.classid, d.objid
-      FROM pg_catalog.pg_extension e
-      JOIN pg_catalog.pg_depend d
-        ON d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.refobjid = e.oid
-       AND d.deptype = 'e'
-     WHERE e.extname = $1
-    UNION ALL
-    SELECT 'pg_catalog.pg_extension'::pg_catalog.regclass, e.oid FROM pg_catalog.pg_extension e WHERE e.extname = $1
-  ),
-  edges (classid, objid, objsubid, refclassid, refobjid, refobjsubid, deptype, depth) AS (
-    SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, 1
-      FROM members m
-      JOIN pg_catalog.pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid
-      LEFT JOIN pg_catalog.pg_rewrite r
-        ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
-       AND r.rulename = '_RETURN'
-      CROSS JOIN LATERAL (
-        SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
-               CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
-               CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
-      ) AS o (classid, objid, objsubid)
-     WHERE CASE WHEN d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-                THEN d.deptype = 'x'  -- not 'n': extensions that require this one are in plan()'s required_by
-                ELSE d.deptype IN ('n', 'a') END
-       AND NOT @extschema@._extension_owned(o.classid, o.objid)
-    UNION
-    SELECT o.classid, o.objid, o.objsubid, d.refclassid, d.refobjid, d.refobjsubid, d.deptype, p.depth + 1
-      FROM edges p
-      JOIN pg_catalog.pg_depend d
-        ON d.refclassid = p.classid AND d.refobjid = p.objid
-       AND (p.objsubid = 0 OR d.refobjsubid = p.objsubid)
-      LEFT JOIN pg_catalog.pg_rewrite r
-        ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
-       AND r.rulename = '_RETURN'
-      CROSS JOIN LATERAL (
-        SELECT CASE WHEN r.oid IS NULL THEN d.classid ELSE 'pg_catalog.pg_class'::pg_catalog.regclass::oid END,
-               CASE WHEN r.oid IS NULL THEN d.objid ELSE r.ev_class END,
-               CASE WHEN r.oid IS NULL THEN d.objsubid ELSE 0 END
-      ) AS o (classid, objid, objsubid)
-     WHERE p.depth < 8
-       AND d.deptype IN ('n', 'a')
-       AND NOT (o.classid = p.classid AND o.objid = p.objid)
-       AND NOT @extschema@._extension_owned(o.classid, o.objid)
-  )
-  SELECT DISTINCT obj.type, obj.schema,
-         coalesce(obj.identity, pg_catalog.pg_describe_object(e.classid, e.objid, e.objsubid)),
-         ref.type,
-         coalesce(ref.identity, pg_catalog.pg_describe_object(e.refclassid, e.refobjid, e.refobjsubid)),
-         e.deptype
-    FROM edges e
-   CROSS JOIN LATERAL pg_catalog.pg_identify_object(e.classid, e.objid, e.objsubid) obj
-   CROSS JOIN LATERAL pg_catalog.pg_identify_object(e.refclassid, e.refobjid, e.refobjsubid) ref
+  SELECT r.object_type, r.object_schema, r.object_identity, r.depends_on_type, r.depends_on_identity,
+         r.deptype::"char"
+    FROM jsonb_to_recordset(@extschema@._database_inventory(current_database(), $1, NULL) -> 'dependents')
+         AS r (object_type text, object_schema text, object_identity text, depends_on_type text,
+               depends_on_identity text, deptype text)
    ORDER BY 1, 2, 3, 4, 5, 6
 $fn$;
 
--- Checks that an extension is installed and that target_version is reachable from its installed
--- version; returns the installed version and the update path (every version on the way, from the
--- installed one to the target). plan() and begin() raise the same errors through it.
-CREATE FUNCTION @extschema@._resolve_target(
-  extname name, target_version text, OUT installed_version text, OUT update_path text[])
-LANGUAGE plpgsql STABLE
+-- The databases an upgrade of extension $1 to version $2 covers: those named in $3, or (NULL)
+-- every database of the cluster that has the extension. Returns {databases: [one inventory per
+-- database to upgrade], skipped: [{datname, reason, installed_version}]}, or raises the error
+-- that plan() and begin() share: 42704 for an unknown extension or database, 22023 for a target
+-- that is unavailable, already installed or unreachable, or for a named database that cannot be
+-- upgraded.
+CREATE FUNCTION @extschema@._select_databases(extname name, target_version text, databases text[])
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
   v_ext name := $1;
   v_target text := $2;
+  v_named text[] := $3;
+  v_db record;
+  v_info jsonb;
+  v_infos jsonb := '[]';
+  v_skipped jsonb := '[]';
+  v_selected jsonb := '[]';
   v_available text;
-  v_path text;
-  v_missing text;
+  v_list text;
+  v_first jsonb;
+  -- Update paths lead only to versions the server has.
+  v_inventory_target text := CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_available_extension_versions v
+                                                WHERE v.name = $1 AND v.version = $2) THEN $2 END;
 BEGIN
   IF v_ext IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'extension name must not be null',
       HINT = 'Pass the name of an installed extension, for example safe_upgrade.plan(''hstore'', ''1.8'').';
   END IF;
-  SELECT e.extversion INTO installed_version FROM pg_catalog.pg_extension e WHERE e.extname = v_ext;
-  IF NOT FOUND THEN
+  IF v_ext = 'safe_upgrade' THEN
+    RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'safe_upgrade cannot upgrade itself',
+      HINT = 'Run ALTER EXTENSION safe_upgrade UPDATE directly while no upgrade is in flight.';
+  END IF;
+  SELECT string_agg(format('"%s"', @extschema@._for_message(n)), ', ' ORDER BY n) INTO v_list
+    FROM unnest(v_named) n WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = n);
+  IF v_list IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = format('database %s does not exist', v_list),
+      HINT = 'Name databases listed by SELECT datname FROM pg_database, or leave "databases" out to upgrade '
+             'the extension in every database that has it.';
+  END IF;
+
+  -- Read every database that can be read (and was named, when some were).
+  FOR v_db IN SELECT d.datname, d.datistemplate, d.datallowconn FROM pg_catalog.pg_database d
+               WHERE v_named IS NULL OR d.datname::text = ANY (v_named) ORDER BY d.datname LOOP
+    IF v_db.datistemplate OR NOT v_db.datallowconn THEN
+      IF v_named IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+          MESSAGE = format('database "%s" cannot be upgraded: it is a template or does not allow connections',
+                           v_db.datname),
+          HINT = 'Upgrade the extension in templates by hand; name only databases that allow connections.';
+      END IF;
+      v_skipped := v_skipped || jsonb_build_object('datname', v_db.datname, 'installed_version', NULL,
+        'reason', CASE WHEN v_db.datistemplate THEN 'template database: not read or changed (new databases copy it)'
+                       ELSE 'datallowconn is false: it cannot be read or upgraded' END);
+      CONTINUE;
+    END IF;
+    v_info := @extschema@._database_inventory(v_db.datname, v_ext, v_inventory_target);
+    IF v_info ? 'error' THEN
+      RAISE EXCEPTION USING ERRCODE = '58000',
+        MESSAGE = format('could not read extension "%s" in database "%s": %s', v_ext, v_db.datname, v_info ->> 'error'),
+        HINT = 'See the server log; plan() and begin() read every database that allows connections.';
+    END IF;
+    v_infos := v_infos || jsonb_build_array(v_info);
+  END LOOP;
+
+  -- The errors, in the order a user fixes them.
+  IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_infos) i WHERE i ->> 'installed_version' IS NOT NULL) THEN
+    IF v_named IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('extension "%s" is not installed in database %s', @extschema@._for_message(v_ext),
+                         array_to_string(v_named, ', ')),
+        HINT = 'Name databases that have it, or leave "databases" out to upgrade it wherever it is installed.';
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = v_ext) THEN
       RAISE EXCEPTION USING ERRCODE = '42704',
-        MESSAGE = format('extension "%s" is not installed in database "%s"', v_ext, current_database()),
+        MESSAGE = format('extension "%s" is not installed in any database of the cluster', v_ext),
         HINT = 'safe_upgrade upgrades installed extensions; install this one with CREATE EXTENSION first.';
     END IF;
     RAISE EXCEPTION USING ERRCODE = '42704',
       MESSAGE = format('extension "%s" does not exist', @extschema@._for_message(v_ext)),
       HINT = 'Check the name against SELECT name, installed_version FROM pg_available_extensions.';
   END IF;
-  IF v_ext = 'safe_upgrade' THEN
-    RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = 'safe_upgrade cannot upgrade itself',
-      HINT = 'Run ALTER EXTENSION safe_upgrade UPDATE directly while no upgrade is in flight.';
+  SELECT string_agg(i ->> 'datname', ', ' ORDER BY i ->> 'datname') INTO v_list
+    FROM jsonb_array_elements(v_infos) i WHERE i ->> 'installed_version' IS NULL AND v_named IS NOT NULL;
+  IF v_list IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('extension "%s" is not installed in database %s', v_ext, v_list),
+      HINT = 'Name only databases that have it, or leave "databases" out to upgrade it wherever it is installed.';
   END IF;
+  v_infos := (SELECT coalesce(jsonb_agg(i ORDER BY i ->> 'datname'), '[]') FROM jsonb_array_elements(v_infos) i
+               WHERE i ->> 'installed_version' IS NOT NULL);
+  v_first := v_infos -> 0;
   IF v_target IS NULL OR btrim(v_target) = '' THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'target version must not be empty',
       HINT = format('Pass one of the versions listed by '
@@ -295,9 +316,10 @@ BEGIN
   END IF;
   SELECT string_agg(v.version, ', ' ORDER BY v.version) INTO v_available
     FROM pg_catalog.pg_available_extension_versions v WHERE v.name = v_ext;
-  IF v_target = installed_version THEN
+  IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_infos) i WHERE i ->> 'installed_version' <> v_target) THEN
     RAISE EXCEPTION USING ERRCODE = '22023',
-      MESSAGE = format('extension "%s" is already at version %s', v_ext, installed_version),
+      MESSAGE = format('extension "%s" is already at version %s', v_ext, v_target)
+                || CASE WHEN jsonb_array_length(v_infos) > 1 THEN ' in every database that has it' ELSE '' END,
       HINT = format('There is nothing to upgrade. The versions this server has for %s are: %s.', v_ext, v_available);
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extension_versions v
@@ -308,30 +330,54 @@ BEGIN
                     'Install the new version''s files on the server first.',
                     v_ext, v_available);
   END IF;
-  SELECT p.path INTO v_path
-    FROM pg_catalog.pg_extension_update_paths(v_ext) p
-   WHERE p.source = installed_version AND p.target = v_target;
-  IF v_path IS NULL THEN
+  SELECT string_agg(format('%s (at %s)', i ->> 'datname', i ->> 'installed_version'), ', ' ORDER BY i ->> 'datname')
+    INTO v_list FROM jsonb_array_elements(v_infos) i
+   WHERE v_named IS NOT NULL AND (i ->> 'installed_version' = v_target OR jsonb_typeof(i -> 'update_path') IS DISTINCT FROM 'array');
+  IF v_list IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = '22023',
-      MESSAGE = format('extension "%s" has no update path from version %s to %s', v_ext, installed_version, v_target),
+      MESSAGE = format('extension "%s" cannot be upgraded to %s in database %s', v_ext, v_target, v_list),
+      HINT = 'A named database must have an older version with an update path to the target; '
+             'name only those, or leave "databases" out to skip the others with their reason.';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_infos) i WHERE jsonb_typeof(i -> 'update_path') = 'array') THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+      MESSAGE = format('extension "%s" has no update path from version %s to %s', v_ext,
+                       (SELECT string_agg(DISTINCT i ->> 'installed_version', ', ') FROM jsonb_array_elements(v_infos) i
+                         WHERE i ->> 'installed_version' <> v_target), v_target),
       HINT = format('The extension ships no chain of update scripts between these versions '
                     '(downgrades usually have none); choose a target listed by '
                     'SELECT target FROM pg_extension_update_paths(%L) WHERE source = %L AND path IS NOT NULL.',
-                    v_ext, installed_version);
+                    v_ext, v_first ->> 'installed_version');
   END IF;
   -- ALTER EXTENSION ... UPDATE does not install what the new version newly requires.
-  SELECT string_agg(r, ', ' ORDER BY r) INTO v_missing
-    FROM pg_catalog.pg_available_extension_versions v, unnest(v.requires) AS r
-   WHERE v.name = v_ext AND v.version = v_target
-     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension x WHERE x.extname = r);
-  IF v_missing IS NOT NULL THEN
+  SELECT string_agg(format('%s in database %s', m.names, i ->> 'datname'), '; ' ORDER BY i ->> 'datname')
+    INTO v_list
+    FROM jsonb_array_elements(v_infos) i
+   CROSS JOIN LATERAL (SELECT string_agg(r, ', ' ORDER BY r) AS names
+                         FROM jsonb_array_elements_text(i -> 'missing_requires') r) m
+   WHERE jsonb_typeof(i -> 'update_path') = 'array' AND m.names IS NOT NULL;
+  IF v_list IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = '42704',
       MESSAGE = format('version %s of extension "%s" requires extensions that are not installed: %s',
-                       v_target, v_ext, v_missing),
+                       v_target, v_ext, v_list),
       HINT = 'Install the required extensions with CREATE EXTENSION first, then plan the upgrade again.';
   END IF;
-  -- Versions cannot contain "--" (PostgreSQL forbids it), so the path splits cleanly.
-  update_path := string_to_array(v_path, '--');
+
+  FOR v_info IN SELECT i FROM jsonb_array_elements(v_infos) i LOOP
+    IF v_info ->> 'installed_version' = v_target THEN
+      v_skipped := v_skipped || jsonb_build_object('datname', v_info ->> 'datname',
+        'installed_version', v_info ->> 'installed_version', 'reason', format('already at version %s', v_target));
+    ELSIF jsonb_typeof(v_info -> 'update_path') IS DISTINCT FROM 'array' THEN
+      v_skipped := v_skipped || jsonb_build_object('datname', v_info ->> 'datname',
+        'installed_version', v_info ->> 'installed_version',
+        'reason', format('no update path from version %s to %s', v_info ->> 'installed_version', v_target));
+    ELSE
+      v_selected := v_selected || jsonb_build_array(v_info - 'missing_requires');
+    END IF;
+  END LOOP;
+  RETURN jsonb_build_object(
+    'databases', v_selected,
+    'skipped', (SELECT coalesce(jsonb_agg(x ORDER BY x ->> 'datname'), '[]') FROM jsonb_array_elements(v_skipped) x));
 END
 $fn$;
 
@@ -371,10 +417,11 @@ DECLARE
   v_ms numeric;
   v_int numeric;
   c_keys constant text[] := ARRAY['dry_run_only', 'auto_rollback', 'require_approval', 'not_before',
-                                  'lock_timeout', 'max_lock_retries', 'rollback_target'];
+                                  'lock_timeout', 'max_lock_retries', 'rollback_target', 'databases'];
   c_valid constant text := 'Valid options are dry_run_only, auto_rollback, require_approval (booleans), '
                            'not_before (a timestamp), lock_timeout (an interval such as "2s"), '
-                           'max_lock_retries (0 to 100) and rollback_target (auto, ready or cold).';
+                           'max_lock_retries (0 to 100), rollback_target (auto, ready or cold) and databases '
+                           '(a JSON array of database names).';
 BEGIN
   IF jsonb_typeof(v_in) <> 'object' THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('options must be a JSON object, not %s',
@@ -470,6 +517,26 @@ BEGIN
                        @extschema@._for_message(v_value::text)),
       HINT = 'Use "auto" (a parked target when the disk allows), "ready" (require one) or "cold" '
              '(restore the snapshot), for example ''{"rollback_target": "cold"}''.';
+  END IF;
+
+  v_value := v_in -> 'databases';
+  IF v_value IS NOT NULL AND v_value <> 'null'::jsonb THEN
+    IF jsonb_typeof(v_value) <> 'array' OR jsonb_array_length(v_value) = 0
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_value) x
+                   WHERE jsonb_typeof(x) <> 'string' OR btrim(x #>> '{}') = '') THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('option "databases" must be a non-empty JSON array of database names, not %s',
+                         @extschema@._for_message(v_value::text)),
+        HINT = 'Name the databases to upgrade, for example ''{"databases": ["app", "reporting"]}'', '
+               'or leave the option out to upgrade the extension in every database that has it.';
+    END IF;
+    IF (SELECT count(DISTINCT x) <> count(*) FROM jsonb_array_elements_text(v_value) x) THEN
+      RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = format('option "databases" names a database twice: %s', @extschema@._for_message(v_value::text)),
+        HINT = 'Name each database once.';
+    END IF;
+    v_out := v_out || jsonb_build_object('databases',
+                                         (SELECT jsonb_agg(x ORDER BY x) FROM jsonb_array_elements_text(v_value) x));
   END IF;
   RETURN v_out;
 END
@@ -618,18 +685,21 @@ $fn$;
 
 -- Read-only preflight report: what begin() would do, what it needs, and what a rollback costs.
 CREATE FUNCTION @extschema@.plan(extname name, target_version text)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
   v_ext name := $1;
   v_target text := $2;
-  v_resolved record;
-  v_ext_oid oid;
+  v_selection jsonb;
+  v_databases jsonb;
+  v_versions text[];
+  v_paths jsonb[];
   v_requires jsonb;
   v_required_by jsonb;
   v_dependents jsonb;
+  v_untouched jsonb;
   v_pitr jsonb;
   v_in_flight record;
   v_reasons text[];
@@ -638,19 +708,29 @@ DECLARE
   v_data_free bigint;
   v_auto_mode text;
 BEGIN
-  SELECT * INTO v_resolved FROM @extschema@._resolve_target(v_ext, v_target);
-  SELECT e.oid INTO v_ext_oid FROM pg_catalog.pg_extension e WHERE e.extname = v_ext;
-
+  v_selection := @extschema@._select_databases(v_ext, v_target, NULL);
+  -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
+  -- connect to (their count otherwise).
+  SELECT coalesce(jsonb_agg(CASE WHEN pg_catalog.has_database_privilege(session_user, d ->> 'datname', 'CONNECT')
+                                 THEN d ELSE d - 'dependents' || jsonb_build_object(
+                                   'dependents', '[]'::jsonb,
+                                   'dependents_hidden', jsonb_array_length(d -> 'dependents')) END
+                            ORDER BY d ->> 'datname'), '[]'::jsonb)
+    INTO v_databases FROM jsonb_array_elements(v_selection -> 'databases') d;
+  SELECT array_agg(DISTINCT d ->> 'installed_version'), array_agg(DISTINCT d -> 'update_path')
+    INTO v_versions, v_paths FROM jsonb_array_elements(v_databases) d;
   SELECT coalesce(jsonb_agg(r ORDER BY r), '[]'::jsonb) INTO v_requires
     FROM pg_catalog.pg_available_extension_versions v, unnest(v.requires) AS r
    WHERE v.name = v_ext AND v.version = v_target;
-  SELECT coalesce(jsonb_agg(x.extname::text ORDER BY x.extname), '[]'::jsonb) INTO v_required_by
-    FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension x ON x.oid = d.objid
-   WHERE d.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-     AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-     AND d.refobjid = v_ext_oid AND d.deptype = 'n';
-  SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]'::jsonb) INTO v_dependents
-    FROM @extschema@.dependency_rows(v_ext) r;
+  SELECT coalesce(jsonb_agg(DISTINCT x), '[]'::jsonb) INTO v_required_by
+    FROM jsonb_array_elements(v_databases) d, jsonb_array_elements(d -> 'required_by') x;
+  SELECT coalesce(jsonb_agg(r || jsonb_build_object('datname', d ->> 'datname')
+                            ORDER BY d ->> 'datname', r ->> 'object_type', r ->> 'object_identity'), '[]'::jsonb)
+    INTO v_dependents FROM jsonb_array_elements(v_databases) d, jsonb_array_elements(d -> 'dependents') r;
+  SELECT coalesce(jsonb_agg(db.datname::text ORDER BY db.datname), '[]'::jsonb) INTO v_untouched
+    FROM pg_catalog.pg_database db
+   WHERE NOT db.datistemplate
+     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_databases) d WHERE d ->> 'datname' = db.datname::text);
 
   v_pitr := @extschema@._prerequisites();
   SELECT coalesce(array_agg(x), '{}') INTO v_reasons FROM jsonb_array_elements_text(v_pitr -> 'reasons') x;
@@ -672,9 +752,17 @@ BEGIN
                       THEN 'ready' ELSE 'cold' END;
   RETURN jsonb_build_object(
     'extname', v_ext,
-    'installed_version', v_resolved.installed_version,
+    -- One version and path when every database to upgrade agrees; null otherwise (see databases).
+    'installed_version', CASE WHEN cardinality(v_versions) = 1 THEN v_versions[1] END,
     'target_version', v_target,
-    'update_path', to_jsonb(v_resolved.update_path),
+    'update_path', CASE WHEN cardinality(v_paths) = 1 THEN v_paths[1] END,
+    'databases', (SELECT jsonb_agg(jsonb_build_object(
+                    'datname', d ->> 'datname', 'installed_version', d ->> 'installed_version',
+                    'update_path', d -> 'update_path', 'required_by', d -> 'required_by',
+                    'dependents', jsonb_array_length(d -> 'dependents') + coalesce((d ->> 'dependents_hidden')::int, 0))
+                    ORDER BY d ->> 'datname')
+                  FROM jsonb_array_elements(v_databases) d),
+    'skipped_databases', v_selection -> 'skipped',
     'requires', v_requires,
     'required_by', v_required_by,
     'dependents', v_dependents,
@@ -704,8 +792,9 @@ BEGIN
                                'the server is down meanwhile and restarts on a new timeline',
                                v_snapshot_bytes, pg_catalog.pg_size_pretty(v_snapshot_bytes)) END,
       'loses', 'every write committed after the restore point, in every database of the cluster, '
-               'including writes made by the upgraded version; '
-               'the data directory it replaces is kept aside, not deleted'),
+               'including writes made by the upgraded version and writes to databases this upgrade does not '
+               'change; the data directory it replaces is kept aside, not deleted',
+      'databases_rewound_but_not_upgraded', v_untouched),
     'in_flight_upgrade', CASE WHEN v_in_flight.id IS NULL THEN NULL
                               ELSE jsonb_build_object('id', v_in_flight.id, 'state', v_in_flight.state) END,
     'verdict', CASE WHEN cardinality(v_reasons) = 0 THEN 'ok' ELSE 'blocked' END,
@@ -723,7 +812,10 @@ AS $fn$
 DECLARE
   v_ext name := $1;
   v_target text := $2;
-  v_resolved record;
+  v_selection jsonb;
+  v_from text;
+  v_path text[];
+  v_databases text;
   v_options jsonb;
   v_other record;
   v_pitr jsonb;
@@ -733,8 +825,16 @@ DECLARE
   v_constraint text;
 BEGIN
   PERFORM @extschema@._require_operator('begin an upgrade');
-  SELECT * INTO v_resolved FROM @extschema@._resolve_target(v_ext, v_target);
   v_options := @extschema@._normalize_options($3);
+  v_selection := @extschema@._select_databases(
+    v_ext, v_target, (SELECT array_agg(x) FROM jsonb_array_elements_text(v_options -> 'databases') x));
+  -- One version and path when every database agrees; each database's own are in upgrade_databases.
+  SELECT string_agg(DISTINCT d ->> 'installed_version', ', '),
+         CASE WHEN count(DISTINCT d -> 'update_path') = 1
+              THEN (SELECT array_agg(p) FROM jsonb_array_elements_text(min((d -> 'update_path')::text)::jsonb) p) END,
+         string_agg(d ->> 'datname', ', ' ORDER BY d ->> 'datname')
+    INTO v_from, v_path, v_databases
+    FROM jsonb_array_elements(v_selection -> 'databases') d;
 
   SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
    WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
@@ -758,7 +858,7 @@ BEGIN
 
   BEGIN
     INSERT INTO @extschema@.upgrades (extname, from_version, to_version, update_path, options, not_before)
-    VALUES (v_ext, v_resolved.installed_version, v_target, v_resolved.update_path, v_options,
+    VALUES (v_ext, v_from, v_target, coalesce(v_path, '{}'), v_options,
             (v_options ->> 'not_before')::timestamptz)
     RETURNING id INTO v_id;
   EXCEPTION WHEN unique_violation THEN
@@ -778,15 +878,23 @@ BEGIN
 
   INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
   VALUES (v_id, 'queued', 'info',
-          format('upgrade of %s from %s to %s queued by %s',
-                 v_ext, v_resolved.installed_version, v_target, session_user),
-          jsonb_build_object('update_path', to_jsonb(v_resolved.update_path), 'options', v_options,
+          format('upgrade of %s from %s to %s in database %s queued by %s',
+                 v_ext, v_from, v_target, v_databases, session_user),
+          jsonb_build_object('databases', (SELECT jsonb_agg(jsonb_build_object(
+                                              'datname', d -> 'datname', 'from_version', d -> 'installed_version',
+                                              'update_path', d -> 'update_path'))
+                                             FROM jsonb_array_elements(v_selection -> 'databases') d),
+                             'skipped_databases', v_selection -> 'skipped', 'options', v_options,
                              'requested_by', session_user));
-  INSERT INTO @extschema@.dependency_snapshots (upgrade_id, phase, object_type, object_schema, object_identity,
-                                               depends_on_type, depends_on_identity, deptype)
-  SELECT v_id, 'before', r.object_type, r.object_schema, r.object_identity, r.depends_on_type,
-         r.depends_on_identity, r.deptype
-    FROM @extschema@.dependency_rows(v_ext) r
+  INSERT INTO @extschema@.upgrade_databases (upgrade_id, datname, from_version, update_path)
+  SELECT v_id, d ->> 'datname', d ->> 'installed_version',
+         ARRAY(SELECT jsonb_array_elements_text(d -> 'update_path'))
+    FROM jsonb_array_elements(v_selection -> 'databases') d;
+  INSERT INTO @extschema@.dependency_snapshots (upgrade_id, datname, phase, object_type, object_schema,
+                                               object_identity, depends_on_type, depends_on_identity, deptype)
+  SELECT v_id, d ->> 'datname', 'before', r ->> 'object_type', r ->> 'object_schema', r ->> 'object_identity',
+         r ->> 'depends_on_type', r ->> 'depends_on_identity', (r ->> 'deptype')::"char"
+    FROM jsonb_array_elements(v_selection -> 'databases') d, jsonb_array_elements(d -> 'dependents') r
   ON CONFLICT DO NOTHING;
 
   IF NOT (v_pitr -> 'scheduler_enabled')::boolean THEN
@@ -835,8 +943,11 @@ DECLARE
   v_events jsonb;
   v_restore_point jsonb;
   v_drift jsonb;
+  v_databases jsonb;
 BEGIN
   v_row := @extschema@._upgrade_or_error($1, false);
+  SELECT coalesce(jsonb_agg(to_jsonb(d) - 'upgrade_id' ORDER BY d.datname), '[]'::jsonb) INTO v_databases
+    FROM @extschema@.upgrade_databases d WHERE d.upgrade_id = v_row.id;
   SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id, 'at', e.at, 'phase', e.phase, 'level', e.level,
                                                'message', e.message, 'detail', e.detail) ORDER BY e.id), '[]'::jsonb)
     INTO v_events FROM @extschema@.events e WHERE e.upgrade_id = v_row.id;
@@ -845,20 +956,22 @@ BEGIN
 
   -- "after" rows exist only once the dry run has reported them; before that there is no drift
   -- to show, which is not the same as an empty one.
-  IF v_row.report -> 'dry_run' ? 'dependency_after'
+  IF v_row.report -> 'dry_run' ? 'dependency_after' OR v_row.report -> 'dry_run' ? 'databases'
      OR EXISTS (SELECT 1 FROM @extschema@.dependency_snapshots s
                  WHERE s.upgrade_id = v_row.id AND s.phase = 'after') THEN
-    WITH b AS (SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, deptype
+    WITH b AS (SELECT datname, object_type, object_schema, object_identity, depends_on_type, depends_on_identity,
+                      deptype
                  FROM @extschema@.dependency_snapshots WHERE upgrade_id = v_row.id AND phase = 'before'),
-         a AS (SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, deptype
+         a AS (SELECT datname, object_type, object_schema, object_identity, depends_on_type, depends_on_identity,
+                      deptype
                  FROM @extschema@.dependency_snapshots WHERE upgrade_id = v_row.id AND phase = 'after')
     SELECT jsonb_build_object(
              'compared', true,
              'before_count', (SELECT count(*) FROM b),
              'after_count', (SELECT count(*) FROM a),
-             'added', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.object_type, x.object_identity), '[]'::jsonb)
+             'added', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.datname, x.object_type, x.object_identity), '[]'::jsonb)
                          FROM (SELECT * FROM a EXCEPT SELECT * FROM b) x),
-             'removed', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.object_type, x.object_identity), '[]'::jsonb)
+             'removed', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.datname, x.object_type, x.object_identity), '[]'::jsonb)
                            FROM (SELECT * FROM b EXCEPT SELECT * FROM a) x))
       INTO v_drift;
   ELSE
@@ -871,6 +984,7 @@ BEGIN
 
   RETURN to_jsonb(v_row) || jsonb_build_object(
     'terminal', v_row.state = ANY (@extschema@._terminal_states()),
+    'databases', v_databases,
     'events', v_events,
     'restore_point', v_restore_point,
     'dependency_drift', v_drift);
@@ -1130,7 +1244,7 @@ $fn$;
 -- Registers a health check: a query that must return true after an upgrade (on the dry-run clone
 -- and on production). extname NULL means every upgrade.
 CREATE FUNCTION @extschema@.add_health_check(name text, check_sql text, extname name DEFAULT NULL,
-                                             timeout interval DEFAULT '30 seconds')
+                                             timeout interval DEFAULT '30 seconds', database name DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -1140,6 +1254,7 @@ DECLARE
   v_sql text := $2;
   v_ext name := $3;
   v_timeout interval := $4;
+  v_database name := $5;
   v_id bigint;
 BEGIN
   PERFORM @extschema@._require_operator('add a health check');
@@ -1168,9 +1283,15 @@ BEGIN
       HINT = 'Check the name against SELECT name FROM pg_available_extensions, '
              'or pass NULL to run the check for every upgrade.';
   END IF;
+  IF v_database IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = v_database) THEN
+    RAISE EXCEPTION USING ERRCODE = '42704',
+      MESSAGE = format('database "%s" does not exist', @extschema@._for_message(v_database)),
+      HINT = 'Name a database listed by SELECT datname FROM pg_database, '
+             'or pass NULL to run the check in every database of the upgrade.';
+  END IF;
   BEGIN
-    INSERT INTO @extschema@.health_checks (name, check_sql, extname, timeout)
-    VALUES (v_name, v_sql, v_ext, v_timeout)
+    INSERT INTO @extschema@.health_checks (name, check_sql, extname, timeout, datname)
+    VALUES (v_name, v_sql, v_ext, v_timeout, v_database)
     RETURNING id INTO v_id;
   EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION USING ERRCODE = '42710',
@@ -1190,11 +1311,15 @@ REVOKE ALL ON FUNCTION @extschema@.begin(name, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.approve(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.cancel(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.rollback(bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.add_health_check(text, text, name, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_health_check(text, text, name, interval, name) FROM PUBLIC;
+-- Read other databases as the bootstrap superuser: only plan() and begin() may, and plan() hides
+-- what its caller could not see itself.
+REVOKE ALL ON FUNCTION @extschema@._database_inventory(name, name, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._select_databases(name, text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.begin(name, text, jsonb) TO safe_upgrade_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.approve(bigint) TO safe_upgrade_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.cancel(bigint) TO safe_upgrade_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.rollback(bigint) TO safe_upgrade_operator;
-GRANT EXECUTE ON FUNCTION @extschema@.add_health_check(text, text, name, interval) TO safe_upgrade_operator;
+GRANT EXECUTE ON FUNCTION @extschema@.add_health_check(text, text, name, interval, name) TO safe_upgrade_operator;
 -- Only the SECURITY DEFINER functions above need it.
 REVOKE ALL ON FUNCTION @extschema@._require_operator(text) FROM PUBLIC;

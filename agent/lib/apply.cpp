@@ -1,8 +1,10 @@
-// The apply job: ALTER EXTENSION ... UPDATE on production, hop by hop in one transaction, under
-// lock_timeout with bounded retries, recording who blocks it. The journal makes it happen at most
-// once per upgrade: "started" (durable) before BEGIN, then "committed" or "not_committed". A job
-// that finds anything but "none" refuses, and an agent that crashed in between never re-runs it:
-// the worker resolves it from the journal and the catalog.
+// The apply job: ALTER EXTENSION ... UPDATE on production in each database of the upgrade, one
+// after the other, each hop by hop in its own transaction under lock_timeout with bounded retries,
+// recording who blocks it. It stops at the first database that does not commit. The journal makes
+// it happen at most once per upgrade: "started" (durable) before the first BEGIN, each database's
+// own state, then "committed", "partially_committed" or "not_committed". A job that finds anything
+// but "none" refuses, and an agent that crashed in between never re-runs it: the worker resolves it
+// from the journal and the installed versions.
 #include <spdlog/spdlog.h>
 
 #include <map>
@@ -73,7 +75,8 @@ FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pid
 // Who holds the locks the apply backend waits for, read on a second connection.
 class BlockerWatch {
  public:
-  BlockerWatch(const AgentConfig& config, JobContext& ctx) : config_(config), ctx_(ctx) {}
+  BlockerWatch(const AgentConfig& config, JobContext& ctx, std::string datname)
+      : config_(config), ctx_(ctx), datname_(std::move(datname)) {}
 
   void NewTry(int attempt, int max_tries) {
     attempt_ = attempt;
@@ -86,7 +89,7 @@ class BlockerWatch {
     if (running_for < std::chrono::milliseconds(50)) return;
     try {
       if (!monitor_ || !monitor_->Ok())
-        monitor_ = ConnectProduction(config_, "safe-upgrade-agent apply-monitor");
+        monitor_ = ConnectProduction(config_, "safe-upgrade-agent apply-monitor", datname_);
       auto r = monitor_->Exec(kBlockersQuery, {std::to_string(apply_pid)});
       for (const auto& row : r.rows) {
         int pid = std::stoi(*row[0]);
@@ -99,10 +102,11 @@ class BlockerWatch {
                   {"lock_mode", row[5].value_or("")},
                   {"relation", row[6].value_or("")},
                   {"transaction_age_s", row[7]->empty() ? json(nullptr) : json(std::stoll(*row[7]))},
-                  {"attempt", attempt_}};
+                  {"attempt", attempt_},
+                  {"datname", datname_}};
         blockers_[pid] = b;
         ctx_.Event("applying", "warning",
-                   "try " + std::to_string(attempt_) + " of " + std::to_string(max_tries_) +
+                   "database " + datname_ + ", try " + std::to_string(attempt_) + " of " + std::to_string(max_tries_) +
                        ": ALTER EXTENSION waits for a lock held by " + DescribeBlocker(b),
                    b);
       }
@@ -127,6 +131,7 @@ class BlockerWatch {
  private:
   const AgentConfig& config_;
   JobContext& ctx_;
+  std::string datname_;
   std::unique_ptr<PgConn> monitor_;
   std::map<int, json> blockers_;
   std::set<int> seen_this_try_;
@@ -143,11 +148,11 @@ void JournalApply(JobContext& ctx, const std::string& state, const json& extra =
 
 // The connection broke while COMMIT was in flight. Once the old backend is gone its transaction
 // has either committed or not, and the installed version says which.
-bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, int old_pid) {
+bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, const std::string& datname, int old_pid) {
   auto deadline = Clock::now() + std::chrono::minutes(2);
   while (true) {
     try {
-      auto conn = ConnectProduction(ctx.config(), "safe-upgrade-agent apply-resolve");
+      auto conn = ConnectProduction(ctx.config(), "safe-upgrade-agent apply-resolve", datname);
       bool gone =
           conn->Exec("SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = $1::int)",
                      {std::to_string(old_pid)})
@@ -155,7 +160,8 @@ bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, int old_pi
       if (gone) {
         std::string version = InstalledVersion(*conn, upgrade.extname);
         ctx.Event("applying", "warning",
-                  "the connection was lost during COMMIT; " + upgrade.extname + " is now at " + version);
+                  "the connection was lost during COMMIT; " + upgrade.extname + " is now at " + version +
+                      " in database " + datname);
         return version == upgrade.to_version;
       }
     } catch (const std::exception& e) {
@@ -175,6 +181,105 @@ std::chrono::milliseconds Backoff(int attempt) {
   return std::chrono::milliseconds(base + std::uniform_int_distribution<long>(0, 100)(rng));
 }
 
+// The journal's word for how far the apply got in every database.
+std::string ApplyState(size_t committed, size_t databases) {
+  if (committed == 0) return "not_committed";
+  return committed == databases ? "committed" : "partially_committed";
+}
+
+struct DatabaseApply {
+  json result;
+  bool committed = false;
+  std::string failure;  // why it did not commit
+};
+
+// One database: its own transaction, hop by hop, under lock_timeout with retries.
+DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, const UpgradeDatabase& db,
+                              PgConn& conn) {
+  const AgentConfig& config = ctx.config();
+  auto started = Clock::now();
+  auto hops = PlanHops(db.update_path, upgrade.to_version, db.from_version);
+  const int max_tries = 1 + std::max(0, upgrade.MaxLockRetries());
+  const std::string lock_timeout = upgrade.LockTimeout();
+  std::string statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
+  if (upgrade.options.contains("statement_timeout") && upgrade.options["statement_timeout"].is_string())
+    statement_timeout = upgrade.options["statement_timeout"].get<std::string>();
+
+  BlockerWatch watch(config, ctx, db.datname);
+  UpgradeOutcome outcome;
+  int attempt = 0;
+  const int apply_pid = conn.BackendPid();
+  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
+    doc["apply_databases"][db.datname] = "started";
+    doc["apply_backend_pid"] = apply_pid;
+  });
+  ctx.Info("applying",
+           "applying " + upgrade.extname + " " + db.from_version + " -> " + upgrade.to_version + " in database " +
+               db.datname + " (" + std::to_string(hops.size()) + " hop(s), lock_timeout " + lock_timeout +
+               ", up to " + std::to_string(max_tries) + " tries)",
+           {{"backend_pid", apply_pid}, {"datname", db.datname}});
+  for (attempt = 1; attempt <= max_tries; ++attempt) {
+    watch.NewTry(attempt, max_tries);
+    UpgradeRunOptions opt;
+    opt.lock_timeout = lock_timeout;
+    opt.statement_timeout = statement_timeout;
+    opt.poll_interval = std::chrono::milliseconds(100);
+    opt.while_running = [&](std::chrono::milliseconds running_for) { watch.Look(apply_pid, running_for); };
+    opt.on_hop = [&](const Hop& h) {
+      ctx.Info("applying",
+               "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) +
+                   " ms (not committed yet)",
+               {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
+    };
+    outcome = RunUpgrade(conn, upgrade.extname, hops, opt);
+    if (outcome.committed || !outcome.LockTimeout() || attempt == max_tries || ctx.Stopping()) break;
+    auto wait = Backoff(attempt);
+    ctx.Event("applying", "warning",
+              "database " + db.datname + ", try " + std::to_string(attempt) + " of " + std::to_string(max_tries) +
+                  " could not get its locks within " + lock_timeout + " (" + outcome.FailureMessage() +
+                  "); trying again in " + std::to_string(wait.count()) + " ms");
+    std::this_thread::sleep_for(wait);
+  }
+  attempt = std::min(attempt, max_tries);
+
+  DatabaseApply out;
+  out.committed = outcome.committed;
+  if (!out.committed && outcome.commit_outcome_unknown)
+    out.committed = ResolveLostCommit(ctx, upgrade, db.datname, apply_pid);
+  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
+    doc["apply_databases"][db.datname] = out.committed ? "committed" : "not_committed";
+  });
+  out.result = outcome.ToJson();
+  out.result["datname"] = db.datname;
+  out.result["attempts"] = attempt;
+  out.result["max_tries"] = max_tries;
+  out.result["lock_timeout"] = lock_timeout;
+  out.result["blockers"] = watch.All();
+  out.result["from_version"] = db.from_version;
+  out.result["to_version"] = upgrade.to_version;
+  out.result["duration_ms"] = MsSince(started);
+  out.result["committed"] = out.committed;
+  if (out.committed) {
+    out.result.erase("error");
+    ctx.Info("applying",
+             upgrade.extname + " upgraded to " + upgrade.to_version + " in database " + db.datname + " (try " +
+                 std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
+             {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
+    return out;
+  }
+  if (outcome.LockTimeout()) {
+    out.failure = "could not get the locks for ALTER EXTENSION " + upgrade.extname + " UPDATE in database " +
+                  db.datname + ": " + std::to_string(attempt) + " tries with lock_timeout " + lock_timeout +
+                  " failed";
+    std::string blockers = watch.Summary();
+    out.failure += blockers.empty() ? " (the blocking sessions ended before they could be recorded)"
+                                    : "; blocked by " + blockers;
+  } else {
+    out.failure = "database " + db.datname + ": " + outcome.FailureMessage();
+  }
+  return out;
+}
+
 }  // namespace
 
 json RunApplyJob(JobContext& ctx) {
@@ -189,14 +294,14 @@ json RunApplyJob(JobContext& ctx) {
                          "); an upgrade is applied to production at most once, so it is not applied again",
                      {{"refused", true}, {"journal_apply", already}});
 
-  auto prod = ConnectProduction(config, "safe-upgrade-agent apply");
-  UpgradeRecord upgrade = LoadUpgrade(*prod, id);
+  auto control = ConnectProduction(config, "safe-upgrade-agent apply");
+  UpgradeRecord upgrade = LoadUpgrade(*control, id);
   // Only an upgrade the scheduler moved to applying (after its dry run and restore point) may
   // touch production.
   if (upgrade.state != "applying")
     throw JobFailure("upgrade " + sid + " is " + upgrade.state + ", not applying; production is not touched",
                      {{"refused", true}, {"state", upgrade.state}});
-  auto restore_point = LoadRestorePoint(*prod, id);
+  auto restore_point = LoadRestorePoint(*control, id);
   if (!restore_point)
     throw JobFailure("upgrade " + sid + " has no restore point; production is not touched without one",
                      {{"refused", true}});
@@ -207,13 +312,17 @@ json RunApplyJob(JobContext& ctx) {
                std::to_string(wal_proof.value("segments", 0)) + " segment(s) from " +
                wal_proof.value("from_lsn", "") + " to " + restore_point->lsn + ")",
            wal_proof);
-  std::string current = InstalledVersion(*prod, upgrade.extname);
-  if (current != upgrade.from_version)
-    throw JobFailure("extension " + upgrade.extname + " is at version " +
-                         (current.empty() ? "(none)" : current) + " on production, not " +
-                         upgrade.from_version + " as planned; production is not touched",
-                     {{"refused", true}, {"extversion", current}});
-  auto hops = PlanHops(upgrade, current);
+  // Every database is where the plan left it before any is touched.
+  std::vector<std::unique_ptr<PgConn>> conns;
+  for (const auto& db : upgrade.databases) {
+    conns.push_back(ConnectProduction(config, "safe-upgrade-agent apply", db.datname));
+    std::string current = InstalledVersion(*conns.back(), upgrade.extname);
+    if (current != db.from_version)
+      throw JobFailure("extension " + upgrade.extname + " is at version " + (current.empty() ? "(none)" : current) +
+                           " in database " + db.datname + ", not " + db.from_version +
+                           " as planned; production is not touched",
+                       {{"refused", true}, {"extversion", current}, {"datname", db.datname}});
+  }
 
   // Claim the one application: check and set in one journal update, durable before BEGIN.
   std::string seen;
@@ -223,104 +332,64 @@ json RunApplyJob(JobContext& ctx) {
     doc["apply"] = "started";
     doc["apply_started_at"] = NowIso8601();
     doc["apply_job"] = ctx.job_id();
-    doc["apply_backend_pid"] = prod->BackendPid();
+    doc["apply_databases"] = json::object();
   });
   if (seen != "none")
     throw JobFailure(
         "upgrade " + sid + " was already applied once (journal: apply " + seen + "); it is not applied again",
         {{"refused", true}, {"journal_apply", seen}});
 
-  const int max_tries = 1 + std::max(0, upgrade.MaxLockRetries());
-  const std::string lock_timeout = upgrade.LockTimeout();
-  std::string statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
-  if (upgrade.options.contains("statement_timeout") && upgrade.options["statement_timeout"].is_string())
-    statement_timeout = upgrade.options["statement_timeout"].get<std::string>();
-
-  BlockerWatch watch(config, ctx);
-  UpgradeOutcome outcome;
-  int attempt = 0;
-  const int apply_pid = prod->BackendPid();
-  ctx.Info("applying",
-           "applying " + upgrade.extname + " " + current + " -> " + upgrade.to_version + " (" +
-               std::to_string(hops.size()) + " hop(s), lock_timeout " + lock_timeout + ", up to " +
-               std::to_string(max_tries) + " tries)",
-           {{"backend_pid", apply_pid}, {"restore_point", restore_point->name}});
+  json results = json::array();
+  json flat = {{"hops", json::array()}, {"lock_profile", json::array()}, {"blockers", json::array()}};
+  std::vector<std::string> committed;
+  std::string failure;
   try {
-    for (attempt = 1; attempt <= max_tries; ++attempt) {
-      watch.NewTry(attempt, max_tries);
-      UpgradeRunOptions opt;
-      opt.lock_timeout = lock_timeout;
-      opt.statement_timeout = statement_timeout;
-      opt.poll_interval = std::chrono::milliseconds(100);
-      opt.while_running = [&](std::chrono::milliseconds running_for) { watch.Look(apply_pid, running_for); };
-      opt.on_hop = [&](const Hop& h) {
-        ctx.Info("applying",
-                 "hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms (not committed yet)",
-                 {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}});
-      };
-      outcome = RunUpgrade(*prod, upgrade.extname, hops, opt);
-      if (outcome.committed || !outcome.LockTimeout() || attempt == max_tries || ctx.Stopping()) break;
-      auto wait = Backoff(attempt);
-      ctx.Event("applying", "warning",
-                "try " + std::to_string(attempt) + " of " + std::to_string(max_tries) +
-                    " could not get its locks within " + lock_timeout + " (" + outcome.FailureMessage() +
-                    "); trying again in " + std::to_string(wait.count()) + " ms");
-      std::this_thread::sleep_for(wait);
+    for (size_t i = 0; i < upgrade.databases.size(); ++i) {
+      if (i > 0) ctx.Failpoint("apply:between_databases");
+      DatabaseApply one = ApplyInDatabase(ctx, upgrade, upgrade.databases[i], *conns[i]);
+      results.push_back(one.result);
+      for (const char* list : {"hops", "lock_profile", "blockers"})
+        AppendForDatabase(flat[list], one.result.value(list, json::array()), upgrade.databases[i].datname);
+      if (!one.committed) {
+        failure = one.failure;
+        break;
+      }
+      committed.push_back(upgrade.databases[i].datname);
     }
   } catch (const std::exception& e) {
-    // BEGIN itself failed (the connection is gone): COMMIT was never sent.
-    JournalApply(ctx, "not_committed", {{"apply_error", e.what()}});
+    // BEGIN itself failed (a connection is gone): COMMIT was never sent there.
+    JournalApply(ctx, ApplyState(committed.size(), upgrade.databases.size()), {{"apply_error", e.what()}});
     throw;
   }
-  attempt = std::min(attempt, max_tries);
 
-  bool committed = outcome.committed;
-  if (!committed && outcome.commit_outcome_unknown) committed = ResolveLostCommit(ctx, upgrade, apply_pid);
-
-  json result = outcome.ToJson();
-  result["attempts"] = attempt;
-  result["max_tries"] = max_tries;
-  result["lock_timeout"] = lock_timeout;
-  result["blockers"] = watch.All();
-  result["from_version"] = current;
-  result["to_version"] = upgrade.to_version;
-  result["restore_point"] = restore_point->name;
-  result["duration_ms"] = MsSince(started);
-
-  if (committed) {
+  json result = {{"databases", results},
+                 {"committed_databases", committed},
+                 {"to_version", upgrade.to_version},
+                 {"restore_point", restore_point->name},
+                 {"duration_ms", MsSince(started)}};
+  result.update(flat);
+  if (failure.empty()) {
     ctx.Failpoint("apply:after_commit");
     JournalApply(ctx, "committed");
     result["committed"] = true;
-    result.erase("error");
-    ctx.Info("applying",
-             upgrade.extname + " upgraded to " + upgrade.to_version + " on production (try " +
-                 std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
-             {{"lock_profile", outcome.lock_profile}});
     return result;
   }
 
-  JournalApply(ctx, "not_committed", {{"apply_error", outcome.FailureMessage()}});
-  std::string now_at;
-  try {
-    now_at = InstalledVersion(*ConnectProduction(config, "safe-upgrade-agent apply"), upgrade.extname);
-  } catch (const std::exception&) {
-    now_at = "unknown";
+  std::string state = ApplyState(committed.size(), upgrade.databases.size());
+  JournalApply(ctx, state, {{"apply_error", failure}});
+  result["committed"] = false;
+  result["partially_committed"] = !committed.empty();
+  if (committed.empty()) {
+    // Not applied anywhere: nothing will be rolled back, so the parked target only holds disk.
+    ReleaseRollbackTarget(ctx, "applying", "the upgrade was not applied");
+    throw JobFailure(failure + "; production is unchanged (" + upgrade.extname + " was not upgraded in any database)",
+                     result);
   }
-  result["extversion"] = now_at;
-  std::string message;
-  if (outcome.LockTimeout()) {
-    message = "could not get the locks for ALTER EXTENSION " + upgrade.extname +
-              " UPDATE: " + std::to_string(attempt) + " tries with lock_timeout " + lock_timeout + " failed";
-    std::string blockers = watch.Summary();
-    message += blockers.empty() ? " (the blocking sessions ended before they could be recorded)"
-                                : "; blocked by " + blockers;
-  } else {
-    message = outcome.FailureMessage();
-  }
-  message += "; production is unchanged (" + upgrade.extname + " is at " + now_at + ")";
-  // Not applied: nothing will be rolled back, so the parked target only holds disk.
-  ReleaseRollbackTarget(ctx, "applying", "the upgrade was not applied");
-  throw JobFailure(message, result);
+  std::string list;
+  for (const auto& d : committed) list += (list.empty() ? "" : ", ") + d;
+  throw JobFailure(failure + "; the upgrade had committed in database " + list +
+                       ", so the cluster is no longer as the plan left it and must be rolled back",
+                   result);
 }
 
 }  // namespace safe_upgrade

@@ -20,13 +20,14 @@ int UpgradeRecord::MaxLockRetries() const {
   return 5;
 }
 
-std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name) {
-  return std::make_unique<PgConn>(config.ConnInfo(application_name));
+std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name,
+                                          const std::string& datname) {
+  return std::make_unique<PgConn>(config.ConnInfo(application_name, datname));
 }
 
 UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   auto r = conn.Exec(
-      "SELECT extname, from_version, to_version, state, options::text, array_to_json(update_path)::text "
+      "SELECT extname, from_version, to_version, state, options::text "
       "FROM safe_upgrade.upgrades WHERE id = $1::bigint",
       {std::to_string(upgrade_id)});
   if (r.rows.empty()) throw std::runtime_error("upgrade " + std::to_string(upgrade_id) + " does not exist");
@@ -38,19 +39,29 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   u.to_version = row[2].value_or("");
   u.state = row[3].value_or("");
   u.options = nlohmann::json::parse(row[4].value_or("{}"));
-  auto path = nlohmann::json::parse(row[5].value_or("[]"));
-  for (const auto& hop : path) u.update_path.push_back(hop.get<std::string>());
+  auto dbs = conn.Exec(
+      "SELECT datname, from_version, array_to_json(update_path)::text FROM safe_upgrade.upgrade_databases "
+      "WHERE upgrade_id = $1::bigint ORDER BY datname",
+      {std::to_string(upgrade_id)});
+  for (const auto& db : dbs.rows) {
+    UpgradeDatabase d{db[0].value_or(""), db[1].value_or(""), {}};
+    for (const auto& hop : nlohmann::json::parse(db[2].value_or("[]"))) d.update_path.push_back(hop.get<std::string>());
+    u.databases.push_back(std::move(d));
+  }
+  if (u.databases.empty())
+    throw std::runtime_error("upgrade " + std::to_string(upgrade_id) + " names no database to upgrade");
   return u;
 }
 
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname) {
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname, const std::string& datname) {
   auto r = conn.Exec(
-      "SELECT id::text, name, check_sql, timeout::text, extname, created_by FROM safe_upgrade.health_checks "
-      "WHERE extname IS NULL OR extname = $1 ORDER BY id",
-      {extname});
+      "SELECT id::text, name, check_sql, timeout::text, extname, datname, created_by FROM safe_upgrade.health_checks "
+      "WHERE (extname IS NULL OR extname = $1) AND (datname IS NULL OR datname = $2) ORDER BY id",
+      {extname, datname});
   std::vector<HealthCheckRecord> out;
   for (const auto& row : r.rows)
-    out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5].value_or("")});
+    out.push_back(
+        HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5], row[6].value_or("")});
   return out;
 }
 

@@ -14,10 +14,16 @@
 
 namespace safe_upgrade {
 
+// One database an upgrade covers (safe_upgrade.upgrade_databases).
+struct UpgradeDatabase {
+  std::string datname, from_version;
+  std::vector<std::string> update_path;  // the hops, e.g. {"1.4", "1.5", ..., "1.8"}; may be empty
+};
+
 struct UpgradeRecord {
   int64_t id = 0;
   std::string extname, from_version, to_version, state;
-  std::vector<std::string> update_path;  // the hops, e.g. {"1.4", "1.5", ..., "1.8"}; may be empty
+  std::vector<UpgradeDatabase> databases;  // in name order; at least one
   nlohmann::json options = nlohmann::json::object();
   std::string LockTimeout() const;       // options.lock_timeout, default "2s"
   int MaxLockRetries() const;            // options.max_lock_retries, default 5
@@ -27,6 +33,7 @@ struct HealthCheckRecord {
   int64_t id = 0;
   std::string name, check_sql, timeout;  // timeout as interval text, e.g. "00:00:30"
   std::optional<std::string> extname;
+  std::optional<std::string> datname;  // the database it runs in; nullopt: every database
   std::string created_by;  // the role that added it; the check runs as this role
 };
 
@@ -37,15 +44,18 @@ struct RestorePointRecord {
 
 // Throws JobFailure-worthy std::runtime_error when the upgrade does not exist.
 UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id);
-// User health checks for this extension (extname matches or is NULL).
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname);
+// User health checks for this extension (extname matches or is NULL) that run in database
+// datname (their datname matches or is NULL).
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname, const std::string& datname);
 std::optional<RestorePointRecord> LoadRestorePoint(PgConn& conn, int64_t upgrade_id);
 
 // Ids of the upgrades whose state is one of states.
 std::set<int64_t> UpgradeIdsInStates(PgConn& conn, const std::vector<std::string>& states);
 
-// Connection to the production database named in the config.
-std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name);
+// Connection to a production database: the control database named in the config (where the
+// safe_upgrade catalog lives), or datname.
+std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::string& application_name,
+                                          const std::string& datname = "");
 
 // Snapshot layout: <snapshot_dir>/<snapshot id>/{data/, snapshot.json}.
 std::string SnapshotIdFor(int64_t upgrade_id);  // "snap-<id>"

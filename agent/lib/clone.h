@@ -36,7 +36,8 @@ class Clone {
   // Reads the isolation settings back from the running clone; throws JobFailure naming the first
   // one that is wrong. Returns {setting: value}.
   nlohmann::json VerifyIsolation();
-  std::unique_ptr<PgConn> Connect(const std::string& application_name) const;
+  // To database datname of the clone (default: the control database).
+  std::unique_ptr<PgConn> Connect(const std::string& application_name, const std::string& datname = "") const;
   // Stops (immediate: it is scratch), removes the directory and the journal entry. Idempotent.
   void Teardown();
 

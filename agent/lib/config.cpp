@@ -37,8 +37,8 @@ std::string Quote(const std::string& s) {
 std::string AgentConfig::JournalDir() const { return JoinPath(work_dir, "journal"); }
 std::string AgentConfig::ClonesDir() const { return JoinPath(work_dir, "clones"); }
 
-std::string AgentConfig::ConnInfo(const std::string& application_name) const {
-  return safe_upgrade::ConnInfo(socket_dir, port, database, db_user, application_name);
+std::string AgentConfig::ConnInfo(const std::string& application_name, const std::string& datname) const {
+  return safe_upgrade::ConnInfo(socket_dir, port, datname.empty() ? database : datname, db_user, application_name);
 }
 
 AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& source_path) {

@@ -1,6 +1,8 @@
-// The dry-run job: the upgrade and the health checks on an isolated clone of the upgrade's
-// snapshot, then teardown. Production is only read (the upgrade row, its health checks and the
-// dependency rows recorded before); the clone never connects to it and never archives.
+// The dry-run job: the upgrade and the health checks, in each database of the upgrade, on an
+// isolated clone of the upgrade's snapshot, then teardown. Production is only read (the upgrade
+// row, its health checks and the dependency rows recorded before); the clone never connects to it
+// and never archives.
+#include <map>
 #include <regex>
 
 #include "catalog.h"
@@ -44,6 +46,86 @@ std::string Join(const std::vector<std::string>& v) {
   return out;
 }
 
+// The upgrade and its checks in one database of the clone; adds what it finds to report (flat
+// lists tagged with the database) and returns that database's own part. Throws JobFailure (via
+// failure) when the upgrade or a check fails there.
+template <typename Failure>
+json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrade, const UpgradeDatabase& db,
+                      const std::vector<HealthCheckRecord>& user_checks, const json& before_recorded,
+                      const std::string& snapshot_id, json& report, Failure failure) {
+  json part = {{"datname", db.datname}};
+  auto conn = clone.Connect("safe-upgrade-agent dryrun", db.datname);
+  std::string current = InstalledVersion(*conn, upgrade.extname);
+  if (current != db.from_version)
+    throw failure("extension " + upgrade.extname + " is at version " + (current.empty() ? "(none)" : current) +
+                  " in database " + db.datname + " of snapshot " + snapshot_id + ", but the upgrade starts from " +
+                  db.from_version);
+  json before = before_recorded.empty() ? DependencyRows(*conn, upgrade.extname) : before_recorded;
+
+  auto hops = PlanHops(db.update_path, upgrade.to_version, current);
+  UpgradeRunOptions opt;
+  // Nothing else runs in the clone, so a lock wait can only be a stray autovacuum worker.
+  opt.lock_timeout = "1min";
+  opt.statement_timeout = std::to_string(std::max(60, ctx.config().job_timeout_s)) + "s";
+  opt.on_hop = [&](const Hop& h) {
+    ctx.Info("upgrade", "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
+             {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
+  };
+  ctx.Info("upgrade", "upgrading " + upgrade.extname + " in database " + db.datname + " of the clone: " +
+                          std::to_string(hops.size()) + " hop(s) in one transaction");
+  UpgradeOutcome outcome = RunUpgrade(*conn, upgrade.extname, hops, opt);
+  json o = outcome.ToJson();
+  part["hops"] = o["hops"];
+  part["lock_profile"] = o["lock_profile"];
+  AppendForDatabase(report["hops"], o["hops"], db.datname);
+  AppendForDatabase(report["lock_profile"], o["lock_profile"], db.datname);
+  if (!outcome.committed)
+    throw failure("database " + db.datname + ": " + outcome.FailureMessage(),
+                  {{"failed_hop", o.value("failed_hop", json())}, {"datname", db.datname}});
+  auto exclusive = ExclusiveRelations(outcome.lock_profile);
+  ctx.Info("upgrade",
+           "upgrade committed in database " + db.datname + " of the clone; it held " +
+               std::to_string(outcome.lock_profile.size()) + " lock(s)" +
+               (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
+           {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
+
+  part["dependency_after"] = DependencyRows(*conn, upgrade.extname);
+  json drift = DependencyDrift(before, part["dependency_after"]);
+  drift["before_source"] = before_recorded.empty() ? "clone" : "production";
+  part["drift"] = drift;
+  for (const char* k : {"added", "removed", "changed"}) AppendForDatabase(report["drift"][k], drift[k], db.datname);
+  if (!drift["removed"].empty() || !drift["changed"].empty())
+    ctx.Event("drift", "warning",
+              "database " + db.datname + ": dependencies changed: " + std::to_string(drift["added"].size()) +
+                  " added, " + std::to_string(drift["removed"].size()) + " removed, " +
+                  std::to_string(drift["changed"].size()) + " changed",
+              drift);
+  conn.reset();
+
+  // A new backend, so that C functions run from the new library, as they will on production.
+  auto check_conn = clone.Connect("safe-upgrade-agent dryrun-checks", db.datname);
+  HealthCheckInput input;
+  input.extname = upgrade.extname;
+  input.target_version = upgrade.to_version;
+  input.user_checks = user_checks;
+  input.dependency_before = before;
+  auto results = RunHealthChecks(*check_conn, input, [&](const CheckResult& c) {
+    ctx.Event("checks", c.ok ? "info" : "error",
+              "database " + db.datname + ": check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
+                  (c.message.empty() ? "" : ": " + c.message),
+              c.ToJson());
+  });
+  for (auto& c : results) c.datname = db.datname;
+  part["checks"] = ChecksToJson(results);
+  AppendForDatabase(report["checks"], part["checks"], db.datname);
+  report["databases"].push_back(part);
+  if (const CheckResult* bad = FirstFailure(results))
+    throw failure("health check \"" + bad->name + "\" failed in database " + db.datname + " of the clone: " +
+                      bad->message,
+                  {{"datname", db.datname}});
+  return part;
+}
+
 }  // namespace
 
 json RunDryRunJob(JobContext& ctx) {
@@ -53,8 +135,8 @@ json RunDryRunJob(JobContext& ctx) {
   json report = {{"hops", json::array()},
                  {"lock_profile", json::array()},
                  {"checks", json::array()},
-                 {"drift", json::object()},
-                 {"dependency_after", json::array()}};
+                 {"drift", {{"added", json::array()}, {"removed", json::array()}, {"changed", json::array()}}},
+                 {"databases", json::array()}};
   auto failure = [&](const std::string& message, const json& extra = json::object()) {
     json detail = report;
     for (auto it = extra.begin(); it != extra.end(); ++it) detail[it.key()] = it.value();
@@ -65,13 +147,15 @@ json RunDryRunJob(JobContext& ctx) {
 
   // What to do, from production's catalog (read only, and closed before the clone exists).
   UpgradeRecord upgrade;
-  std::vector<HealthCheckRecord> user_checks;
-  json before_recorded;
+  std::map<std::string, std::vector<HealthCheckRecord>> user_checks;
+  std::map<std::string, json> before_recorded;
   {
     auto prod = ConnectProduction(config, "safe-upgrade-agent dryrun");
     upgrade = LoadUpgrade(*prod, id);
-    user_checks = LoadHealthChecks(*prod, upgrade.extname);
-    before_recorded = RecordedDependencyRows(*prod, id, "before");
+    for (const auto& db : upgrade.databases) {
+      user_checks[db.datname] = LoadHealthChecks(*prod, upgrade.extname, db.datname);
+      before_recorded[db.datname] = RecordedDependencyRows(*prod, id, "before", db.datname);
+    }
   }
   report["extname"] = upgrade.extname;
   report["from_version"] = upgrade.from_version;
@@ -105,71 +189,12 @@ json RunDryRunJob(JobContext& ctx) {
            report["isolation"]);
 
   try {
-    auto conn = clone.Connect("safe-upgrade-agent dryrun");
-    std::string current = InstalledVersion(*conn, upgrade.extname);
-    if (current.empty())
-      throw failure("extension " + upgrade.extname + " is not installed in snapshot " + snapshot_id);
-    if (current != upgrade.from_version)
-      throw failure("extension " + upgrade.extname + " is at version " + current + " in snapshot " +
-                    snapshot_id + ", but the upgrade starts from " + upgrade.from_version);
-
-    json before_clone = DependencyRows(*conn, upgrade.extname);
-    json before = before_recorded.empty() ? before_clone : before_recorded;
-    std::string before_source = before_recorded.empty() ? "clone" : "production";
-
-    auto hops = PlanHops(upgrade, current);
-    UpgradeRunOptions opt;
-    // Nothing else runs in the clone, so a lock wait can only be a stray autovacuum worker.
-    opt.lock_timeout = "1min";
-    opt.statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
-    opt.on_hop = [&](const Hop& h) {
-      ctx.Info("upgrade", "hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
-               {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}});
-    };
-    ctx.Info("upgrade", "upgrading " + upgrade.extname + " in the clone: " + std::to_string(hops.size()) +
-                            " hop(s) in one transaction");
-    UpgradeOutcome outcome = RunUpgrade(*conn, upgrade.extname, hops, opt);
-    json o = outcome.ToJson();
-    report["hops"] = o["hops"];
-    report["lock_profile"] = o["lock_profile"];
-    if (!outcome.committed)
-      throw failure(outcome.FailureMessage(), {{"failed_hop", o.value("failed_hop", json())}});
-    ctx.Progress(0.8);
-    auto exclusive = ExclusiveRelations(outcome.lock_profile);
-    ctx.Info("upgrade",
-             "upgrade committed in the clone; it held " + std::to_string(outcome.lock_profile.size()) +
-                 " lock(s)" + (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
-             {{"lock_profile", outcome.lock_profile}});
-
-    report["dependency_after"] = DependencyRows(*conn, upgrade.extname);
-    json drift = DependencyDrift(before, report["dependency_after"]);
-    drift["before_source"] = before_source;
-    report["drift"] = drift;
-    if (!drift["removed"].empty() || !drift["changed"].empty())
-      ctx.Event("drift", "warning",
-                "dependencies changed: " + std::to_string(drift["added"].size()) + " added, " +
-                    std::to_string(drift["removed"].size()) + " removed, " +
-                    std::to_string(drift["changed"].size()) + " changed",
-                drift);
-    conn.reset();
-
-    // A new backend, so that C functions run from the new library, as they will on production.
-    auto check_conn = clone.Connect("safe-upgrade-agent dryrun-checks");
-    HealthCheckInput input;
-    input.extname = upgrade.extname;
-    input.target_version = upgrade.to_version;
-    input.user_checks = user_checks;
-    input.dependency_before = before;
-    auto results = RunHealthChecks(*check_conn, input, [&](const CheckResult& c) {
-      ctx.Event("checks", c.ok ? "info" : "error",
-                "check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
-                    (c.message.empty() ? "" : ": " + c.message),
-                c.ToJson());
-    });
-    report["checks"] = ChecksToJson(results);
-    ctx.Progress(0.95);
-    if (const CheckResult* bad = FirstFailure(results))
-      throw failure("health check \"" + bad->name + "\" failed in the clone: " + bad->message);
+    size_t done = 0;
+    for (const auto& db : upgrade.databases) {
+      DryRunInDatabase(ctx, clone, upgrade, db, user_checks[db.datname], before_recorded[db.datname], snapshot_id,
+                       report, failure);
+      ctx.Progress(0.65 + 0.3 * static_cast<double>(++done) / static_cast<double>(upgrade.databases.size()));
+    }
   } catch (const JobFailure&) {
     throw;
   } catch (const PgError& e) {
@@ -182,7 +207,8 @@ json RunDryRunJob(JobContext& ctx) {
 
   clone.Teardown();
   report["duration_ms"] = MsSince(job_started);
-  ctx.Info("dryrun", "dry run passed: " + std::to_string(report["hops"].size()) + " hop(s), " +
+  ctx.Info("dryrun", "dry run passed in " + std::to_string(upgrade.databases.size()) + " database(s): " +
+                         std::to_string(report["hops"].size()) + " hop(s), " +
                          std::to_string(report["checks"].size()) + " check(s), production untouched");
   return report;
 }

@@ -6,6 +6,8 @@
 #include <set>
 #include <tuple>
 
+#include "core/catalog_queries.h"
+
 namespace safe_upgrade {
 namespace {
 
@@ -16,58 +18,6 @@ int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
 
-// User objects (not members of any extension) that depend on a member of the extension. Members
-// include the objects internal to them (array types, rules of member views), and a view is
-// reported as itself rather than as its _RETURN rule.
-constexpr const char* kDependencyQuery = R"SQL(
-WITH ext AS (
-  SELECT oid FROM pg_catalog.pg_extension WHERE extname = $1
-), direct AS (
-  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d, ext
-  WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
-), members AS (
-  SELECT classid, objid FROM direct
-  UNION
-  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-  JOIN direct m ON m.classid = d.refclassid AND m.objid = d.refobjid
-  WHERE d.deptype = 'i'
-), any_member AS (
-  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-  WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
-), parts AS (
-  -- Parts of any extension's objects (constraints and toast of its tables, members of its
-  -- operator families) belong to that extension, not to the user.
-  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-  JOIN (SELECT classid, objid FROM any_member UNION SELECT classid, objid FROM members) o
-    ON o.classid = d.refclassid AND o.objid = d.refobjid
-  WHERE d.deptype IN ('a', 'i')
-), raw AS (
-  SELECT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass THEN 'pg_catalog.pg_class'::regclass::oid
-              ELSE d.classid END AS classid,
-         CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass THEN r.ev_class ELSE d.objid END AS objid,
-         CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass THEN 0 ELSE d.objsubid END AS objsubid,
-         d.refclassid, d.refobjid, d.refobjsubid, d.deptype
-  FROM pg_catalog.pg_depend d
-  JOIN members m ON m.classid = d.refclassid AND m.objid = d.refobjid
-  LEFT JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
-  WHERE d.deptype IN ('n', 'a')
-), dependents AS (
-  SELECT DISTINCT raw.* FROM raw
-  WHERE raw.objid IS NOT NULL
-    AND NOT EXISTS (SELECT 1 FROM any_member a WHERE a.classid = raw.classid AND a.objid = raw.objid)
-    AND NOT EXISTS (SELECT 1 FROM members m WHERE m.classid = raw.classid AND m.objid = raw.objid)
-    AND NOT EXISTS (SELECT 1 FROM parts p WHERE p.classid = raw.classid AND p.objid = raw.objid)
-)
-SELECT o.type, o.schema, o.identity, ro.type, ro.identity, dep.deptype::text,
-       dep.classid::text, dep.objid::text, dep.objsubid::text,
-       coalesce((SELECT c.relkind::text FROM pg_catalog.pg_class c
-                 WHERE dep.classid = 'pg_catalog.pg_class'::regclass AND c.oid = dep.objid), '')
-FROM dependents dep
-CROSS JOIN LATERAL pg_catalog.pg_identify_object(dep.classid, dep.objid, dep.objsubid) o
-CROSS JOIN LATERAL pg_catalog.pg_identify_object(dep.refclassid, dep.refobjid, dep.refobjsubid) ro
-WHERE o.identity IS NOT NULL
-ORDER BY 1, 3, 4, 5
-)SQL";
 
 // Fixed catalog OIDs (RelationRelationId, ProcedureRelationId), as pg_depend.classid text.
 constexpr const char* kPgClassOid = "1259";
@@ -81,7 +31,7 @@ struct Dependent {
 };
 
 std::vector<Dependent> QueryDependents(PgConn& conn, const std::string& extname) {
-  auto r = conn.Exec(kDependencyQuery, {extname});
+  auto r = conn.Exec(DependencyRowsQuery(), {extname});
   std::vector<Dependent> out;
   for (const auto& row : r.rows) {
     Dependent d;
@@ -526,7 +476,9 @@ bool IsConnectionError(const PgError& e) {
 }
 
 json CheckResult::ToJson() const {
-  return {{"name", name}, {"kind", kind}, {"ok", ok}, {"message", message}, {"duration_ms", duration_ms}};
+  json out = {{"name", name}, {"kind", kind}, {"ok", ok}, {"message", message}, {"duration_ms", duration_ms}};
+  if (!datname.empty()) out["datname"] = datname;
+  return out;
 }
 
 json ChecksToJson(const std::vector<CheckResult>& checks) {
@@ -637,36 +589,17 @@ std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& i
 }
 
 json DependencyRows(PgConn& conn, const std::string& extname) {
-  bool helper =
-      conn.Exec("SELECT pg_catalog.to_regprocedure('safe_upgrade.dependency_rows(name)') IS NOT NULL")
-          .Scalar() == "t";
   json out = json::array();
-  if (helper) {
-    auto r = conn.Exec(
-        "SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, "
-        "deptype::text "
-        "FROM safe_upgrade.dependency_rows($1) ORDER BY 1, 3, 4, 5",
-        {extname});
-    for (const auto& row : r.rows)
-      out.push_back({{"object_type", row[0].value_or("")},
-                     {"object_schema", row[1] ? json(*row[1]) : json(nullptr)},
-                     {"object_identity", row[2].value_or("")},
-                     {"depends_on_type", row[3].value_or("")},
-                     {"depends_on_identity", row[4].value_or("")},
-                     {"deptype", row[5].value_or("n")}});
-    return out;
-  }
   for (auto& d : QueryDependents(conn, extname)) out.push_back(std::move(d.row));
   return out;
 }
 
-json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase) {
+json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase, const std::string& datname) {
   auto r = conn.Exec(
       "SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, "
-      "deptype::text "
-      "FROM safe_upgrade.dependency_snapshots WHERE upgrade_id = $1::bigint AND phase = $2 ORDER BY 1, 3, 4, "
-      "5",
-      {std::to_string(upgrade_id), phase});
+      "deptype::text FROM safe_upgrade.dependency_snapshots "
+      "WHERE upgrade_id = $1::bigint AND phase = $2 AND datname = $3 ORDER BY 1, 3, 4, 5",
+      {std::to_string(upgrade_id), phase, datname});
   json out = json::array();
   for (const auto& row : r.rows)
     out.push_back({{"object_type", row[0].value_or("")},

@@ -24,6 +24,7 @@ struct CheckResult {
   bool ok = false;
   std::string message;
   int64_t duration_ms = 0;
+  std::string datname;  // the database it ran in, when the upgrade covers several
   nlohmann::json ToJson() const;
 };
 
@@ -52,10 +53,11 @@ const CheckResult* FirstFailure(const std::vector<CheckResult>& checks);
 
 // User objects that depend on the extension's objects, as rows
 // {object_type, object_schema, object_identity, depends_on_type, depends_on_identity, deptype}.
-// Uses safe_upgrade.dependency_rows(extname) when the catalog has it, else the agent's own query.
+// The query is the one plan() and begin() run (core/catalog_queries.h).
 nlohmann::json DependencyRows(PgConn& conn, const std::string& extname);
-// The 'before' rows that the worker recorded for the upgrade (empty when none).
-nlohmann::json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase);
+// The rows recorded for the upgrade in database datname (empty when none).
+nlohmann::json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase,
+                                      const std::string& datname);
 
 // Differences between two sets of dependency rows: {added: [rows], removed: [rows],
 // changed: [{object_type, object_identity, before: [...], after: [...]}]}.

@@ -22,6 +22,7 @@
 #include "recovery_settings.h"
 #include "rollback_target.h"
 #include "tablespaces.h"
+#include "upgrade_runner.h"
 
 namespace safe_upgrade {
 namespace {
@@ -193,6 +194,9 @@ class Rollback {
     if (fast) rc_["rollback_target"] = journal["rollback_target"];
     rc_["extname"] = u.extname;
     rc_["from_version"] = u.from_version;
+    rc_["databases"] = json::array();
+    for (const auto& db : u.databases)
+      rc_["databases"].push_back({{"datname", db.datname}, {"from_version", db.from_version}});
     rc_["to_version"] = u.to_version;
     rc_["snapshot_id"] = snapshot_id;
     rc_["snapshot_data"] = SnapshotDataDir(config_, snapshot_id);
@@ -300,6 +304,16 @@ class Rollback {
     auto report = conn->Exec("SELECT report::text FROM safe_upgrade.upgrades WHERE id = $1::bigint",
                              {std::to_string(id_)});
     rc_["report"] = json::parse(report.rows.at(0)[0].value_or("{}"));
+    auto per_database = conn->Exec(
+        "SELECT datname::text, outcome, report::text, error FROM safe_upgrade.upgrade_databases "
+        "WHERE upgrade_id = $1::bigint ORDER BY datname",
+        {std::to_string(id_)});
+    rc_["catalog_databases"] = json::array();
+    for (const auto& row : per_database.rows)
+      rc_["catalog_databases"].push_back({{"datname", row[0].value_or("")},
+                                          {"outcome", row[1].value_or("")},
+                                          {"report", json::parse(row[2].value_or("{}"))},
+                                          {"error", row[3] ? json(*row[3]) : json(nullptr)}});
     auto r = conn->Exec(
         "SELECT pg_current_wal_lsn()::text, pg_snapshot_xmax(pg_current_snapshot())::text, "
         "pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text, "
@@ -485,25 +499,32 @@ class Rollback {
     auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
     auto r = conn->Exec(
         "SELECT (SELECT system_identifier::text FROM pg_control_system()), "
-        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text, "
-        "(SELECT extversion FROM pg_extension WHERE extname = $1)",
-        {rc_["extname"].get<std::string>()});
+        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::text");
     const auto& row = r.rows.at(0);
-    std::string sysid = row[0].value_or(""), version = row[2].value_or("(not installed)");
+    std::string sysid = row[0].value_or("");
     int timeline = std::stoi(row[1].value_or("0"));
-    json facts = {{"system_identifier", sysid}, {"timeline", timeline}, {"extversion", version}};
+    json facts = {{"system_identifier", sysid}, {"timeline", timeline}, {"extversions", json::object()}};
     if (sysid != rc_["system_identifier"].get<std::string>())
       throw RecoveryFailed("the restored cluster has system identifier " + sysid + ", expected " +
                            rc_["system_identifier"].get<std::string>());
     if (timeline <= rc_["timeline_before"].get<int>())
       throw RecoveryFailed("the restored cluster is on timeline " + std::to_string(timeline) +
                            ", expected a new timeline after " + std::to_string(rc_["timeline_before"].get<int>()));
-    if (version != rc_["from_version"].get<std::string>())
-      throw RecoveryFailed("after recovery " + rc_["extname"].get<std::string>() + " is at " + version + ", expected " +
-                           rc_["from_version"].get<std::string>());
+    const std::string extname = rc_["extname"].get<std::string>();
+    std::string versions;
+    for (const auto& db : rc_.value("databases", json::array())) {
+      const std::string datname = db["datname"].get<std::string>(), expected = db["from_version"].get<std::string>();
+      std::string version =
+          InstalledVersion(*ConnectProduction(config_, "safe-upgrade-agent rollback", datname), extname);
+      facts["extversions"][datname] = version;
+      if (version != expected)
+        throw RecoveryFailed("after recovery " + extname + " is at " + (version.empty() ? "(not installed)" : version) +
+                             " in database " + datname + ", expected " + expected);
+      versions += (versions.empty() ? "" : ", ") + version + " in " + datname;
+    }
     rc_["timeline_after"] = timeline;
-    Event("info", "verified: same system identifier, new timeline " + std::to_string(timeline) + ", " +
-                      rc_["extname"].get<std::string>() + " back at " + version,
+    Event("info", "verified: same system identifier, new timeline " + std::to_string(timeline) + ", " + extname +
+                      " back at " + versions,
           facts);
   }
 
@@ -568,6 +589,16 @@ class Rollback {
           "UPDATE safe_upgrade.upgrades SET state = $2, report = $3::jsonb, updated_at = now(), agent_job = NULL, "
           "error = CASE WHEN $4 = '' THEN error ELSE $4 END WHERE id = $1::bigint",
           {id, state, report.dump(), error});
+      // Each database's results as they were before the recovery rewound them; rolled back, every
+      // one of them is where the restore point left it.
+      for (const auto& db : rc_.value("catalog_databases", json::array()))
+        conn->Exec(
+            "UPDATE safe_upgrade.upgrade_databases SET report = $3::jsonb, error = $5, "
+            "outcome = CASE WHEN $6 = 'rolled_back' THEN 'rolled_back' ELSE $4 END "
+            "WHERE upgrade_id = $1::bigint AND datname = $2",
+            {id, db["datname"].get<std::string>(), db["report"].dump(), db["outcome"].get<std::string>(),
+             db["error"].is_string() ? std::optional<std::string>(db["error"].get<std::string>()) : std::nullopt,
+             state});
       conn->ExecScript("COMMIT");
     } catch (...) {
       try {

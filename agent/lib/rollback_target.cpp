@@ -102,6 +102,17 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
   return true;
 }
 
+// Debian-style layout: the configuration lives outside the data directory (cluster.config_file)
+// and names the real hba_file and ident_file and its includes. The parked run reads that very
+// file, as production will after the swap; a copy of it inside the target would not find them.
+std::vector<std::string> ExternalConfigOptions(const AgentConfig& config, const std::string& dir) {
+  if (config.config_file.empty() || PathExists(JoinPath(dir, "postgresql.conf"))) return {};
+  if (!PathExists(config.config_file))
+    throw std::runtime_error("cluster.config_file " + config.config_file + " does not exist");
+  // The file's own data_directory is production's.
+  return {"-c config_file=" + ShellQuote(config.config_file), "-c data_directory=" + ShellQuote(dir)};
+}
+
 std::vector<std::string> ServerOptions(const AgentConfig& config, int64_t id, int port, const std::string& socket_dir) {
   // Command-line settings win over postgresql.conf and postgresql.auto.conf, and, unlike them,
   // do not stay in the directory that becomes production after the swap.
@@ -249,13 +260,6 @@ class Preparation {
   void Configure(const std::string& dir, const json& meta) {
     for (const char* f : {"recovery.signal", "postmaster.pid", "postmaster.opts"})
       if (PathExists(JoinPath(dir, f))) RemoveTree(JoinPath(dir, f));
-    // Debian-style layout: the configuration lives outside the data directory; the copy gets a
-    // sanitized one for its parked run (removed again when it is swapped in).
-    if (!PathExists(JoinPath(dir, "postgresql.conf")) && !config_.config_file.empty() &&
-        PathExists(config_.config_file))
-      AtomicWriteFile(JoinPath(dir, "postgresql.conf"),
-                      "# safe-upgrade rollback target: for its parked run only\n" +
-                          SanitizeCopiedConf(ReadFile(config_.config_file), Dirname(config_.config_file)));
     // The same settings the cold path writes, with promote as the action: after the swap only
     // the signal file changes. The parked run overrides the action with shutdown on its command
     // line. Standby mode makes it wait for the restore point to appear in the archive.
@@ -265,10 +269,12 @@ class Preparation {
 
   void Start(const json& target, int port, const std::string& socket_dir) {
     std::string dir = target["dir"], log = target["log"];
+    std::vector<std::string> options = ExternalConfigOptions(config_, dir);
+    for (auto& o : ServerOptions(config_, id_, port, socket_dir)) options.push_back(std::move(o));
     // Not waiting: a target whose restore point is already archived parks (exits) at once,
     // which pg_ctl -w would report as a failed start; readiness is polled below instead.
     ServerControl(config_.bin_dir, dir, "pg_ctl", "", log)
-        .Start(ServerOptions(config_, id_, port, socket_dir), std::chrono::seconds(60), /*wait=*/false);
+        .Start(options, std::chrono::seconds(60), /*wait=*/false);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(60, config_.job_timeout_s));
     // pg_ctl -W returns before postmaster.pid exists; give the server a moment to write it.
     auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);

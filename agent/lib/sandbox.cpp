@@ -85,6 +85,8 @@ SandboxInfo Layout(const std::string& abs_dir, int port) {
   c.wal_archive_dir = JoinPath(abs_dir, "wal_archive");
   c.work_dir = JoinPath(abs_dir, "work");
   c.log_file = JoinPath(abs_dir, "agent.log");
+  // A copy of the agent's binary, so the service user can run it wherever the build lives.
+  c.agent_binary = JoinPath(JoinPath(abs_dir, "bin"), "safe-upgrade-agent");
   return info;
 }
 
@@ -109,6 +111,8 @@ void WaitForAgentSocket(const SandboxInfo& info, pid_t pid) {
 }
 
 }  // namespace
+
+SandboxInfo SandboxLayout(const std::string& abs_dir, int port) { return Layout(abs_dir, port); }
 
 std::string SandboxInfo::ConnInfo(const std::string& dbname) const {
   return safe_upgrade::ConnInfo(socket_dir, port, dbname, "postgres", "safe-upgrade");
@@ -155,8 +159,8 @@ void SandboxStartAgent(const SandboxInfo& info, const std::map<std::string, std:
   opt.run_as = info.os_user;
   opt.env = env;
   opt.output_file = JoinPath(info.dir, "agent.stderr");
-  std::string bin = JoinPath(JoinPath(info.dir, "bin"), "safe-upgrade-agent");
-  pid_t pid = SpawnDetached({bin, "serve", "--config", info.agent_config_path}, opt);
+  pid_t pid =
+      SpawnDetached({info.agent_config.agent_binary, "serve", "--config", info.agent_config_path}, opt);
   {
     std::ofstream out(JoinPath(info.dir, "agent.pid"), std::ios::trunc);
     out << pid << "\n";
@@ -177,6 +181,27 @@ void SandboxStopAgent(const SandboxInfo& info, int signal_number) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (signal_number == SIGKILL) return;  // a crash leaves its socket behind, as a real one would
+}
+
+void SandboxInstallAgent(const SandboxInfo& info, const std::string& source) {
+  const std::string& dst = info.agent_config.agent_binary;
+  RunChecked({"cp", "-f", source, dst + ".new"});
+  chmod((dst + ".new").c_str(), 0755);
+  DurableRename(dst + ".new", dst);
+}
+
+std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info) {
+  const std::string& agent = info.agent_config.agent_binary;
+  return {
+      {"wal_level", "replica"},
+      {"archive_mode", "on"},
+      {"archive_command",
+       ConfQuote(ShellQuote(agent) + " wal-push --config " + ShellQuote(info.agent_config_path) + " %p")},
+      {"shared_preload_libraries", "'safe_upgrade'"},
+      {"safe_upgrade.database", "'postgres'"},
+      {"safe_upgrade.agent_address", ConfQuote("unix:" + info.agent_socket)},
+      {"max_wal_senders", "10"},
+  };
 }
 
 SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
@@ -208,32 +233,15 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
                          "; it cannot change to " + std::to_string(options.port));
   }
 
-  // The agent binary is copied in, so the service user can run it even when the build lives in a
-  // directory closed to that user.
-  std::string agent_src = options.agent_binary.empty() ? DefaultAgentBinary() : options.agent_binary;
-  std::string agent_dst = JoinPath(JoinPath(abs, "bin"), "safe-upgrade-agent");
-  if (!SandboxAgentRunning(info)) {
-    RunChecked({"cp", "-f", agent_src, agent_dst + ".new"});
-    chmod((agent_dst + ".new").c_str(), 0755);
-    DurableRename(agent_dst + ".new", agent_dst);
-  }
-  std::map<std::string, std::string> settings = {
-      {"port", std::to_string(info.port)},
-      {"listen_addresses", "''"},
-      {"unix_socket_directories", ConfQuote(info.socket_dir)},
-      {"wal_level", "replica"},
-      {"archive_mode", "on"},
-      {"archive_command", ConfQuote(ShellQuote(agent_dst) + " wal-push --config " + ShellQuote(info.agent_config_path) +
-                                    " %p")},
-      {"shared_preload_libraries", "'safe_upgrade'"},
-      {"safe_upgrade.database", "'postgres'"},
-      {"safe_upgrade.agent_address", ConfQuote("unix:" + info.agent_socket)},
-      {"max_wal_senders", "10"},
-      {"log_line_prefix", "'%m [%p] %q%a '"},
-  };
+  if (!SandboxAgentRunning(info))
+    SandboxInstallAgent(info, options.agent_binary.empty() ? DefaultAgentBinary() : options.agent_binary);
+  std::map<std::string, std::string> settings = SandboxAgentSettings(info);
+  settings.insert({{"port", std::to_string(info.port)},
+                   {"listen_addresses", "''"},
+                   {"unix_socket_directories", ConfQuote(info.socket_dir)},
+                   {"log_line_prefix", "'%m [%p] %q%a '"}});
   for (const auto& [k, v] : options.extra_settings) settings[k] = v;
   info.agent_config.allow_root = options.allow_root_callers;
-  info.agent_config.agent_binary = agent_dst;
   WriteManagedSettings(info.data_dir, settings);
   AtomicWriteFile(info.agent_config_path, RenderAgentConfig(info.agent_config), 0644);
   ChownTree(abs, user);

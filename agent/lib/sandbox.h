@@ -49,6 +49,14 @@ SandboxInfo SandboxOpen(const std::string& dir);
 // "PGHOST=... PGPORT=... PGUSER=... PGDATABASE=..." lines.
 std::string SandboxEnvLines(const SandboxInfo& info, bool with_export);
 
+// The layout of a sandbox in abs_dir (an absolute path), without touching the disk.
+SandboxInfo SandboxLayout(const std::string& abs_dir, int port);
+// Copies the agent's binary to info.agent_config.agent_binary (DIR/bin/safe-upgrade-agent).
+void SandboxInstallAgent(const SandboxInfo& info, const std::string& source);
+// The postgresql.conf settings that tie a server to the sandbox's agent: WAL archiving through its
+// wal-push, the extension preloaded, the worker pointed at the agent's socket (values quoted).
+std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info);
+
 // Agent process control inside a sandbox.
 void SandboxStartAgent(const SandboxInfo& info, const std::map<std::string, std::string>& env = {});
 // Sends the signal (SIGTERM: clean stop, SIGKILL: crash) and waits until the agent is gone.

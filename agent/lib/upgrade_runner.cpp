@@ -37,11 +37,12 @@ void RollbackQuietly(PgConn& conn) {
 
 }  // namespace
 
-std::vector<Hop> PlanHops(const UpgradeRecord& upgrade, const std::string& current_version) {
-  std::vector<std::string> versions = upgrade.update_path;
+std::vector<Hop> PlanHops(const std::vector<std::string>& update_path, const std::string& to_version,
+                          const std::string& current_version) {
+  std::vector<std::string> versions = update_path;
   auto here = std::find(versions.begin(), versions.end(), current_version);
   if (here != versions.end()) versions.erase(versions.begin(), here + 1);
-  if (versions.empty() || versions.back() != upgrade.to_version) versions.push_back(upgrade.to_version);
+  if (versions.empty() || versions.back() != to_version) versions.push_back(to_version);
   std::vector<Hop> hops;
   std::string from = current_version;
   for (const auto& to : versions) {
@@ -84,6 +85,22 @@ nlohmann::json UpgradeOutcome::ToJson() const {
 std::string InstalledVersion(PgConn& conn, const std::string& extname) {
   auto r = conn.Exec("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = $1", {extname});
   return r.rows.empty() ? "" : r.rows[0][0].value_or("");
+}
+
+void AppendForDatabase(nlohmann::json& list, const nlohmann::json& items, const std::string& datname) {
+  if (!items.is_array()) return;
+  for (auto item : items) {
+    if (item.is_object()) item["datname"] = datname;
+    list.push_back(std::move(item));
+  }
+}
+
+std::map<std::string, std::string> InstalledVersions(const AgentConfig& config, const UpgradeRecord& upgrade) {
+  std::map<std::string, std::string> out;
+  for (const auto& db : upgrade.databases)
+    out[db.datname] = InstalledVersion(*ConnectProduction(config, "safe-upgrade-agent versions", db.datname),
+                                       upgrade.extname);
+  return out;
 }
 
 nlohmann::json CaptureLockProfile(PgConn& conn) {

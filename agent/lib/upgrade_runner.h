@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -23,9 +24,10 @@ struct Hop {
   std::string Name() const { return from + " -> " + to; }
 };
 
-// The hops from `current` to the upgrade's target: its update_path (which may start with the
-// installed version) or, when that is empty, one hop straight to to_version.
-std::vector<Hop> PlanHops(const UpgradeRecord& upgrade, const std::string& current_version);
+// The hops from `current_version` to to_version: a database's update_path (which may start with
+// the installed version) or, when that is empty, one hop straight to to_version.
+std::vector<Hop> PlanHops(const std::vector<std::string>& update_path, const std::string& to_version,
+                          const std::string& current_version);
 
 struct UpgradeRunOptions {
   std::string lock_timeout = "2s";
@@ -63,5 +65,12 @@ nlohmann::json CaptureLockProfile(PgConn& conn);
 
 // Installed version of the extension ("" when not installed).
 std::string InstalledVersion(PgConn& conn, const std::string& extname);
+// Appends each object of items to list, tagged with the database it came from: how reports that
+// cover several databases keep one flat list of hops, locks, checks or blockers.
+void AppendForDatabase(nlohmann::json& list, const nlohmann::json& items, const std::string& datname);
+
+// The extension's installed version in each database of the upgrade, read on fresh connections.
+// Throws PgError when a database cannot be read.
+std::map<std::string, std::string> InstalledVersions(const AgentConfig& config, const UpgradeRecord& upgrade);
 
 }  // namespace safe_upgrade

@@ -1,11 +1,12 @@
-// The verify job: the health checks on production after the apply, on a fresh connection (a new
-// backend loads the new library). A failing check is the upgrade's fault (detail
-// {"checks_failed": true}, which makes the worker roll back); an unreachable server is not (no
-// checks_failed, so the worker tries again).
+// The verify job: the health checks on production after the apply, in each database of the
+// upgrade, on fresh connections (a new backend loads the new library). A failing check in any
+// database is the upgrade's fault (detail {"checks_failed": true}, which makes the worker roll the
+// cluster back); an unreachable server is not (no checks_failed, so the worker tries again).
 #include "catalog.h"
 #include "health_checks.h"
 #include "jobs.h"
 #include "rollback_target.h"
+#include "upgrade_runner.h"
 
 namespace safe_upgrade {
 
@@ -13,31 +14,39 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
   const AgentConfig& config = ctx.config();
   const int64_t id = ctx.upgrade_id();
   auto started = std::chrono::steady_clock::now();
-  std::unique_ptr<PgConn> conn;
+  std::unique_ptr<PgConn> control;
   try {
-    conn = ConnectProduction(config, "safe-upgrade-agent verify");
+    control = ConnectProduction(config, "safe-upgrade-agent verify");
   } catch (const PgError& e) {
     throw std::runtime_error("production is not reachable for verification: " + e.Full());
   }
 
   std::vector<CheckResult> results;
-  HealthCheckInput input;
+  nlohmann::json databases = nlohmann::json::array();
   try {
-    UpgradeRecord upgrade = LoadUpgrade(*conn, id);
-    input.extname = upgrade.extname;
-    input.target_version = upgrade.to_version;
-    input.user_checks = LoadHealthChecks(*conn, upgrade.extname);
-    input.dependency_before = RecordedDependencyRows(*conn, id, "before");
-    ctx.Info("verifying", "running " + std::to_string(input.user_checks.size()) +
-                              " user check(s) and the built-in "
-                              "checks on production (backend pid " +
-                              std::to_string(conn->BackendPid()) + ")");
-    results = RunHealthChecks(*conn, input, [&](const CheckResult& c) {
-      ctx.Event("verifying", c.ok ? "info" : "error",
-                "check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
-                    (c.message.empty() ? "" : ": " + c.message),
-                c.ToJson());
-    });
+    UpgradeRecord upgrade = LoadUpgrade(*control, id);
+    for (const auto& db : upgrade.databases) {
+      HealthCheckInput input;
+      input.extname = upgrade.extname;
+      input.target_version = upgrade.to_version;
+      input.user_checks = LoadHealthChecks(*control, upgrade.extname, db.datname);
+      input.dependency_before = RecordedDependencyRows(*control, id, "before", db.datname);
+      auto conn = ConnectProduction(config, "safe-upgrade-agent verify", db.datname);
+      ctx.Info("verifying", "running " + std::to_string(input.user_checks.size()) +
+                                " user check(s) and the built-in checks in database " + db.datname +
+                                " (backend pid " + std::to_string(conn->BackendPid()) + ")");
+      auto here = RunHealthChecks(*conn, input, [&](const CheckResult& c) {
+        ctx.Event("verifying", c.ok ? "info" : "error",
+                  "database " + db.datname + ": check \"" + c.name + "\" " + (c.ok ? "passed" : "failed") +
+                      (c.message.empty() ? "" : ": " + c.message),
+                  c.ToJson());
+      });
+      for (auto& c : here) c.datname = db.datname;
+      databases.push_back({{"datname", db.datname},
+                           {"checks", ChecksToJson(here)},
+                           {"extversion", InstalledVersion(*conn, upgrade.extname)}});
+      results.insert(results.end(), here.begin(), here.end());
+    }
   } catch (const PgError& e) {
     // Only lost connections reach here (a failing check is a result, not an exception).
     throw std::runtime_error("verification could not run on production: " + e.Full());
@@ -45,16 +54,20 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
 
   auto elapsed =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-  nlohmann::json result = {{"checks", ChecksToJson(results)}, {"duration_ms", elapsed.count()}};
+  nlohmann::json result = {
+      {"checks", ChecksToJson(results)}, {"databases", databases}, {"duration_ms", elapsed.count()}};
   if (const CheckResult* bad = FirstFailure(results)) {
     nlohmann::json failed = nlohmann::json::array();
     for (const auto& c : results)
       if (!c.ok) failed.push_back(c.name);
     result["checks_failed"] = true;
     result["failed"] = failed;
-    throw JobFailure("health check \"" + bad->name + "\" failed on production: " + bad->message, result);
+    throw JobFailure("health check \"" + bad->name + "\" failed on production in database " + bad->datname + ": " +
+                         bad->message,
+                     result);
   }
-  ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production");
+  ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production in " +
+                            std::to_string(databases.size()) + " database(s)");
   // Succeeded: the upgrade stays, so its parked rollback target only holds disk now.
   ReleaseRollbackTarget(ctx, "verifying", "the upgrade succeeded");
   return result;

@@ -12,6 +12,7 @@
 #include "jobs.h"
 #include "pg_conn.h"
 #include "retention.h"
+#include "upgrade_runner.h"
 #include "rollback_target.h"
 #include "wal_archive.h"
 
@@ -245,6 +246,28 @@ grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerCo
     resp->set_rollback(doc.value("rollback", "none"));
     resp->set_rollback_step(doc.value("rollback_step", ""));
     resp->set_snapshot_id(doc.value("snapshot_id", ""));
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::GetInstalledVersions(grpc::CallbackServerContext* ctx,
+                                                             const v1::UpgradeRef* req, v1::InstalledVersions* resp) {
+  return Handle(ctx, "GetInstalledVersions", [&] {
+    auto valid = ValidateUpgradeId(req->upgrade_id());
+    if (!valid.ok()) return valid;
+    try {
+      auto conn = ConnectProduction(config_, "safe-upgrade-agent");
+      if (!CatalogState(*conn, req->upgrade_id())) return UnknownUpgrade(req->upgrade_id());
+      UpgradeRecord upgrade = LoadUpgrade(*conn, req->upgrade_id());
+      resp->set_upgrade_id(req->upgrade_id());
+      for (const auto& [datname, version] : InstalledVersions(config_, upgrade)) {
+        auto* db = resp->add_databases();
+        db->set_datname(datname);
+        db->set_extversion(version);
+      }
+    } catch (const PgError& e) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the installed versions: " + e.message());
+    }
     return grpc::Status::OK;
   });
 }

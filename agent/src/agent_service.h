@@ -35,6 +35,8 @@ class AgentService final : public v1::Agent::CallbackService {
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req, v1::Job* resp) override;
   grpc::ServerUnaryReactor* GetUpgradeJournal(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                               v1::UpgradeJournal* resp) override;
+  grpc::ServerUnaryReactor* GetInstalledVersions(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                 v1::InstalledVersions* resp) override;
 
  private:
   template <typename F>

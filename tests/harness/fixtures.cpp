@@ -7,6 +7,8 @@
 
 namespace safe_upgrade::testing {
 
+using namespace std::chrono_literals;
+
 void PrepareRollbackFixture(const TestCluster& c) {
   c.Exec(
       "CREATE EXTENSION su_rollback_fixture VERSION '1.0';"
@@ -15,6 +17,12 @@ void PrepareRollbackFixture(const TestCluster& c) {
   c.Scalar(
       "SELECT safe_upgrade.add_health_check('values_still_valid', "
       "'SELECT coalesce(bool_and(su_rb_validate(v)), true) FROM poison', 'su_rollback_fixture')");
+}
+
+nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id) {
+  auto status = nlohmann::json::parse(
+      c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(upgrade_id)}));
+  return status["report"].value("rollback", nlohmann::json::object());
 }
 
 void WriteBatch(PgConn& conn, int batch) {
@@ -27,25 +35,10 @@ HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_tar
                         R"({"require_approval": true, "lock_timeout": "500ms", "max_lock_retries": 100, )"
                         R"("rollback_target": ")" +
                             rollback_target + R"("})");
-  EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", std::chrono::seconds(300))) << c.Events(h.id);
+  EXPECT_TRUE(c.WaitForState(h.id, "awaiting_approval", 300s)) << c.Events(h.id);
   h.blocker = c.Connect();
   h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
   return h;
-}
-
-void ReleaseApply(HeldApply& h) {
-  h.blocker->ExecScript("COMMIT");
-  h.blocker.reset();
-}
-
-bool ApproveAndWaitForRestorePoint(const TestCluster& c, const HeldApply& h) {
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  return WaitUntil(
-      [&] {
-        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
-                        {std::to_string(h.id)}) == "1";
-      },
-      std::chrono::seconds(300));
 }
 
 OutsideDirs MoveWalAndCreateTablespace(TestCluster& c) {
@@ -64,10 +57,35 @@ OutsideDirs MoveWalAndCreateTablespace(TestCluster& c) {
   return o;
 }
 
-nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id) {
-  auto status = nlohmann::json::parse(
-      c.Scalar("SELECT safe_upgrade.status($1::bigint)::text", {std::to_string(upgrade_id)}));
-  return status["report"].value("rollback", nlohmann::json::object());
+std::string ReadyDir(const TestCluster& c, int64_t id) {
+  return c.info().data_dir + ".ready-" + std::to_string(id);
+}
+
+void ApproveDoomedApply(const TestCluster& c, const HeldApply& h) {
+  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+}
+
+bool WaitForRestorePoint(const TestCluster& c, int64_t upgrade_id, std::chrono::seconds timeout) {
+  return WaitUntil(
+      [&] {
+        return c.Scalar("SELECT count(*) FROM safe_upgrade.restore_points WHERE upgrade_id = $1::bigint",
+                        {std::to_string(upgrade_id)}) == "1";
+      },
+      timeout);
+}
+
+void ReleaseApply(HeldApply& h) {
+  h.blocker->ExecScript("COMMIT");
+  h.blocker.reset();
+}
+
+std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
+  EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
+  std::string ready = ReadyDir(c, h.id);
+  EXPECT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
+      << c.Events(h.id);
+  return ready;
 }
 
 }  // namespace safe_upgrade::testing

@@ -1,6 +1,7 @@
 // Scenario set-ups shared by several test files.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,20 +15,29 @@ namespace safe_upgrade::testing {
 // taken before the poison row is written passes the dry run; production then fails verification.
 void PrepareRollbackFixture(const TestCluster& c);
 
-// 100 marker rows of one batch into marks.
+// The upgrade's report.rollback as status() shows it (failed_data_directory, failed_restore, path...).
+nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id);
+
+// 100 marker rows of the given batch in table marks.
 void WriteBatch(PgConn& conn, int batch);
 
-// An upgrade of su_rollback_fixture to 2.0, past its dry run and held at awaiting_approval, with a
-// session holding the lock its update script needs: once approved it creates its restore point,
-// then waits in the apply until ReleaseApply, so a test can write rows after the restore point.
+// An su_rollback_fixture upgrade to 2.0 held before its apply: its dry run has passed (it waits
+// for approval), and a session holds the lock the upgrade script needs, so a test can write rows
+// after the restore point before the apply commits.
 struct HeldApply {
   std::unique_ptr<PgConn> blocker;
   int64_t id = 0;
 };
 HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_target = "auto");
+
+// Ten marker rows (batch 1) and the poison value, before the restore point, then the approval: the
+// apply then fails its health check once the held lock is released (ReleaseApply).
+void ApproveDoomedApply(const TestCluster& c, const HeldApply& h);
 void ReleaseApply(HeldApply& h);
-// Approves the held upgrade and waits until its restore point is in the catalog.
-bool ApproveAndWaitForRestorePoint(const TestCluster& c, const HeldApply& h);
+
+// Whether the upgrade's restore point was created within the timeout.
+bool WaitForRestorePoint(const TestCluster& c, int64_t upgrade_id,
+                         std::chrono::seconds timeout = std::chrono::seconds(300));
 
 // Parts of production outside its data directory: pg_wal moved to another directory and linked
 // (as after initdb --waldir), and tablespace ts1 there too, both owned by the server's OS user.
@@ -36,7 +46,10 @@ struct OutsideDirs {
 };
 OutsideDirs MoveWalAndCreateTablespace(TestCluster& c);
 
-// The upgrade's report.rollback as status() shows it (failed_data_directory, failed_restore, path...).
-nlohmann::json RollbackReport(const TestCluster& c, int64_t upgrade_id);
+// <data directory>.ready-<id>: where the upgrade's parked rollback target lives.
+std::string ReadyDir(const TestCluster& c, int64_t id);
+// Waits until the held upgrade applies and its rollback target has parked (its server exited at
+// the restore point); returns the target's directory.
+std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h);
 
 }  // namespace safe_upgrade::testing

@@ -63,8 +63,16 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   so.start_agent = options_.start_agent;
   so.create_extension = options_.create_extension;
   so.allow_root_callers = options_.allow_root_callers;
+  if (options_.debian_cluster) {
+    // Unique among the clusters of this host: the temporary directory's random part.
+    debian_.name = "su_test_" + root_.substr(root_.rfind('-') + 1);
+    info_ = CreateDebianCluster(JoinPath(root_, "sb"), so, debian_);
+    server_log_ = debian_.log_file;
+    return;
+  }
   try {
     info_ = SandboxUp(JoinPath(root_, "sb"), so);
+    server_log_ = info_.agent_config.server_log;
   } catch (...) {
     std::cerr << "--- postgres.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/postgres.log"))) << "\n";
     std::cerr << "--- agent.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/agent.log"))) << "\n";
@@ -81,16 +89,20 @@ TestCluster::~TestCluster() {
     failed = true;
   }
   if (failed) {
-    std::cerr << "--- " << info_.dir << "/postgres.log ---\n" << Tail(log) << "\n";
+    std::cerr << "--- " << server_log_ << " ---\n" << Tail(log) << "\n";
     std::cerr << "--- " << info_.dir << "/agent.log ---\n" << Tail(AgentLog()) << "\n";
   }
   try {
     SandboxStopAgent(info_, SIGTERM);
   } catch (...) {
   }
-  try {
-    ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).Stop("immediate");
-  } catch (...) {
+  if (options_.debian_cluster) {
+    DropDebianCluster(debian_);
+  } else {
+    try {
+      Server().Stop("immediate");
+    } catch (...) {
+    }
   }
   if (!getenv("SU_KEEP_TEST_DIRS")) {
     try {
@@ -120,26 +132,26 @@ void TestCluster::StopAgent() { SandboxStopAgent(info_, SIGTERM); }
 void TestCluster::KillAgent() { SandboxStopAgent(info_, SIGKILL); }
 bool TestCluster::AgentRunning() const { return SandboxAgentRunning(info_); }
 
-void TestCluster::StopServer(const std::string& mode) {
-  ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user, info_.agent_config.server_log).Stop(mode);
+// How the agent controls the server: pg_ctl for a sandbox, pg_ctlcluster for a Debian cluster.
+ServerControl TestCluster::Server() const {
+  return ServerControl(kPgBinDir, info_.data_dir, info_.agent_config.control, info_.os_user,
+                       info_.agent_config.server_log);
 }
 
-void TestCluster::StartServer() {
-  ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user, info_.agent_config.server_log).Start();
-}
+void TestCluster::StopServer(const std::string& mode) { Server().Stop(mode); }
 
-bool TestCluster::ServerRunning() const {
-  return ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).Running();
-}
+void TestCluster::StartServer() { Server().Start(); }
+
+bool TestCluster::ServerRunning() const { return Server().Running(); }
 
 void TestCluster::KillPostmaster() {
   options_.expect_crashes = true;
-  long pid = ServerControl(kPgBinDir, info_.data_dir, "pg_ctl", info_.os_user).PostmasterPid();
+  long pid = Server().PostmasterPid();
   if (pid > 0) kill(static_cast<pid_t>(pid), SIGKILL);
   WaitUntil([&] { return !ProcessAlive(static_cast<pid_t>(pid)); }, std::chrono::seconds(30));
 }
 
-std::string TestCluster::ServerLog() const { return ReadOrEmpty(info_.agent_config.server_log); }
+std::string TestCluster::ServerLog() const { return ReadOrEmpty(server_log_); }
 std::string TestCluster::AgentLog() const {
   return ReadOrEmpty(info_.agent_config.log_file) + ReadOrEmpty(JoinPath(info_.dir, "agent.stderr"));
 }

@@ -1,8 +1,8 @@
 // Test harness: a throwaway PostgreSQL 15 cluster (initdb in a temp dir, free port, own socket
 // dir, WAL archiving through the agent, the extension preloaded and created) with an agent,
-// built on the sandbox. Runs them as the postgres OS user when the tests run as root, always
-// tears down, prints the logs when a test failed, and fails a test whose server log shows a
-// backend "terminated by signal".
+// built on the sandbox, or one in Debian's layout (debian_cluster.h). Runs them as the postgres OS user when
+// the tests run as root, always tears down, prints the logs when a test failed, and fails a test whose server
+// log shows a backend "terminated by signal".
 #pragma once
 
 #include <gtest/gtest.h>
@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include "cluster.h"
+#include "debian_cluster.h"
 #include "pg_conn.h"
 #include "process.h"
 #include "sandbox.h"
@@ -29,6 +31,9 @@ struct ClusterOptions {
   bool allow_root_callers = true;
   // Set when a test kills processes on purpose, so "terminated by signal" is expected.
   bool expect_crashes = false;
+  // A pg_createcluster cluster (configuration in /etc, controlled with pg_ctlcluster) instead of
+  // an initdb directory; needs root (check DebianClustersUnavailable() first). Dropped afterwards.
+  bool debian_cluster = false;
 };
 
 class TestCluster {
@@ -40,6 +45,8 @@ class TestCluster {
 
   const SandboxInfo& info() const { return info_; }
   const std::string& root() const { return root_; }
+  // The pg_createcluster cluster (options debian_cluster), else a DebianCluster without a name.
+  const DebianCluster& debian() const { return debian_; }
   std::string ConnInfo(const std::string& dbname = "postgres") const { return info_.ConnInfo(dbname); }
   std::unique_ptr<PgConn> Connect(const std::string& dbname = "postgres") const;
   // Runs one statement on a fresh connection and returns the first value ("" for NULL/none).
@@ -76,9 +83,13 @@ class TestCluster {
   void ExpectCrashes() { options_.expect_crashes = true; }
 
  private:
+  ServerControl Server() const;
+
   ClusterOptions options_;
   std::string root_;
   SandboxInfo info_;
+  DebianCluster debian_;  // its name is empty unless options_.debian_cluster
+  std::string server_log_;
 };
 
 // Polls pred every interval until it is true or the timeout passes.

@@ -29,19 +29,25 @@ struct FinishedJob {
   }
 };
 
-// An upgrade row as begin() would write it, in the given state, with the worker kept out of the
-// way (the tests run with safe_upgrade.enabled = off).
+// An upgrade row as begin() would write it, in the given state, covering the extension in the
+// control database (or in `databases`), with the worker kept out of the way (the tests run with
+// safe_upgrade.enabled = off).
 inline int64_t InsertUpgrade(const TestCluster& c, const std::string& extname, const std::string& from,
                              const std::string& to, const std::vector<std::string>& path,
-                             const std::string& state,
-                             const nlohmann::json& options = nlohmann::json::object()) {
+                             const std::string& state, const nlohmann::json& options = nlohmann::json::object(),
+                             const std::vector<std::string>& databases = {}) {
   std::string array = "{";
   for (size_t i = 0; i < path.size(); ++i) array += (i ? "," : "") + std::string("\"") + path[i] + "\"";
   array += "}";
+  nlohmann::json names = databases;
   return std::stoll(c.Scalar(
-      "INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, update_path, state, options) "
-      "VALUES ($1, $2, $3, $4::text[], $5, $6::jsonb) RETURNING id",
-      {extname, from, to, array, state, options.dump()}));
+      "WITH u AS (INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, update_path, state, options) "
+      "VALUES ($1, $2, $3, $4::text[], $5, $6::jsonb) RETURNING id), "
+      "d AS (INSERT INTO safe_upgrade.upgrade_databases (upgrade_id, datname, from_version, update_path) "
+      "SELECT u.id, n, $2, $4::text[] FROM u, jsonb_array_elements_text(CASE WHEN $7::jsonb = '[]' "
+      "THEN jsonb_build_array(current_database()) ELSE $7::jsonb END) n) "
+      "SELECT id FROM u",
+      {extname, from, to, array, state, options.dump(), names.dump()}));
 }
 
 inline void SetState(const TestCluster& c, int64_t id, const std::string& state) {

@@ -18,25 +18,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-std::string ReadyDir(const TestCluster& c, int64_t id) { return c.info().data_dir + ".ready-" + std::to_string(id); }
-
-// Ten marker rows and the poison value, before the restore point, then the approval: the apply
-// then fails its health check once the held lock is released (ReleaseApply).
-void ApproveDoomedApply(const TestCluster& c, const HeldApply& h) {
-  c.Exec("INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g; INSERT INTO poison VALUES (1000);");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-}
-
-// Waits until the held upgrade applies and its rollback target has parked (its server exited at
-// the restore point); returns the target's directory.
-std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
-  EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
-  std::string ready = ReadyDir(c, h.id);
-  EXPECT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
-      << c.Events(h.id);
-  return ready;
-}
-
 // Both rollback paths: "ready" swaps in the target parked at the restore point, "cold" restores
 // the snapshot and replays WAL. Each must keep exactly the rows written before the restore point.
 class RollbackPath : public ::testing::TestWithParam<std::string> {};
@@ -51,7 +32,8 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
   WriteBatch(*writer, 1);
   writer->Exec("INSERT INTO poison VALUES (1000)");
   std::string timeline_before = c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
-  ASSERT_TRUE(ApproveAndWaitForRestorePoint(c, h)) << c.Events(h.id);
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  ASSERT_TRUE(WaitForRestorePoint(c, h.id)) << c.Events(h.id);
   // Written after the restore point: must be discarded by the rollback.
   WriteBatch(*writer, 2);
   ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);

@@ -104,7 +104,8 @@ TEST_P(TablespaceRollback,
   // After the snapshot, before the restore point: kept.
   WriteBatch(*writer, 1);
   writer->Exec("INSERT INTO poison VALUES (1000)");
-  ASSERT_TRUE(ApproveAndWaitForRestorePoint(c, h)) << c.Events(h.id);
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  ASSERT_TRUE(WaitForRestorePoint(c, h.id)) << c.Events(h.id);
   // After the restore point: discarded.
   WriteBatch(*writer, 2);
   ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);

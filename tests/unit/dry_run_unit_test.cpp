@@ -10,12 +10,13 @@ namespace {
 
 using nlohmann::json;
 
-UpgradeRecord Upgrade(std::vector<std::string> path, std::string to) {
-  UpgradeRecord u;
-  u.extname = "ext";
-  u.to_version = std::move(to);
-  u.update_path = std::move(path);
-  return u;
+struct PathTo {
+  std::vector<std::string> path;
+  std::string to;
+};
+PathTo Upgrade(std::vector<std::string> path, std::string to) { return {std::move(path), std::move(to)}; }
+std::vector<Hop> PlanHops(const PathTo& p, const std::string& current) {
+  return safe_upgrade::PlanHops(p.path, p.to, current);
 }
 
 std::vector<std::string> Names(const std::vector<Hop>& hops) {

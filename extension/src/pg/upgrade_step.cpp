@@ -118,20 +118,43 @@ void MergeReport(const Upgrade& u, const std::string& key, const json& value) {
           {std::to_string(u.id), key, value.dump()});
 }
 
-void StoreDependencyRows(const Upgrade& u, const json& rows, const std::string& phase) {
+void StoreDependencyRows(const Upgrade& u, const std::string& datname, const json& rows, const std::string& phase) {
   if (!rows.is_array()) return;
   for (const auto& r : rows) {
     SpiExec(
-        "INSERT INTO safe_upgrade.dependency_snapshots (upgrade_id, phase, object_type, object_schema, "
+        "INSERT INTO safe_upgrade.dependency_snapshots (upgrade_id, datname, phase, object_type, object_schema, "
         "object_identity, depends_on_type, depends_on_identity, deptype) "
-        "VALUES ($1::bigint, $2, $3, $4, $5, $6, $7, $8::\"char\") ON CONFLICT DO NOTHING",
+        "VALUES ($1::bigint, $9, $2, $3, $4, $5, $6, $7, $8::\"char\") ON CONFLICT DO NOTHING",
         {std::to_string(u.id), phase, r.value("object_type", ""),
          r.contains("object_schema") && r["object_schema"].is_string()
              ? std::optional<std::string>(r["object_schema"].get<std::string>())
              : std::nullopt,
          r.value("object_identity", ""), r.value("depends_on_type", ""), r.value("depends_on_identity", ""),
-         r.value("deptype", "n")});
+         r.value("deptype", "n"), datname});
   }
+}
+
+// Each database's part of a job's result (result.databases[]) goes to its upgrade_databases row,
+// under report.<phase>, with the outcome ok() decides.
+template <typename Ok>
+void RecordPerDatabase(const Upgrade& u, const std::string& phase, const json& result, Ok ok, const char* good,
+                       const char* bad) {
+  if (!result.contains("databases") || !result["databases"].is_array()) return;
+  for (const auto& part : result["databases"]) {
+    if (!part.is_object() || !part.contains("datname")) continue;
+    bool passed = ok(part);
+    SpiExec(
+        "UPDATE safe_upgrade.upgrade_databases SET report = report || jsonb_build_object($3::text, $4::jsonb), "
+        "outcome = $5, error = $6 WHERE upgrade_id = $1::bigint AND datname = $2",
+        {std::to_string(u.id), part.value("datname", ""), phase, part.dump(), std::string(passed ? good : bad),
+         passed ? std::nullopt : std::optional<std::string>(result.value("reason", result.value("error", "")))});
+  }
+}
+
+bool AllChecksPassed(const json& part) {
+  for (const auto& c : part.value("checks", json::array()))
+    if (!c.value("ok", false)) return false;
+  return true;
 }
 
 // Creates the restore point after the snapshot's backup, records it, switches WAL. A restore point
@@ -181,32 +204,61 @@ bool RestorePointArchived(const Upgrade& u, std::string& segment, std::string& a
   return row[2] && SegmentArchived(*row[2], segment);
 }
 
-std::string ExtVersionNow(const std::string& extname) {
-  return SpiExec("SELECT extversion FROM pg_extension WHERE extname = $1", {extname}).Value().value_or("");
+std::string JoinList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
 }
 
 // Production may have been touched, but the agent lost or failed the apply job: decide from the
-// installed version, never by running the upgrade again. The journal alone is not enough: a
-// committed apply that something later undid must not be verified as if it were there.
-void ResolveApply(Upgrade& u, const AgentJournal& journal, const std::string& why) {
-  std::string version = ExtVersionNow(u.extname);
-  if (version == u.to_version) {
-    AddEvent(
-        u.id, "applying", "warning",
-        why + "; " + u.extname + " is at " + version +
-            ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
-        {{"journal_apply", journal.apply}, {"extversion", version}});
+// installed version in every database, never by running the upgrade again. The journal alone is
+// not enough: a committed apply that something later undid must not be verified as if it were
+// there. Committed in some databases only: the cluster is half upgraded, and one point-in-time
+// recovery puts every database back.
+void ResolveApply(Upgrade& u, AgentClient& agent, const AgentJournal& journal, const std::string& why) {
+  std::map<std::string, std::string> versions;
+  AgentCallError err = agent.GetInstalledVersions(u.id, versions);
+  if (!err.ok || versions.empty()) {
+    std::string problem = err.ok ? std::string("the agent reported no database") : err.message;
+    if (u.report.value("apply_resolution_waits_for", "") != problem) {
+      MergeReport(u, "apply_resolution_waits_for", problem);
+      AddEvent(u.id, "applying", "warning",
+               why + "; the installed versions cannot be read yet (" + problem +
+                   "), so the outcome is decided once they can");
+    }
+    return;
+  }
+  std::vector<std::string> upgraded, not_upgraded;
+  for (const auto& [datname, version] : versions)
+    (version == u.to_version ? upgraded : not_upgraded)
+        .push_back(datname + " (" + (version.empty() ? "not installed" : version) + ")");
+  json detail = {{"journal_apply", journal.apply}, {"extversions", versions}};
+  if (not_upgraded.empty()) {
+    AddEvent(u.id, "applying", "warning",
+             why + "; " + u.extname + " is at " + u.to_version + " in " + JoinList(upgraded) +
+                 ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
+             detail);
     Transition(u, "verifying");
-  } else if (journal.apply == "committed") {
+  } else if (upgraded.empty() && (journal.apply == "committed" || journal.apply == "partially_committed")) {
     Transition(u, "failed",
-               why + "; the agent's journal says the apply committed, but " + u.extname + " is at " +
-                   version + ", not " + u.to_version +
-                   " (undone since, for example by a point-in-time recovery); "
-                   "the upgrade is not applied again");
+               why + "; the agent's journal says the apply committed, but " + u.extname + " is not at " +
+                   u.to_version + " in " + JoinList(not_upgraded) +
+                   " (undone since, for example by a point-in-time recovery); the upgrade is not applied again");
+  } else if (upgraded.empty()) {
+    Transition(u, "failed",
+               why + "; the apply did not commit: " + u.extname + " is still at its version in " +
+                   JoinList(not_upgraded) + " and the upgrade is not applied again");
+  } else if (OptionBool(u.options, "auto_rollback", true)) {
+    AddEvent(u.id, "applying", "error",
+             why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " + JoinList(not_upgraded) +
+                 ": rolling the whole cluster back to the restore point",
+             detail);
+    Transition(u, "rolling_back");
   } else {
     Transition(u, "failed",
-               why + "; the apply did not commit: " + u.extname + " is still at " + version +
-                   " and the upgrade is not applied again");
+               why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " + JoinList(not_upgraded) +
+                   "; auto_rollback is off, so those stay upgraded (run safe_upgrade.rollback(" +
+                   std::to_string(u.id) + ") to undo it)");
   }
 }
 
@@ -258,9 +310,10 @@ double NowEpochSeconds() {
 // 5 s, doubling, at most a minute.
 int VerifyRetryDelaySeconds(int attempts) { return std::min(60, 5 << std::min(attempts - 1, 4)); }
 
-void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const AgentJournal& journal = {});
+void OnJobFailed(Upgrade& u, AgentClient& agent, const std::string& error, const json& result,
+                 const AgentJournal& journal = {});
 
-void OnJobSucceeded(Upgrade& u, const json& result) {
+void OnJobSucceeded(Upgrade& u, AgentClient& agent, const json& result) {
   if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
     if (u.state == "dry_running") MergeReport(u, "dry_run", result);
     Transition(u, "cancelled", std::string("cancelled by request"));
@@ -276,7 +329,9 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
     Transition(u, "dry_running");
   } else if (u.state == "dry_running") {
     MergeReport(u, "dry_run", result);
-    if (result.contains("dependency_after")) StoreDependencyRows(u, result["dependency_after"], "after");
+    RecordPerDatabase(u, "dry_run", result, AllChecksPassed, "dry_run_passed", "dry_run_failed");
+    for (const auto& part : result.value("databases", json::array()))
+      StoreDependencyRows(u, part.value("datname", ""), part.value("dependency_after", json::array()), "after");
     if (OptionBool(u.options, "dry_run_only", false))
       Transition(u, "validated");
     else if (OptionBool(u.options, "require_approval", false) && !u.approved)
@@ -285,13 +340,22 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
       Transition(u, "scheduled");
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
+    RecordPerDatabase(
+        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied", "not_applied");
     Transition(u, "verifying");
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
-    // "succeeded" promises the extension is at its target version on production.
-    std::string version = ExtVersionNow(u.extname);
-    if (version != u.to_version) {
-      OnJobFailed(u, u.extname + " is at " + version + " on production, not " + u.to_version,
+    const std::string to = u.to_version;
+    auto verified = [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; };
+    RecordPerDatabase(u, "verify", result, verified, "verified", "verify_failed");
+    // "succeeded" promises the extension is at its target version on production, everywhere.
+    std::vector<std::string> behind;
+    for (const auto& part : result.value("databases", json::array()))
+      if (part.value("extversion", "") != to)
+        behind.push_back(part.value("datname", "") + " (" + part.value("extversion", "not installed") + ")");
+    if (!result.contains("databases") || result["databases"].empty()) behind.push_back("every database (none reported)");
+    if (!behind.empty()) {
+      OnJobFailed(u, agent, u.extname + " is not at " + to + " on production in " + JoinList(behind),
                   json{{"checks_failed", true}});
       return;
     }
@@ -302,7 +366,8 @@ void OnJobSucceeded(Upgrade& u, const json& result) {
   }
 }
 
-void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const AgentJournal& journal) {
+void OnJobFailed(Upgrade& u, AgentClient& agent, const std::string& error, const json& result,
+                 const AgentJournal& journal) {
   if (u.cancel_requested && (u.state == "snapshotting" || u.state == "dry_running")) {
     Transition(u, "cancelled", "cancelled by request (the " + u.state + " step had failed: " + error + ")");
     return;
@@ -313,14 +378,27 @@ void OnJobFailed(Upgrade& u, const std::string& error, const json& result, const
     Transition(u, "failed", "snapshot failed: " + error);
   } else if (u.state == "dry_running") {
     MergeReport(u, "dry_run", result);
+    const std::string failed_in = result.value("datname", "");
+    RecordPerDatabase(
+        u, "dry_run", result,
+        [&failed_in](const json& part) { return AllChecksPassed(part) && part.value("datname", "") != failed_in; },
+        "dry_run_passed", "dry_run_failed");
     Transition(u, "blocked", "dry run failed: " + error);
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
+    RecordPerDatabase(
+        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied", "not_applied");
     // "failed" promises production untouched: an apply job can fail after its COMMIT (a journal
-    // write, a lost commit whose resolution timed out), and the installed version tells.
-    ResolveApply(u, journal, "apply failed: " + error);
+    // write, a lost commit whose resolution timed out, a later database), and the installed
+    // versions tell.
+    ResolveApply(u, agent, journal, "apply failed: " + error);
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
+    const std::string to = u.to_version;
+    RecordPerDatabase(
+        u, "verify", result,
+        [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; }, "verified",
+        "verify_failed");
     if (!result.value("checks_failed", false)) {
       // The checks could not run (server restarting, connection refused, pg_hba): that says nothing
       // about the upgrade, so it is never a failed check and never a reason for a PITR by itself.
@@ -371,7 +449,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   AgentCallError err = agent.GetJob(*u.agent_job, u.cursor, job);
   if (err.not_found) {
     // The agent restarted and forgot the job.
-    if (u.state == "applying") return ResolveApply(u, journal, "the agent restarted during the apply");
+    if (u.state == "applying") return ResolveApply(u, agent, journal, "the agent restarted during the apply");
     if (u.state == "rolling_back") return;  // the agent resumes rollbacks itself on start
     AddEvent(u.id, u.state, "warning", "the agent restarted during " + u.state + "; starting the step again");
     ForgetAgentJob(u);
@@ -390,8 +468,8 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
       "updated_at = CASE WHEN $4::boolean THEN now() ELSE updated_at END WHERE id = $1::bigint",
       {std::to_string(u.id), std::to_string(job.next_cursor), std::to_string(job.progress),
        job.events.empty() ? "false" : "true"});
-  if (job.state == "succeeded") OnJobSucceeded(u, ParseJson(job.result_json));
-  if (job.state == "failed") OnJobFailed(u, job.error, ParseJson(job.result_json), journal);
+  if (job.state == "succeeded") OnJobSucceeded(u, agent, ParseJson(job.result_json));
+  if (job.state == "failed") OnJobFailed(u, agent, job.error, ParseJson(job.result_json), journal);
 }
 
 void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const AgentJournal& journal = {}) {
@@ -408,7 +486,7 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const Age
     // The agent will not run this job (the upgrade is in a state it does not accept, its snapshot
     // is gone, ...): waiting would wait forever, so the upgrade ends with the agent's reason.
     std::string why = "the agent refused the " + kind + " job: " + err.message;
-    if (u.state == "applying") return ResolveApply(u, journal, why);
+    if (u.state == "applying") return ResolveApply(u, agent, journal, why);
     if (u.state == "rolling_back")
       return Transition(u, "rollback_failed", why + "; production still runs the upgrade");
     if (!ProductionMayBeTouched(u.state))
@@ -416,7 +494,7 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const Age
   }
   // Verification that cannot start is verification that cannot run: retried with backoff.
   if (u.state == "verifying")
-    return OnJobFailed(u, "the agent could not start it: " + err.message, json::object(), journal);
+    return OnJobFailed(u, agent, "the agent could not start it: " + err.message, json::object(), journal);
   if (!ProductionMayBeTouched(u.state) && u.seconds_in_state > guc_agent_unreachable_timeout_s)
     Transition(u, "failed", "the agent is unreachable at " + agent.address() + ": " + err.message +
                                 "; production was not touched");
@@ -424,7 +502,7 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const Age
 
 void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   if (u.state == "applying" && journal.apply != "none")
-    return ResolveApply(u, journal, "the apply was interrupted (journal: apply " + journal.apply + ")");
+    return ResolveApply(u, agent, journal, "the apply was interrupted (journal: apply " + journal.apply + ")");
   StartJob(u, agent, JobKindForState(u.state), journal);
 }
 

@@ -190,6 +190,19 @@ class GrpcAgentClient final : public AgentClient {
     return FromStatus(status);
   }
 
+  AgentCallError GetInstalledVersions(int64_t upgrade_id, std::map<std::string, std::string>& out) override {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    v1::UpgradeRef req;
+    req.set_upgrade_id(upgrade_id);
+    v1::InstalledVersions resp;
+    auto status = stub_->GetInstalledVersions(&ctx, req, &resp);
+    out.clear();
+    if (status.ok())
+      for (const auto& db : resp.databases()) out[db.datname()] = db.extversion();
+    return FromStatus(status);
+  }
+
   const std::string& address() const override { return address_; }
 
  private:

@@ -43,6 +43,22 @@ SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target":
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": true}')$$);
 SELECT safe_upgrade._normalize_options('{"rollback_target": "COLD"}') ->> 'rollback_target';
 
+-- databases: a non-empty array of distinct names of databases that exist, allow connections and
+-- have the extension at a version with an update path.
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": "su_regression"}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": []}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": [1]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": [""]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": ["su_regression", "su_regression"]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": ["no_such_db", "su_regression"]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": ["postgres"]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": ["template1"]}')$$);
+SELECT safe_upgrade._normalize_options('{"databases": ["b", "a"]}') -> 'databases';
+-- plan() lists the databases that have the extension, and those it skips with the reason.
+SELECT d ->> 'datname', d ->> 'installed_version', d -> 'update_path'
+  FROM jsonb_array_elements(safe_upgrade.plan('hstore', '1.8') -> 'databases') d;
+SELECT d ->> 'datname', d ->> 'reason' FROM jsonb_array_elements(safe_upgrade.plan('hstore', '1.8') -> 'skipped_databases') d;
+
 -- The normalized options begin() stores: defaults filled in, values in one form.
 SELECT safe_upgrade._normalize_options('{}') - 'not_before';
 SELECT safe_upgrade._normalize_options(NULL) - 'not_before';

@@ -22,3 +22,8 @@ SELECT try_sql(format('SELECT safe_upgrade.add_health_check(%L, %L)', repeat('n'
 SELECT try_sql($$SELECT safe_upgrade.add_health_check('seg_ready', 'SELECT true', 'seg') > 0$$);
 SELECT count(*) FROM safe_upgrade.health_checks;
 DELETE FROM safe_upgrade.health_checks;
+-- A check may name the database it runs in; it must exist.
+SELECT try_sql($$SELECT safe_upgrade.add_health_check('in_no_db', 'SELECT true', NULL, '30 seconds', 'no_such_db')$$);
+SELECT try_sql($$SELECT safe_upgrade.add_health_check('in_this_db', 'SELECT true', NULL, '30 seconds', current_database()) > 0$$);
+SELECT datname = current_database() FROM safe_upgrade.health_checks WHERE name = 'in_this_db';
+DELETE FROM safe_upgrade.health_checks;

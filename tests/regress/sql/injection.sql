@@ -34,6 +34,10 @@ SELECT name, check_sql FROM safe_upgrade.health_checks WHERE name LIKE 'it%';
 SELECT try_sql($$SELECT safe_upgrade.add_health_check('x', 'SELECT true', 'hstore''; DROP TABLE canary; --')$$);
 DELETE FROM safe_upgrade.health_checks WHERE name LIKE 'it%';
 
+-- database names reach SQL only as values.
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"databases": ["x\"; DROP TABLE canary; --"]}')$$);
+SELECT try_sql($$SELECT safe_upgrade.add_health_check('inj_db', 'SELECT true', NULL, '30 seconds', 'x''; DROP TABLE canary; --')$$);
+
 SELECT count(*) FROM canary;
 SELECT catalog_fingerprint();
 DROP TABLE canary;
