@@ -19,6 +19,7 @@
 #include "copy_progress.h"
 #include "fs_util.h"
 #include "process.h"
+#include "tablespaces.h"
 
 namespace fs = std::filesystem;
 
@@ -102,29 +103,15 @@ void WriteText(const std::string& path, const std::string& text, mode_t mode = 0
 // into someone else's directory, so they become real copies inside the clone.
 void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
                       const std::string& snapshot_dir) {
-  std::string wal = JoinPath(data_dir, "pg_wal");
-  if (fs::is_symlink(wal)) {
-    std::string target = fs::read_symlink(wal).string();
-    std::string copy = JoinPath(clone_dir, "pg_wal");
-    RunChecked({"cp", "-a", "--reflink=auto", target, copy});
-    fs::remove(wal);
-    fs::create_directory_symlink(copy, wal);
-  }
-  std::string tblspc = JoinPath(data_dir, "pg_tblspc");
-  if (!IsDirectory(tblspc)) return;
-  for (const auto& entry : fs::directory_iterator(tblspc)) {
-    if (!fs::is_symlink(entry.path())) continue;
-    std::string target = fs::read_symlink(entry.path()).string();
-    if (!Inside(target, snapshot_dir))
-      throw JobFailure("the snapshot's tablespace " + entry.path().filename().string() + " points to " +
-                       target +
+  if (fs::is_symlink(JoinPath(data_dir, "pg_wal")))
+    MoveWalOut(data_dir, JoinPath(clone_dir, "pg_wal"), false);
+  for (const auto& ts : ReadExternalLayout(data_dir, "").tablespaces)
+    if (!Inside(ts.location, snapshot_dir))
+      throw JobFailure("the snapshot's tablespace " + ts.oid + " points to " + ts.location +
                        ", outside the snapshot; a clone would write into it, so the dry run refuses");
-    std::string copy = JoinPath(JoinPath(clone_dir, "tablespaces"), entry.path().filename().string());
-    EnsureDir(JoinPath(clone_dir, "tablespaces"), 0700);
-    RunChecked({"cp", "-a", "--reflink=auto", target, copy});
-    fs::remove(entry.path());
-    fs::create_directory_symlink(copy, entry.path());
-  }
+  CopyLinkedTablespaces(
+      data_dir, [&](const std::string& oid) { return JoinPath(JoinPath(clone_dir, "tablespaces"), oid); },
+      false);
 }
 
 }  // namespace
@@ -224,7 +211,8 @@ void Clone::Create(double progress_from, double progress_to) {
   std::string source = SnapshotDataDir(config, snapshot_id_);
   if (!IsDirectory(source))
     throw JobFailure("snapshot " + snapshot_id_ + " has no data directory (" + source + ")");
-  uint64_t total = TreeSize(source);
+  // The snapshot's tablespaces are copied into the clone too.
+  uint64_t total = TreeSize(source) + LinkedTablespaceBytes(source);
   uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
   uint64_t free_bytes = FreeBytes(config.ClonesDir());
   if (free_bytes < total + reserve)

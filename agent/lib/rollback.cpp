@@ -21,6 +21,7 @@
 #include "process.h"
 #include "recovery_settings.h"
 #include "rollback_target.h"
+#include "tablespaces.h"
 #include "upgrade_runner.h"
 
 namespace safe_upgrade {
@@ -175,9 +176,18 @@ class Rollback {
       throw JobFailure("snapshot " + snapshot_id + " belongs to another cluster (system identifier " +
                            meta.value("system_identifier", "?") + ", this cluster " + sysid + ")",
                        fail_detail);
+    // Production's tablespaces and linked pg_wal are set aside and restored with the data directory.
+    OutsidePlan outside;
+    outside.snapshot = ExternalLayout::FromJson(meta.value("layout", json::object()));
+    outside.production = ReadExternalLayout(config_.data_directory, outside.snapshot.version_dir);
+    outside.snapshot_dir = SnapshotDir(config_, snapshot_id);
+    std::string refusal = LayoutRefusal(outside.production, config_.data_directory);
+    if (refusal.empty() && outside.snapshot.version_dir.empty() && !outside.production.tablespaces.empty())
+      refusal = "snapshot " + snapshot_id + " recorded no tablespaces, but production has some";
+    if (!refusal.empty()) throw JobFailure("cannot roll back: " + refusal, fail_detail);
     json journal = ctx_.journal().Load(id_);
-    bool fast = journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
-    if (!fast) RequireDiskForRestore(meta.value("size_bytes", uint64_t{0}));
+    bool fast =
+        journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
     rc_ = json::object();
     rc_["fast"] = fast;
     rc_["snapshot_bytes"] = meta.value("size_bytes", uint64_t{0});
@@ -197,6 +207,12 @@ class Rollback {
     rc_["events"] = json::array();
     // Chosen once and journaled, so that a resumed rollback finds its directories again.
     rc_["dir_suffix"] = std::to_string(id_) + "-" + CompactUtcStamp();
+    outside.suffix = rc_["dir_suffix"];
+    rc_["outside"] = outside.ToJson();
+    // Every path the rollback moves aside, journaled before the first move.
+    rc_["set_aside"] = json::array({{{"from", config_.data_directory}, {"to", AsideDir()}}});
+    for (const auto& moved : outside.SetAside()) rc_["set_aside"].push_back(moved);
+    if (!fast) RequireDiskForRestore();
     RequireRoomToSetAside();
     if (!IsDirectory(rc_["snapshot_data"].get<std::string>()))
       throw JobFailure("cannot roll back: the data of snapshot " + snapshot_id + " (" +
@@ -212,22 +228,27 @@ class Rollback {
       throw JobFailure(
           "cannot roll back: " + parent + " (holding the data directory) is not writable by the agent",
           {{"stage", "precheck"}});
-    for (const std::string& dir : {AsideDir(), RestoringDir(), FailedRestoreDir()})
+    std::vector<std::string> names = Outside().NamesToCreate();
+    for (const std::string& dir : {AsideDir(), RestoringDir(), FailedRestoreDir()}) names.push_back(dir);
+    for (const std::string& dir : names)
       if (PathExists(dir))
         throw JobFailure(
             "cannot roll back: " + dir + " already exists; move it away, it is not this rollback's",
             {{"stage", "precheck"}});
   }
 
-  void RequireDiskForRestore(uint64_t snapshot_bytes) {
-    uint64_t need = snapshot_bytes + config_.disk_reserve_mb * 1024 * 1024;
-    uint64_t free = FreeBytes(Dirname(config_.data_directory));
-    if (free < need)
-      throw JobFailure("not enough disk to restore the snapshot next to the data directory: need " +
-                           std::to_string(need / (1024 * 1024)) + " MB, " + std::to_string(free / (1024 * 1024)) +
-                           " MB free",
-                       {{"stage", "precheck"}});
+  // The restored copy lands next to the data directory, and each tablespace next to production's.
+  void RequireDiskForRestore() {
+    OutsidePlan outside = Outside();
+    uint64_t data_bytes = rc_["snapshot_bytes"].get<uint64_t>();
+    for (const auto& ts : outside.snapshot.tablespaces) data_bytes -= std::min(data_bytes, ts.size_bytes);
+    std::string short_of = RoomRefusal(outside.RestorePlacements(data_bytes, Dirname(config_.data_directory)),
+                                       config_.disk_reserve_mb * 1024 * 1024);
+    if (!short_of.empty())
+      throw JobFailure("not enough disk to restore the snapshot: " + short_of, {{"stage", "precheck"}});
   }
+
+  OutsidePlan Outside() const { return OutsidePlan::FromJson(rc_.value("outside", json::object())); }
 
   bool Fast() const { return rc_.value("fast", false); }
   // How this rollback gets to the restore point, as the report and the events name it.
@@ -259,7 +280,7 @@ class Rollback {
           detail);
     DiscardRollbackTarget(config_, ctx_.journal(), id_, "it was not parked at the restore point");
     rc_["fast"] = false;
-    RequireDiskForRestore(rc_["snapshot_bytes"].get<uint64_t>());
+    RequireDiskForRestore();
   }
 
   // Saves what the recovery is about to rewind (the upgrade's events and report), then notes
@@ -353,11 +374,16 @@ class Rollback {
       if (PathExists(config_.data_directory))
         throw std::runtime_error("both " + config_.data_directory + " and " + AsideDir() +
                                  " exist; refusing to guess which is the original");
-      return;  // moved before a crash
+    } else {
+      DurableRename(config_.data_directory, AsideDir());
+      Event("info", "moved the data directory aside to " + AsideDir() + " (kept, not deleted)",
+            {{"moved_to", AsideDir()}});
     }
-    DurableRename(config_.data_directory, AsideDir());
-    Event("info", "moved the data directory aside to " + AsideDir() + " (kept, not deleted)",
-          {{"moved_to", AsideDir()}});
+    // Each part already moved before a crash is skipped.
+    Outside().MoveAside(AsideDir());
+    if (rc_["set_aside"].size() > 1)
+      Event("info", "moved production's tablespaces and WAL directory aside too (kept, not deleted)",
+            {{"set_aside", rc_["set_aside"]}});
   }
 
   void RestoreSnapshot() {
@@ -371,11 +397,13 @@ class Rollback {
     Event("info", "restoring snapshot " + rc_["snapshot_id"].get<std::string>());
     auto started = std::chrono::steady_clock::now();
     CopyTree(rc_["snapshot_data"].get<std::string>(), RestoringDir());
+    Outside().PrepareRestore(RestoringDir());
     AtomicWriteFile(JoinPath(RestoringDir(), kRestoredMarker), rc_["snapshot_id"].get<std::string>() + "\n");
     for (const char* f : {"standby.signal", "recovery.signal", "postmaster.pid"})
       if (PathExists(JoinPath(RestoringDir(), f))) unlink(JoinPath(RestoringDir(), f).c_str());
     // cp leaves the copy in the page cache; production must not start on it before it is on disk.
     SyncTree(RestoringDir());
+    Outside().PutInPlace(RestoringDir());
     DurableRename(RestoringDir(), config_.data_directory);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     Event("info", "snapshot restored and synced to disk in " + std::to_string(secs).substr(0, 5) + " s",
@@ -399,6 +427,7 @@ class Rollback {
     ctx_.journal().Update(id_, [](json& doc) {
       if (doc.contains("rollback_target")) doc["rollback_target"]["state"] = "swapped";
     });
+    Outside().PutInPlace(dir);
     DurableRename(dir, config_.data_directory);
     Event("info", "swapped the parked rollback target in as the data directory");
   }
@@ -543,6 +572,7 @@ class Rollback {
                             {"timeline_after", rc_.value("timeline_after", 0)},
                             {"failed_data_directory", AsideDir()},
                             {"failed_restore", rc_.value("failed_restore", "")},
+                            {"set_aside", rc_.value("set_aside", json::array())},
                             {"path", PathName()},
                             {"downtime_s", rc_.value("downtime_s", -1.0)}};
       if (!error.empty()) report["rollback"]["error"] = error;
@@ -638,6 +668,9 @@ class Rollback {
         DurableRename(config_.data_directory, FailedRestoreDir());
         failed_restore = FailedRestoreDir();
       }
+      // Production's tablespaces and WAL directory first: once the data directory is back, all is.
+      for (const auto& path : Outside().PutOriginalBack(AsideDir(), FailedRestoreDir()))
+        Event("info", "the restored copy's " + path + " is kept aside", {{"failed_restore", path}});
       // Our recovery settings were only ever written into the restored copy.
       DurableRename(AsideDir(), config_.data_directory);
     } else if (PathExists(FailedRestoreDir())) {

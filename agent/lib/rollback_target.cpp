@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "process.h"
 #include "recovery_settings.h"
 #include "snapshot.h"
+#include "tablespaces.h"
 
 namespace safe_upgrade {
 namespace {
@@ -184,12 +186,20 @@ class Preparation {
     uint64_t total = meta.value("size_bytes", uint64_t{0});
     if (!total) total = TreeSize(source);
     std::string dir = RollbackTargetDir(config_, id_);
-    uint64_t reserve = config_.disk_reserve_mb * 1024 * 1024;
-    uint64_t free_bytes = FreeBytes(Dirname(config_.data_directory));
-    if (free_bytes < total + reserve)
-      throw std::runtime_error("not enough free disk next to the data directory for it: it needs " +
-                               Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
-                               Megabytes(free_bytes) + " are free");
+    // Its tablespaces and WAL go next to production's (so that the swap is renames); the WAL
+    // next to where production's pg_wal links now.
+    ExternalLayout layout = ExternalLayout::FromJson(meta.value("layout", json::object()));
+    layout.wal_dir = ReadExternalLayout(config_.data_directory, layout.version_dir).wal_dir;
+    std::vector<Placement> placements = {{Dirname(config_.data_directory), total}};
+    for (const auto& ts : layout.tablespaces) {
+      placements.push_back({ts.location, ts.size_bytes});
+      placements[0].bytes -= std::min(placements[0].bytes, ts.size_bytes);
+    }
+    if (!layout.wal_dir.empty())
+      placements.push_back({Dirname(layout.wal_dir), TreeSize(JoinPath(source, "pg_wal"))});
+    std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
+    if (!short_of.empty())
+      throw std::runtime_error("not enough free disk for it next to production: " + short_of);
 
     // An earlier attempt's target is scratch, like this one.
     DiscardRollbackTarget(config_, ctx_.journal(), id_, "a new one is prepared");
@@ -208,6 +218,7 @@ class Preparation {
                    {"port", port},
                    {"restore_point", restore_point_},
                    {"snapshot_id", snapshot_id},
+                   {"layout", layout.ToJson()},
                    {"state", "copying"},
                    {"created_at", NowIso8601()}};
     // Journaled before anything exists on disk, so a crash at any later point leaves nothing
@@ -221,6 +232,7 @@ class Preparation {
                           " as the rollback target",
               {{"bytes", total}, {"dir", dir}});
     double copy_s = CopyTreeReporting(ctx_, kPhase, source, dir, total, 0.0, 0.9);
+    CopyOutsideForTarget(layout, dir, id_);
     ctx_.Failpoint("rollback_target:after:copy");
     Configure(dir, meta);
     // Now, while production still serves and before the restore point exists, so that the
@@ -334,10 +346,12 @@ void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t 
   std::string dir = RollbackTargetDir(config, upgrade_id);
   std::string run_dir = RunDir(config, upgrade_id);
   std::string socket_dir;
+  ExternalLayout layout;
   bool swapped = false;
   if (doc.contains("rollback_target") && doc["rollback_target"].is_object()) {
     swapped = doc["rollback_target"].value("state", "") == "swapped";
     socket_dir = doc["rollback_target"].value("socket_dir", "");
+    layout = ExternalLayout::FromJson(doc["rollback_target"].value("layout", json::object()));
   }
   // A swapped-in target is production now; only its journal entry and scratch go.
   if (!swapped && IsDirectory(dir)) {
@@ -345,6 +359,8 @@ void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t 
     RemoveTree(dir);
     spdlog::info("upgrade {}: removed the rollback target {} ({})", upgrade_id, dir, why);
   }
+  // Its tablespace and WAL copies still in their .ready places were never swapped in.
+  DiscardTargetOutside(layout, upgrade_id);
   if (IsDirectory(run_dir)) RemoveTree(run_dir);
   if (!socket_dir.empty() && socket_dir.rfind("/tmp/su-ready-", 0) == 0 && IsDirectory(socket_dir))
     RemoveTree(socket_dir);

@@ -26,6 +26,7 @@
 #include "jobs.h"
 #include "process.h"
 #include "retention.h"
+#include "tablespaces.h"
 #include "wal_archive.h"
 
 namespace fs = std::filesystem;
@@ -92,6 +93,10 @@ constexpr double kBasebackupShare = 0.85;  // of the job's progress; verificatio
 constexpr auto kProgressEventInterval = std::chrono::seconds(2);
 constexpr uint64_t kMiB = 1024 * 1024;
 
+// The directory PostgreSQL keeps inside each tablespace location (TABLESPACE_VERSION_DIRECTORY).
+const char* const kTablespaceVersionDirSql =
+    "SELECT 'PG_' || current_setting('server_version_num')::int / 10000 || '_' || catalog_version_no "
+    "FROM pg_control_system()";
 const char* const kCorruptFailpoint = "snapshot:corrupt_before_verify";
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -197,7 +202,9 @@ uint64_t MbToBytes(uint64_t mb) {
   return mb > std::numeric_limits<uint64_t>::max() / kMiB ? std::numeric_limits<uint64_t>::max() : mb * kMiB;
 }
 
-// Refuses before anything is copied when the snapshot would eat into the reserve.
+// Refuses before anything is copied when the snapshot would eat into the reserve. The whole
+// snapshot, its tablespaces included, lands in snapshot_dir, and pg_database_size counts every
+// tablespace of a database.
 void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_id) {
   const AgentConfig& config = ctx.config();
   uint64_t cluster_bytes = ClusterBytes(conn);
@@ -228,8 +235,11 @@ void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_i
 
 // Never --no-sync: pg_basebackup then fsyncs every file of the backup before it exits, and a
 // rollback relies on the snapshot being on disk (Publish renames it durably).
+// Same-host tablespaces cannot be written to their own locations: each goes to
+// <snapshot>/tablespaces.partial/<oid> (pg_basebackup refuses a non-empty location otherwise).
 std::vector<std::string> BasebackupArgv(const AgentConfig& config, const std::string& target,
-                                        const std::string& snapshot_id) {
+                                        const std::string& snapshot_id, const ExternalLayout& layout,
+                                        const std::string& tablespaces_target) {
   std::vector<std::string> argv = {JoinPath(config.bin_dir, "pg_basebackup"),
                                     "-D",
                                     target,
@@ -252,6 +262,7 @@ std::vector<std::string> BasebackupArgv(const AgentConfig& config, const std::st
     argv.push_back("--max-rate");
     argv.push_back(config.backup_max_rate);
   }
+  for (const auto& mapping : TablespaceMappingArgs(layout, tablespaces_target)) argv.push_back(mapping);
   return argv;
 }
 
@@ -268,7 +279,8 @@ ProcessOptions ToolOptions(const AgentConfig& config) {
 
 // Our own scratch copies from an interrupted run of this job: never a published snapshot.
 void RemoveLeftovers(JobContext& ctx, const std::string& dir) {
-  for (const char* name : {"data.partial", "data.superseded", "snapshot.superseded.json"}) {
+  for (const char* name : {"data.partial", "data.superseded", "snapshot.superseded.json",
+                           "tablespaces.partial", "tablespaces.superseded"}) {
     std::string path = JoinPath(dir, name);
     if (!PathExists(path)) continue;
     ctx.Info("snapshot", "removing " + path + ", left by an interrupted snapshot");
@@ -278,17 +290,24 @@ void RemoveLeftovers(JobContext& ctx, const std::string& dir) {
 
 // Publishes the verified backup as the snapshot. A snapshot of this upgrade taken earlier is
 // unpublished (its metadata first, so no moment pairs old metadata with new data) and removed
-// only once the new one is in place.
+// only once the new one is in place. The tablespaces move with the data, and the data's links
+// follow them to <snapshot>/tablespaces/<oid>.
 void Publish(const std::string& dir, const std::string& partial, const std::string& data_dir,
-             const std::string& meta_path, const nlohmann::json& meta) {
+             const std::string& meta_path, const nlohmann::json& meta, const ExternalLayout& layout) {
   std::string old_meta = JoinPath(dir, "snapshot.superseded.json");
   std::string old_data = JoinPath(dir, "data.superseded");
+  std::string tablespaces = JoinPath(dir, "tablespaces"),
+              old_tablespaces = JoinPath(dir, "tablespaces.superseded");
   if (PathExists(meta_path)) DurableRename(meta_path, old_meta);
   if (PathExists(data_dir)) DurableRename(data_dir, old_data);
+  if (PathExists(tablespaces)) DurableRename(tablespaces, old_tablespaces);
+  if (!layout.tablespaces.empty()) DurableRename(JoinPath(dir, "tablespaces.partial"), tablespaces);
+  for (const auto& ts : layout.tablespaces)
+    PointTablespaceLink(partial, ts.oid, JoinPath(tablespaces, ts.oid));
   DurableRename(partial, data_dir);
   AtomicWriteFile(meta_path, meta.dump(2) + "\n", 0600);
-  if (PathExists(old_data)) RemoveTree(old_data);
-  if (PathExists(old_meta)) RemoveTree(old_meta);
+  for (const auto& old : {old_data, old_tablespaces, old_meta})
+    if (PathExists(old)) RemoveTree(old);
 }
 
 void RunRetention(JobContext& ctx, const std::string& snapshot_id) {
@@ -359,8 +378,20 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
                      ") is not the cluster in \"" + config.data_directory + "\" (system identifier " +
                      std::to_string(served_sysid) + ")");
 
-  ctx.Info("snapshot", "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
-                           upgrade.from_version + " -> " + upgrade.to_version);
+  // Tablespaces and a linked pg_wal: what a rollback will have to set aside and restore, checked
+  // before anything is copied.
+  ExternalLayout layout =
+      ReadExternalLayout(config.data_directory, conn->Exec(kTablespaceVersionDirSql).Scalar());
+  if (std::string refusal = LayoutRefusal(layout, config.data_directory); !refusal.empty())
+    throw JobFailure("cannot snapshot this cluster for a rollback: " + refusal,
+                     {{"layout", layout.ToJson()},
+                      {"hint",
+                       "Give the agent's OS user write access there, or move the directory; production "
+                       "was not touched."}});
+  ctx.Info("snapshot",
+           "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
+               upgrade.from_version + " -> " + upgrade.to_version,
+           {{"layout", layout.ToJson()}});
   if (IsDirectory(dir)) RemoveLeftovers(ctx, dir);
   CheckFreeSpace(ctx, *conn, snapshot_id);
   conn.reset();  // idle for the whole copy otherwise
@@ -373,7 +404,8 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   bb_opt.on_stderr_line = [&](const std::string& line) { reporter.OnLine(line); };
   ctx.Info("snapshot", "pg_basebackup into " + partial +
                            (config.backup_max_rate.empty() ? "" : " (max rate " + config.backup_max_rate + ")"));
-  auto bb = RunProcess(BasebackupArgv(config, partial, snapshot_id), bb_opt);
+  const std::string tablespaces_partial = JoinPath(dir, "tablespaces.partial");
+  auto bb = RunProcess(BasebackupArgv(config, partial, snapshot_id, layout, tablespaces_partial), bb_opt);
   reporter.Finish();
   double basebackup_s = Seconds(Clock::now() - started);
   if (!bb.Ok()) {
@@ -420,6 +452,14 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
       extensions[row[0].value_or("")] = row[1].value_or("");
   }
   uint64_t size_bytes = TreeSize(partial);
+  for (auto& ts : layout.tablespaces) {
+    std::string copy = JoinPath(tablespaces_partial, ts.oid);
+    if (!IsDirectory(JoinPath(copy, layout.version_dir)))
+      throw JobFailure("the backup of tablespace " + ts.oid + " (" + ts.location + ") has no " +
+                       layout.version_dir + " in " + copy);
+    ts.size_bytes = TreeSize(copy);
+    size_bytes += ts.size_bytes;
+  }
   double duration_s = Seconds(Clock::now() - started);
 
   nlohmann::json meta = {{"snapshot_id", snapshot_id},
@@ -431,10 +471,11 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
                          {"size_bytes", size_bytes},
                          {"duration_s", Round1(duration_s)},
                          {"extensions", extensions},
+                         {"layout", layout.ToJson()},
                          {"created_at", NowIso8601()},
                          {"verified", true}};
 
-  Publish(dir, partial, data_dir, meta_path, meta);
+  Publish(dir, partial, data_dir, meta_path, meta, layout);
   ctx.journal().Update(upgrade_id, [&](nlohmann::json& doc) { doc["snapshot_id"] = snapshot_id; });
   ctx.Info("snapshot",
            "snapshot " + snapshot_id + " verified: " + std::to_string(size_bytes / kMiB) + " MB, " +

@@ -142,6 +142,36 @@ TEST(MissingWal, a_segment_missing_at_rollback_ends_rollback_failed_with_the_ori
   ExpectOriginalRunningAfterFailedRecovery(c, id);
 }
 
+TEST(MissingWal, with_a_tablespace_and_a_linked_pg_wal_those_are_put_back_too_and_the_restored_ones_kept) {
+  RecordFault(
+      "the restore point's WAL segment is missing at the rollback of a cluster with a tablespace and "
+      "pg_wal linked to another directory",
+      "`rollback_failed`; the original data directory, tablespace and WAL directory are back, linked and "
+      "running; the failed restore's tablespace and WAL are kept, linked from it");
+  TestCluster c;
+  c.ExpectCrashes();
+  OutsideDirs o = MoveWalAndCreateTablespace(c);
+  PrepareRollbackFixture(c);
+  c.Exec(
+      "ALTER TABLE marks SET TABLESPACE ts1; INSERT INTO marks SELECT 1, g FROM generate_series(1, 10) g;");
+  int64_t id = BeginUpgradeWhoseRecoveryFails(c);
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id);
+  ExpectOriginalRunningAfterFailedRecovery(c, id);
+  EXPECT_EQ(std::filesystem::read_symlink(JoinPath(c.info().data_dir, "pg_tblspc/" + o.ts_oid)).string(),
+            o.ts_location);
+  EXPECT_EQ(std::filesystem::read_symlink(JoinPath(c.info().data_dir, "pg_wal")).string(), o.wal_dir);
+  c.Exec("INSERT INTO marks VALUES (2, 1)");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "11");
+  std::string failed = RollbackReport(c, id).value("failed_restore", "");
+  std::string suffix = failed.substr(failed.find(".rollback-failed-") + 17);
+  std::string failed_ts = std::filesystem::read_symlink(JoinPath(failed, "pg_tblspc/" + o.ts_oid)).string();
+  EXPECT_EQ(failed_ts.rfind(o.ts_location + "/PG_15_", 0), 0u) << failed_ts;
+  EXPECT_NE(failed_ts.find(".rollback-failed-" + suffix), std::string::npos) << failed_ts;
+  EXPECT_TRUE(IsDirectory(failed_ts)) << failed_ts;
+  EXPECT_EQ(std::filesystem::read_symlink(JoinPath(failed, "pg_wal")).string(),
+            o.wal_dir + ".rollback-failed-" + suffix);
+}
+
 TEST(AgentKilledWhilePuttingTheOriginalBack,
      the_restarted_agent_finishes_putting_it_back_and_does_not_retry) {
   RecordFault(

@@ -1,6 +1,8 @@
 // Scenario set-ups shared by several test files.
 #include "fixtures.h"
 
+#include <filesystem>
+
 #include "fs_util.h"
 
 namespace safe_upgrade::testing {
@@ -37,6 +39,22 @@ HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_tar
   h.blocker = c.Connect();
   h.blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
   return h;
+}
+
+OutsideDirs MoveWalAndCreateTablespace(TestCluster& c) {
+  OutsideDirs o;
+  std::string disk = c.ScratchDir("disk2");
+  o.wal_dir = JoinPath(disk, "pg_wal");
+  o.ts_location = JoinPath(disk, "ts1");
+  c.StopServer();
+  std::filesystem::rename(JoinPath(c.info().data_dir, "pg_wal"), o.wal_dir);
+  std::filesystem::create_directory_symlink(o.wal_dir, JoinPath(c.info().data_dir, "pg_wal"));
+  c.StartServer();
+  EnsureDir(o.ts_location, 0700);
+  ChownTree(o.ts_location, c.info().os_user);
+  c.Exec("CREATE TABLESPACE ts1 LOCATION '" + o.ts_location + "'");
+  o.ts_oid = c.Scalar("SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'");
+  return o;
 }
 
 std::string ReadyDir(const TestCluster& c, int64_t id) {

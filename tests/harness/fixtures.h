@@ -39,6 +39,13 @@ void ReleaseApply(HeldApply& h);
 bool WaitForRestorePoint(const TestCluster& c, int64_t upgrade_id,
                          std::chrono::seconds timeout = std::chrono::seconds(300));
 
+// Parts of production outside its data directory: pg_wal moved to another directory and linked
+// (as after initdb --waldir), and tablespace ts1 there too, both owned by the server's OS user.
+struct OutsideDirs {
+  std::string wal_dir, ts_location, ts_oid;
+};
+OutsideDirs MoveWalAndCreateTablespace(TestCluster& c);
+
 // <data directory>.ready-<id>: where the upgrade's parked rollback target lives.
 std::string ReadyDir(const TestCluster& c, int64_t id);
 // Waits until the held upgrade applies and its rollback target has parked (its server exited at
