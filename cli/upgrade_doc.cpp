@@ -288,7 +288,8 @@ void PrintDryRunSummary(std::ostream& out, const json& dry_run) {
     out << "  update path rehearsed on the clone:";
     for (const auto& h : hops) {
       std::string where = JsonString(h, "datname");
-      out << " " << (where.empty() ? "" : where + ": ") << JsonString(h, "from") << "->" << JsonString(h, "to");
+      out << " " << (where.empty() ? "" : where + ": ") << JsonString(h, "from") << "->"
+          << JsonString(h, "to");
       if (auto ms = JsonNumber(h, "duration_ms")) out << " (" << Millis(*ms) << ")";
     }
     out << "\n";
@@ -334,8 +335,8 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   else if (state == "blocked")
     out << "the dry run failed, so production was not touched\n";
   else if (state == "rolled_back")
-    out << "the upgrade failed on production, and the whole cluster was restored to its restore point; " << ext
-        << " is at " << doc.FromVersion() << " again in " << DatabaseList(doc) << "\n";
+    out << "the upgrade failed on production, and the whole cluster was restored to its restore point; "
+        << ext << " is at " << doc.FromVersion() << " again in " << DatabaseList(doc) << "\n";
   else if (state == "rollback_failed")
     out << "the upgrade failed on production and the rollback did not complete; act now (see "
            "docs/troubleshooting.md, \"rollback failed\")\n";

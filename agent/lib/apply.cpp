@@ -106,8 +106,9 @@ class BlockerWatch {
                   {"datname", datname_}};
         blockers_[pid] = b;
         ctx_.Event("applying", "warning",
-                   "database " + datname_ + ", try " + std::to_string(attempt_) + " of " + std::to_string(max_tries_) +
-                       ": ALTER EXTENSION waits for a lock held by " + DescribeBlocker(b),
+                   "database " + datname_ + ", try " + std::to_string(attempt_) + " of " +
+                       std::to_string(max_tries_) + ": ALTER EXTENSION waits for a lock held by " +
+                       DescribeBlocker(b),
                    b);
       }
     } catch (const std::exception& e) {
@@ -148,7 +149,8 @@ void JournalApply(JobContext& ctx, const std::string& state, const json& extra =
 
 // The connection broke while COMMIT was in flight. Once the old backend is gone its transaction
 // has either committed or not, and the installed version says which.
-bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, const std::string& datname, int old_pid) {
+bool ResolveLostCommit(JobContext& ctx, const UpgradeRecord& upgrade, const std::string& datname,
+                       int old_pid) {
   auto deadline = Clock::now() + std::chrono::minutes(2);
   while (true) {
     try {
@@ -214,9 +216,9 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
     doc["apply_backend_pid"] = apply_pid;
   });
   ctx.Info("applying",
-           "applying " + upgrade.extname + " " + db.from_version + " -> " + upgrade.to_version + " in database " +
-               db.datname + " (" + std::to_string(hops.size()) + " hop(s), lock_timeout " + lock_timeout +
-               ", up to " + std::to_string(max_tries) + " tries)",
+           "applying " + upgrade.extname + " " + db.from_version + " -> " + upgrade.to_version +
+               " in database " + db.datname + " (" + std::to_string(hops.size()) + " hop(s), lock_timeout " +
+               lock_timeout + ", up to " + std::to_string(max_tries) + " tries)",
            {{"backend_pid", apply_pid}, {"datname", db.datname}});
   for (attempt = 1; attempt <= max_tries; ++attempt) {
     watch.NewTry(attempt, max_tries);
@@ -235,9 +237,9 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
     if (outcome.committed || !outcome.LockTimeout() || attempt == max_tries || ctx.Stopping()) break;
     auto wait = Backoff(attempt);
     ctx.Event("applying", "warning",
-              "database " + db.datname + ", try " + std::to_string(attempt) + " of " + std::to_string(max_tries) +
-                  " could not get its locks within " + lock_timeout + " (" + outcome.FailureMessage() +
-                  "); trying again in " + std::to_string(wait.count()) + " ms");
+              "database " + db.datname + ", try " + std::to_string(attempt) + " of " +
+                  std::to_string(max_tries) + " could not get its locks within " + lock_timeout + " (" +
+                  outcome.FailureMessage() + "); trying again in " + std::to_string(wait.count()) + " ms");
     std::this_thread::sleep_for(wait);
   }
   attempt = std::min(attempt, max_tries);
@@ -262,8 +264,8 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
   if (out.committed) {
     out.result.erase("error");
     ctx.Info("applying",
-             upgrade.extname + " upgraded to " + upgrade.to_version + " in database " + db.datname + " (try " +
-                 std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
+             upgrade.extname + " upgraded to " + upgrade.to_version + " in database " + db.datname +
+                 " (try " + std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
              {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
     return out;
   }
@@ -318,9 +320,9 @@ json RunApplyJob(JobContext& ctx) {
     conns.push_back(ConnectProduction(config, "safe-upgrade-agent apply", db.datname));
     std::string current = InstalledVersion(*conns.back(), upgrade.extname);
     if (current != db.from_version)
-      throw JobFailure("extension " + upgrade.extname + " is at version " + (current.empty() ? "(none)" : current) +
-                           " in database " + db.datname + ", not " + db.from_version +
-                           " as planned; production is not touched",
+      throw JobFailure("extension " + upgrade.extname + " is at version " +
+                           (current.empty() ? "(none)" : current) + " in database " + db.datname + ", not " +
+                           db.from_version + " as planned; production is not touched",
                        {{"refused", true}, {"extversion", current}, {"datname", db.datname}});
   }
 
@@ -382,8 +384,9 @@ json RunApplyJob(JobContext& ctx) {
   if (committed.empty()) {
     // Not applied anywhere: nothing will be rolled back, so the parked target only holds disk.
     ReleaseRollbackTarget(ctx, "applying", "the upgrade was not applied");
-    throw JobFailure(failure + "; production is unchanged (" + upgrade.extname + " was not upgraded in any database)",
-                     result);
+    throw JobFailure(
+        failure + "; production is unchanged (" + upgrade.extname + " was not upgraded in any database)",
+        result);
   }
   std::string list;
   for (const auto& d : committed) list += (list.empty() ? "" : ", ") + d;

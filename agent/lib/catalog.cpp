@@ -45,7 +45,8 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
       {std::to_string(upgrade_id)});
   for (const auto& db : dbs.rows) {
     UpgradeDatabase d{db[0].value_or(""), db[1].value_or(""), {}};
-    for (const auto& hop : nlohmann::json::parse(db[2].value_or("[]"))) d.update_path.push_back(hop.get<std::string>());
+    for (const auto& hop : nlohmann::json::parse(db[2].value_or("[]")))
+      d.update_path.push_back(hop.get<std::string>());
     u.databases.push_back(std::move(d));
   }
   if (u.databases.empty())
@@ -53,15 +54,17 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   return u;
 }
 
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname, const std::string& datname) {
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname,
+                                                const std::string& datname) {
   auto r = conn.Exec(
-      "SELECT id::text, name, check_sql, timeout::text, extname, datname, created_by FROM safe_upgrade.health_checks "
+      "SELECT id::text, name, check_sql, timeout::text, extname, datname, created_by FROM "
+      "safe_upgrade.health_checks "
       "WHERE (extname IS NULL OR extname = $1) AND (datname IS NULL OR datname = $2) ORDER BY id",
       {extname, datname});
   std::vector<HealthCheckRecord> out;
   for (const auto& row : r.rows)
-    out.push_back(
-        HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5], row[6].value_or("")});
+    out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5],
+                                    row[6].value_or("")});
   return out;
 }
 

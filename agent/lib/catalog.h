@@ -46,7 +46,8 @@ struct RestorePointRecord {
 UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id);
 // User health checks for this extension (extname matches or is NULL) that run in database
 // datname (their datname matches or is NULL).
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname, const std::string& datname);
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname,
+                                                const std::string& datname);
 std::optional<RestorePointRecord> LoadRestorePoint(PgConn& conn, int64_t upgrade_id);
 
 // Ids of the upgrades whose state is one of states.

@@ -320,10 +320,11 @@ void Clone::Start() {
             ToJson());
 }
 
-std::unique_ptr<PgConn> Clone::Connect(const std::string& application_name, const std::string& datname) const {
+std::unique_ptr<PgConn> Clone::Connect(const std::string& application_name,
+                                       const std::string& datname) const {
   const AgentConfig& config = ctx_.config();
-  return std::make_unique<PgConn>(
-      ConnInfo(socket_dir_, port_, datname.empty() ? config.database : datname, config.db_user, application_name));
+  return std::make_unique<PgConn>(ConnInfo(socket_dir_, port_, datname.empty() ? config.database : datname,
+                                           config.db_user, application_name));
 }
 
 json Clone::VerifyIsolation() {

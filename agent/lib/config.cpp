@@ -38,7 +38,8 @@ std::string AgentConfig::JournalDir() const { return JoinPath(work_dir, "journal
 std::string AgentConfig::ClonesDir() const { return JoinPath(work_dir, "clones"); }
 
 std::string AgentConfig::ConnInfo(const std::string& application_name, const std::string& datname) const {
-  return safe_upgrade::ConnInfo(socket_dir, port, datname.empty() ? database : datname, db_user, application_name);
+  return safe_upgrade::ConnInfo(socket_dir, port, datname.empty() ? database : datname, db_user,
+                                application_name);
 }
 
 AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& source_path) {

@@ -51,7 +51,8 @@ struct AgentConfig {
   std::string JournalDir() const;
   std::string ClonesDir() const;
   // To the control database (`database`), or to datname.
-  std::string ConnInfo(const std::string& application_name = "safe-upgrade-agent", const std::string& datname = "") const;
+  std::string ConnInfo(const std::string& application_name = "safe-upgrade-agent",
+                       const std::string& datname = "") const;
 };
 
 // Parses and validates; throws ConfigError naming the offending key.

@@ -57,9 +57,9 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   auto conn = clone.Connect("safe-upgrade-agent dryrun", db.datname);
   std::string current = InstalledVersion(*conn, upgrade.extname);
   if (current != db.from_version)
-    throw failure("extension " + upgrade.extname + " is at version " + (current.empty() ? "(none)" : current) +
-                  " in database " + db.datname + " of snapshot " + snapshot_id + ", but the upgrade starts from " +
-                  db.from_version);
+    throw failure("extension " + upgrade.extname + " is at version " +
+                  (current.empty() ? "(none)" : current) + " in database " + db.datname + " of snapshot " +
+                  snapshot_id + ", but the upgrade starts from " + db.from_version);
   json before = before_recorded.empty() ? DependencyRows(*conn, upgrade.extname) : before_recorded;
 
   auto hops = PlanHops(db.update_path, upgrade.to_version, current);
@@ -68,11 +68,13 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   opt.lock_timeout = "1min";
   opt.statement_timeout = std::to_string(std::max(60, ctx.config().job_timeout_s)) + "s";
   opt.on_hop = [&](const Hop& h) {
-    ctx.Info("upgrade", "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
-             {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
+    ctx.Info(
+        "upgrade",
+        "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
+        {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
   };
-  ctx.Info("upgrade", "upgrading " + upgrade.extname + " in database " + db.datname + " of the clone: " +
-                          std::to_string(hops.size()) + " hop(s) in one transaction");
+  ctx.Info("upgrade", "upgrading " + upgrade.extname + " in database " + db.datname +
+                          " of the clone: " + std::to_string(hops.size()) + " hop(s) in one transaction");
   UpgradeOutcome outcome = RunUpgrade(*conn, upgrade.extname, hops, opt);
   json o = outcome.ToJson();
   part["hops"] = o["hops"];
@@ -93,7 +95,8 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   json drift = DependencyDrift(before, part["dependency_after"]);
   drift["before_source"] = before_recorded.empty() ? "clone" : "production";
   part["drift"] = drift;
-  for (const char* k : {"added", "removed", "changed"}) AppendForDatabase(report["drift"][k], drift[k], db.datname);
+  for (const char* k : {"added", "removed", "changed"})
+    AppendForDatabase(report["drift"][k], drift[k], db.datname);
   if (!drift["removed"].empty() || !drift["changed"].empty())
     ctx.Event("drift", "warning",
               "database " + db.datname + ": dependencies changed: " + std::to_string(drift["added"].size()) +
@@ -109,15 +112,16 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   input.target_version = upgrade.to_version;
   input.user_checks = user_checks;
   input.dependency_before = before;
-  auto results = RunHealthChecksInDatabase(*check_conn, input, db.datname,
-                                           [&](const std::string& level, const std::string& message,
-                                               const json& detail) { ctx.Event("checks", level, message, detail); });
+  auto results =
+      RunHealthChecksInDatabase(*check_conn, input, db.datname,
+                                [&](const std::string& level, const std::string& message,
+                                    const json& detail) { ctx.Event("checks", level, message, detail); });
   part["checks"] = ChecksToJson(results);
   AppendForDatabase(report["checks"], part["checks"], db.datname);
   report["databases"].push_back(part);
   if (const CheckResult* bad = FirstFailure(results))
-    throw failure("health check \"" + bad->name + "\" failed in database " + db.datname + " of the clone: " +
-                      bad->message,
+    throw failure("health check \"" + bad->name + "\" failed in database " + db.datname +
+                      " of the clone: " + bad->message,
                   {{"datname", db.datname}});
   return part;
 }
@@ -128,11 +132,12 @@ json RunDryRunJob(JobContext& ctx) {
   const AgentConfig& config = ctx.config();
   const int64_t id = ctx.upgrade_id();
   auto job_started = std::chrono::steady_clock::now();
-  json report = {{"hops", json::array()},
-                 {"lock_profile", json::array()},
-                 {"checks", json::array()},
-                 {"drift", {{"added", json::array()}, {"removed", json::array()}, {"changed", json::array()}}},
-                 {"databases", json::array()}};
+  json report = {
+      {"hops", json::array()},
+      {"lock_profile", json::array()},
+      {"checks", json::array()},
+      {"drift", {{"added", json::array()}, {"removed", json::array()}, {"changed", json::array()}}},
+      {"databases", json::array()}};
   auto failure = [&](const std::string& message, const json& extra = json::object()) {
     json detail = report;
     for (auto it = extra.begin(); it != extra.end(); ++it) detail[it.key()] = it.value();
@@ -187,8 +192,8 @@ json RunDryRunJob(JobContext& ctx) {
   try {
     size_t done = 0;
     for (const auto& db : upgrade.databases) {
-      DryRunInDatabase(ctx, clone, upgrade, db, user_checks[db.datname], before_recorded[db.datname], snapshot_id,
-                       report, failure);
+      DryRunInDatabase(ctx, clone, upgrade, db, user_checks[db.datname], before_recorded[db.datname],
+                       snapshot_id, report, failure);
       ctx.Progress(0.65 + 0.3 * static_cast<double>(++done) / static_cast<double>(upgrade.databases.size()));
     }
   } catch (const JobFailure&) {
@@ -203,8 +208,8 @@ json RunDryRunJob(JobContext& ctx) {
 
   clone.Teardown();
   report["duration_ms"] = MsSince(job_started);
-  ctx.Info("dryrun", "dry run passed in " + std::to_string(upgrade.databases.size()) + " database(s): " +
-                         std::to_string(report["hops"].size()) + " hop(s), " +
+  ctx.Info("dryrun", "dry run passed in " + std::to_string(upgrade.databases.size()) +
+                         " database(s): " + std::to_string(report["hops"].size()) + " hop(s), " +
                          std::to_string(report["checks"].size()) + " check(s), production untouched");
   return report;
 }

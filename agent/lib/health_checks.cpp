@@ -18,7 +18,6 @@ int64_t ElapsedMs(Clock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
 }
 
-
 // Fixed catalog OIDs (RelationRelationId, ProcedureRelationId), as pg_depend.classid text.
 constexpr const char* kPgClassOid = "1259";
 constexpr const char* kPgProcOid = "1255";
@@ -608,7 +607,8 @@ json DependencyRows(PgConn& conn, const std::string& extname) {
   return out;
 }
 
-json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase, const std::string& datname) {
+json RecordedDependencyRows(PgConn& conn, int64_t upgrade_id, const std::string& phase,
+                            const std::string& datname) {
   auto r = conn.Exec(
       "SELECT object_type, object_schema, object_identity, depends_on_type, depends_on_identity, "
       "deptype::text FROM safe_upgrade.dependency_snapshots "

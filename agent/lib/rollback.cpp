@@ -513,18 +513,21 @@ class Rollback {
     const std::string extname = rc_["extname"].get<std::string>();
     std::string versions;
     for (const auto& db : rc_.value("databases", json::array())) {
-      const std::string datname = db["datname"].get<std::string>(), expected = db["from_version"].get<std::string>();
+      const std::string datname = db["datname"].get<std::string>(),
+                        expected = db["from_version"].get<std::string>();
       std::string version =
           InstalledVersion(*ConnectProduction(config_, "safe-upgrade-agent rollback", datname), extname);
       facts["extversions"][datname] = version;
       if (version != expected)
-        throw RecoveryFailed("after recovery " + extname + " is at " + (version.empty() ? "(not installed)" : version) +
-                             " in database " + datname + ", expected " + expected);
+        throw RecoveryFailed("after recovery " + extname + " is at " +
+                             (version.empty() ? "(not installed)" : version) + " in database " + datname +
+                             ", expected " + expected);
       versions += (versions.empty() ? "" : ", ") + version + " in " + datname;
     }
     rc_["timeline_after"] = timeline;
-    Event("info", "verified: same system identifier, new timeline " + std::to_string(timeline) + ", " + extname +
-                      " back at " + versions,
+    Event("info",
+          "verified: same system identifier, new timeline " + std::to_string(timeline) + ", " + extname +
+              " back at " + versions,
           facts);
   }
 
@@ -597,7 +600,8 @@ class Rollback {
             "outcome = CASE WHEN $6 = 'rolled_back' THEN 'rolled_back' ELSE $4 END "
             "WHERE upgrade_id = $1::bigint AND datname = $2",
             {id, db["datname"].get<std::string>(), db["report"].dump(), db["outcome"].get<std::string>(),
-             db["error"].is_string() ? std::optional<std::string>(db["error"].get<std::string>()) : std::nullopt,
+             db["error"].is_string() ? std::optional<std::string>(db["error"].get<std::string>())
+                                     : std::nullopt,
              state});
       conn->ExecScript("COMMIT");
     } catch (...) {

@@ -95,7 +95,8 @@ void AppendForDatabase(nlohmann::json& list, const nlohmann::json& items, const 
   }
 }
 
-std::map<std::string, std::string> InstalledVersions(const AgentConfig& config, const UpgradeRecord& upgrade) {
+std::map<std::string, std::string> InstalledVersions(const AgentConfig& config,
+                                                     const UpgradeRecord& upgrade) {
   std::map<std::string, std::string> out;
   for (const auto& db : upgrade.databases)
     out[db.datname] = InstalledVersion(*ConnectProduction(config, "safe-upgrade-agent versions", db.datname),

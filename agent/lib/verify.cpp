@@ -60,8 +60,8 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
       if (!c.ok) failed.push_back(c.name);
     result["checks_failed"] = true;
     result["failed"] = failed;
-    throw JobFailure("health check \"" + bad->name + "\" failed on production in database " + bad->datname + ": " +
-                         bad->message,
+    throw JobFailure("health check \"" + bad->name + "\" failed on production in database " + bad->datname +
+                         ": " + bad->message,
                      result);
   }
   ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production in " +

@@ -12,8 +12,8 @@
 #include "jobs.h"
 #include "pg_conn.h"
 #include "retention.h"
-#include "upgrade_runner.h"
 #include "rollback_target.h"
+#include "upgrade_runner.h"
 #include "wal_archive.h"
 
 namespace safe_upgrade {
@@ -251,7 +251,8 @@ grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerCo
 }
 
 grpc::ServerUnaryReactor* AgentService::GetInstalledVersions(grpc::CallbackServerContext* ctx,
-                                                             const v1::UpgradeRef* req, v1::InstalledVersions* resp) {
+                                                             const v1::UpgradeRef* req,
+                                                             v1::InstalledVersions* resp) {
   return Handle(ctx, "GetInstalledVersions", [&] {
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
@@ -266,7 +267,8 @@ grpc::ServerUnaryReactor* AgentService::GetInstalledVersions(grpc::CallbackServe
         db->set_extversion(version);
       }
     } catch (const PgError& e) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the installed versions: " + e.message());
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "cannot read the installed versions: " + e.message());
     }
     return grpc::Status::OK;
   });

@@ -34,14 +34,16 @@ struct FinishedJob {
 // safe_upgrade.enabled = off).
 inline int64_t InsertUpgrade(const TestCluster& c, const std::string& extname, const std::string& from,
                              const std::string& to, const std::vector<std::string>& path,
-                             const std::string& state, const nlohmann::json& options = nlohmann::json::object(),
+                             const std::string& state,
+                             const nlohmann::json& options = nlohmann::json::object(),
                              const std::vector<std::string>& databases = {}) {
   std::string array = "{";
   for (size_t i = 0; i < path.size(); ++i) array += (i ? "," : "") + std::string("\"") + path[i] + "\"";
   array += "}";
   nlohmann::json names = databases;
   return std::stoll(c.Scalar(
-      "WITH u AS (INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, update_path, state, options) "
+      "WITH u AS (INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, update_path, state, "
+      "options) "
       "VALUES ($1, $2, $3, $4::text[], $5, $6::jsonb) RETURNING id), "
       "d AS (INSERT INTO safe_upgrade.upgrade_databases (upgrade_id, datname, from_version, update_path) "
       "SELECT u.id, n, $2, $4::text[] FROM u, jsonb_array_elements_text(CASE WHEN $7::jsonb = '[]' "

@@ -306,13 +306,13 @@ class HostileRequests : public ::testing::Test {
     return stub_->GetUpgradeJournal(&ctx, req, out);
   }
   int64_t InsertUpgrade(const std::string& extname, const std::string& state) {
-    return std::stoll(
-        cluster_->Scalar("WITH u AS (INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, state) "
-                         "VALUES ($1, '1.4', '1.8', $2) RETURNING id), "
-                         "d AS (INSERT INTO safe_upgrade.upgrade_databases (upgrade_id, datname, from_version, "
-                         "update_path) SELECT id, current_database(), '1.4', '{1.4,1.8}' FROM u) "
-                         "SELECT id FROM u",
-                         {extname, state}));
+    return std::stoll(cluster_->Scalar(
+        "WITH u AS (INSERT INTO safe_upgrade.upgrades (extname, from_version, to_version, state) "
+        "VALUES ($1, '1.4', '1.8', $2) RETURNING id), "
+        "d AS (INSERT INTO safe_upgrade.upgrade_databases (upgrade_id, datname, from_version, "
+        "update_path) SELECT id, current_database(), '1.4', '{1.4,1.8}' FROM u) "
+        "SELECT id FROM u",
+        {extname, state}));
   }
   std::unique_ptr<TestCluster> cluster_;
   std::shared_ptr<grpc::Channel> channel_;

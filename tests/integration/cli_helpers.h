@@ -24,8 +24,9 @@ namespace safe_upgrade::testing {
 
 inline std::string CliBinary() { return JoinPath(BuildDir(), "safe-upgrade"); }
 
-inline ProcessResult Cli(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
-                  std::chrono::milliseconds timeout = std::chrono::minutes(10)) {
+inline ProcessResult Cli(const std::vector<std::string>& args,
+                         const std::map<std::string, std::string>& env = {},
+                         std::chrono::milliseconds timeout = std::chrono::minutes(10)) {
   std::vector<std::string> argv = {CliBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   ProcessOptions opt;
@@ -36,7 +37,7 @@ inline ProcessResult Cli(const std::vector<std::string>& args, const std::map<st
 
 // The CLI against a cluster, by --dsn.
 inline ProcessResult Cli(const TestCluster& c, std::vector<std::string> args,
-                  std::chrono::milliseconds timeout = std::chrono::minutes(10)) {
+                         std::chrono::milliseconds timeout = std::chrono::minutes(10)) {
   args.insert(args.begin(), {"--dsn", c.ConnInfo()});
   return Cli(args, {}, timeout);
 }

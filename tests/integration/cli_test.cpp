@@ -13,10 +13,10 @@
 #include <sstream>
 
 #include "build_info.h"
+#include "cli_helpers.h"
 #include "cluster.h"
 #include "config.h"
 #include "fs_util.h"
-#include "cli_helpers.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -58,7 +58,9 @@ const json* FindCheck(const json& result, const std::string& name) {
 }
 
 // The dependency rows after the upgrade, in the (only) database of the upgrade.
-const json& DependencyAfter(const json& result) { return result.at("databases").at(0).at("dependency_after"); }
+const json& DependencyAfter(const json& result) {
+  return result.at("databases").at(0).at("dependency_after");
+}
 
 bool HasDependency(const json& rows, const std::string& type, const std::string& identity_part) {
   for (const auto& r : rows)
@@ -161,8 +163,7 @@ TEST(DryRun, postgis_3_3_2_to_3_3_2next_validates_with_lock_profile_and_drift) {
   EXPECT_TRUE(drift["removed"].empty())
       << "an upgrade that keeps every object must not lose a dependency: " << drift.dump(2);
   EXPECT_TRUE(HasDependency(DependencyAfter(r), "view", "place_wkt")) << DependencyAfter(r).dump(2);
-  EXPECT_TRUE(HasDependency(DependencyAfter(r), "table column", "places.geom"))
-      << DependencyAfter(r).dump(2);
+  EXPECT_TRUE(HasDependency(DependencyAfter(r), "table column", "places.geom")) << DependencyAfter(r).dump(2);
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'postgis'"), "3.3.2");
 }
 

@@ -68,7 +68,8 @@ TEST(MultiDatabase, plan_lists_every_database_that_has_the_extension_with_its_ve
   ASSERT_EQ(plan["databases"].size(), 1u) << plan.dump(2);
   bool skipped_at_target = false;
   for (const auto& s : plan["skipped_databases"])
-    if (s.value("datname", "") == "app1" && s.value("reason", "") == "already at version 1.8") skipped_at_target = true;
+    if (s.value("datname", "") == "app1" && s.value("reason", "") == "already at version 1.8")
+      skipped_at_target = true;
   EXPECT_TRUE(skipped_at_target) << plan.dump(2);
 }
 
@@ -83,7 +84,8 @@ TEST(MultiDatabase, one_run_from_the_control_database_upgrades_every_database_th
   int64_t id = LatestUpgradeId(c);
   json status = Status(c, id);
   EXPECT_EQ(status.value("state", ""), "succeeded");
-  EXPECT_EQ(Outcomes(status), (std::map<std::string, std::string>{{"app1", "verified"}, {"app2", "verified"}}))
+  EXPECT_EQ(Outcomes(status),
+            (std::map<std::string, std::string>{{"app1", "verified"}, {"app2", "verified"}}))
       << status["databases"].dump(2);
   for (const auto& d : status["databases"]) {
     EXPECT_FALSE(d["report"]["dry_run"]["hops"].empty()) << d.dump(2);
@@ -124,7 +126,8 @@ TEST(MultiDatabase, a_failure_in_the_second_database_rolls_both_back_with_one_pi
   blocker->ExecScript("BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
 
   // Short lock waits and no retries, so that app2 fails fast.
-  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "300ms", "max_lock_retries": 0})");
+  int64_t id =
+      c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "300ms", "max_lock_retries": 0})");
   ASSERT_TRUE(c.WaitForState(id, "dry_running", 300s)) << c.Events(id);
   c.Connect("app2")->ExecScript("INSERT INTO marks VALUES ('after the snapshot')");
 
@@ -135,7 +138,8 @@ TEST(MultiDatabase, a_failure_in_the_second_database_rolls_both_back_with_one_pi
   EXPECT_EQ(ScalarIn(c, "app1", "SELECT string_agg(label, ',' ORDER BY label) FROM marks"), "before begin");
   EXPECT_EQ(ScalarIn(c, "app2", "SELECT string_agg(label, ',' ORDER BY label) FROM marks"),
             "after the snapshot,before begin");
-  EXPECT_EQ(ScalarIn(c, "app1", "SELECT count(*) FROM su_rb_applied"), "0") << "app1's committed apply is undone";
+  EXPECT_EQ(ScalarIn(c, "app1", "SELECT count(*) FROM su_rb_applied"), "0")
+      << "app1's committed apply is undone";
   EXPECT_EQ(Outcomes(status),
             (std::map<std::string, std::string>{{"app1", "rolled_back"}, {"app2", "rolled_back"}}));
   std::string events = c.Events(id);
@@ -153,7 +157,8 @@ TEST(MultiDatabase, a_health_check_failing_in_one_database_rolls_every_database_
   for (const char* db : {"app1", "app2"})
     c.Connect(db)->ExecScript("CREATE TABLE orders (amount int NOT NULL); INSERT INTO orders VALUES (10);");
   c.Exec(
-      "SELECT safe_upgrade.add_health_check('orders_are_valid', 'SELECT bool_and(su_rb_validate(amount)) FROM orders', "
+      "SELECT safe_upgrade.add_health_check('orders_are_valid', 'SELECT bool_and(su_rb_validate(amount)) "
+      "FROM orders', "
       "'su_rollback_fixture')");
 
   Background run({"--dsn", c.ConnInfo(), "run", "su_rollback_fixture", "2.0", "--approve"}, c.root());

@@ -98,7 +98,8 @@ SELECT pg_catalog.jsonb_build_object(
                'depends_on_identity', dep.depends_on_identity, 'deptype', dep.deptype)
              ORDER BY dep.object_type, dep.object_identity, dep.depends_on_type, dep.depends_on_identity),
              '[]'::jsonb)
-       FROM ()SQL" + DependencyRowsQuery() + R"SQL() dep
+       FROM ()SQL" + DependencyRowsQuery() +
+                                   R"SQL() dep
       WHERE e.oid IS NOT NULL)
 )::text
 FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_extension e ON e.extname = $1

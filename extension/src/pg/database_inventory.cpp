@@ -82,7 +82,8 @@ std::string InventoryThroughWorker(Oid database, const std::string& datname, con
     request->database = database;
     strlcpy(request->extname, extname.c_str(), sizeof request->extname);
     request->has_target = target_version.has_value();
-    if (target_version) strlcpy(request->target_version, target_version->c_str(), sizeof request->target_version);
+    if (target_version)
+      strlcpy(request->target_version, target_version->c_str(), sizeof request->target_version);
     shm_mq* queue = shm_mq_create(QueueOf(segment), kQueueBytes);
     shm_mq_set_receiver(queue, MyProc);
 
@@ -159,7 +160,8 @@ extern "C" Datum safe_upgrade_database_inventory(PG_FUNCTION_ARGS) {
 void safe_upgrade_inventory_main(Datum arg) {
   BackgroundWorkerUnblockSignals();
   dsm_segment* segment = dsm_attach(DatumGetUInt32(arg));
-  if (segment == nullptr) ereport(ERROR, (errmsg("safe_upgrade inventory: could not attach its shared memory")));
+  if (segment == nullptr)
+    ereport(ERROR, (errmsg("safe_upgrade inventory: could not attach its shared memory")));
   auto* request = static_cast<InventoryRequest*>(dsm_segment_address(segment));
   shm_mq* queue = QueueOf(segment);
   shm_mq_set_sender(queue, MyProc);
@@ -174,9 +176,7 @@ void safe_upgrade_inventory_main(Datum arg) {
   char* error_message = nullptr;
   MemoryContext context = CurrentMemoryContext;
   PG_TRY();
-  {
-    answer = RunInventoryQuery(request->extname, request->has_target ? request->target_version : nullptr);
-  }
+  { answer = RunInventoryQuery(request->extname, request->has_target ? request->target_version : nullptr); }
   PG_CATCH();
   {
     MemoryContextSwitchTo(context);

@@ -118,11 +118,13 @@ void MergeReport(const Upgrade& u, const std::string& key, const json& value) {
           {std::to_string(u.id), key, value.dump()});
 }
 
-void StoreDependencyRows(const Upgrade& u, const std::string& datname, const json& rows, const std::string& phase) {
+void StoreDependencyRows(const Upgrade& u, const std::string& datname, const json& rows,
+                         const std::string& phase) {
   if (!rows.is_array()) return;
   for (const auto& r : rows) {
     SpiExec(
-        "INSERT INTO safe_upgrade.dependency_snapshots (upgrade_id, datname, phase, object_type, object_schema, "
+        "INSERT INTO safe_upgrade.dependency_snapshots (upgrade_id, datname, phase, object_type, "
+        "object_schema, "
         "object_identity, depends_on_type, depends_on_identity, deptype) "
         "VALUES ($1::bigint, $9, $2, $3, $4, $5, $6, $7, $8::\"char\") ON CONFLICT DO NOTHING",
         {std::to_string(u.id), phase, r.value("object_type", ""),
@@ -137,17 +139,20 @@ void StoreDependencyRows(const Upgrade& u, const std::string& datname, const jso
 // Each database's part of a job's result (result.databases[]) goes to its upgrade_databases row,
 // under report.<phase>, with the outcome ok() decides.
 template <typename Ok>
-void RecordPerDatabase(const Upgrade& u, const std::string& phase, const json& result, Ok ok, const char* good,
-                       const char* bad) {
+void RecordPerDatabase(const Upgrade& u, const std::string& phase, const json& result, Ok ok,
+                       const char* good, const char* bad) {
   if (!result.contains("databases") || !result["databases"].is_array()) return;
   for (const auto& part : result["databases"]) {
     if (!part.is_object() || !part.contains("datname")) continue;
     bool passed = ok(part);
     SpiExec(
-        "UPDATE safe_upgrade.upgrade_databases SET report = report || jsonb_build_object($3::text, $4::jsonb), "
+        "UPDATE safe_upgrade.upgrade_databases SET report = report || jsonb_build_object($3::text, "
+        "$4::jsonb), "
         "outcome = $5, error = $6 WHERE upgrade_id = $1::bigint AND datname = $2",
-        {std::to_string(u.id), part.value("datname", ""), phase, part.dump(), std::string(passed ? good : bad),
-         passed ? std::nullopt : std::optional<std::string>(result.value("reason", result.value("error", "")))});
+        {std::to_string(u.id), part.value("datname", ""), phase, part.dump(),
+         std::string(passed ? good : bad),
+         passed ? std::nullopt
+                : std::optional<std::string>(result.value("reason", result.value("error", "")))});
   }
 }
 
@@ -234,29 +239,32 @@ void ResolveApply(Upgrade& u, AgentClient& agent, const AgentJournal& journal, c
         .push_back(datname + " (" + (version.empty() ? "not installed" : version) + ")");
   json detail = {{"journal_apply", journal.apply}, {"extversions", versions}};
   if (not_upgraded.empty()) {
-    AddEvent(u.id, "applying", "warning",
-             why + "; " + u.extname + " is at " + u.to_version + " in " + JoinList(upgraded) +
-                 ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
-             detail);
+    AddEvent(
+        u.id, "applying", "warning",
+        why + "; " + u.extname + " is at " + u.to_version + " in " + JoinList(upgraded) +
+            ", so the apply committed: verifying it (and rolling back if that fails), not applying it again",
+        detail);
     Transition(u, "verifying");
   } else if (upgraded.empty() && (journal.apply == "committed" || journal.apply == "partially_committed")) {
-    Transition(u, "failed",
-               why + "; the agent's journal says the apply committed, but " + u.extname + " is not at " +
-                   u.to_version + " in " + JoinList(not_upgraded) +
-                   " (undone since, for example by a point-in-time recovery); the upgrade is not applied again");
+    Transition(
+        u, "failed",
+        why + "; the agent's journal says the apply committed, but " + u.extname + " is not at " +
+            u.to_version + " in " + JoinList(not_upgraded) +
+            " (undone since, for example by a point-in-time recovery); the upgrade is not applied again");
   } else if (upgraded.empty()) {
     Transition(u, "failed",
                why + "; the apply did not commit: " + u.extname + " is still at its version in " +
                    JoinList(not_upgraded) + " and the upgrade is not applied again");
   } else if (OptionBool(u.options, "auto_rollback", true)) {
     AddEvent(u.id, "applying", "error",
-             why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " + JoinList(not_upgraded) +
-                 ": rolling the whole cluster back to the restore point",
+             why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " +
+                 JoinList(not_upgraded) + ": rolling the whole cluster back to the restore point",
              detail);
     Transition(u, "rolling_back");
   } else {
     Transition(u, "failed",
-               why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " + JoinList(not_upgraded) +
+               why + "; the upgrade committed in " + JoinList(upgraded) + " but not in " +
+                   JoinList(not_upgraded) +
                    "; auto_rollback is off, so those stay upgraded (run safe_upgrade.rollback(" +
                    std::to_string(u.id) + ") to undo it)");
   }
@@ -331,7 +339,8 @@ void OnJobSucceeded(Upgrade& u, AgentClient& agent, const json& result) {
     MergeReport(u, "dry_run", result);
     RecordPerDatabase(u, "dry_run", result, AllChecksPassed, "dry_run_passed", "dry_run_failed");
     for (const auto& part : result.value("databases", json::array()))
-      StoreDependencyRows(u, part.value("datname", ""), part.value("dependency_after", json::array()), "after");
+      StoreDependencyRows(u, part.value("datname", ""), part.value("dependency_after", json::array()),
+                          "after");
     if (OptionBool(u.options, "dry_run_only", false))
       Transition(u, "validated");
     else if (OptionBool(u.options, "require_approval", false) && !u.approved)
@@ -341,19 +350,23 @@ void OnJobSucceeded(Upgrade& u, AgentClient& agent, const json& result) {
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
     RecordPerDatabase(
-        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied", "not_applied");
+        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied",
+        "not_applied");
     Transition(u, "verifying");
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
     const std::string to = u.to_version;
-    auto verified = [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; };
+    auto verified = [&to](const json& part) {
+      return AllChecksPassed(part) && part.value("extversion", "") == to;
+    };
     RecordPerDatabase(u, "verify", result, verified, "verified", "verify_failed");
     // "succeeded" promises the extension is at its target version on production, everywhere.
     std::vector<std::string> behind;
     for (const auto& part : result.value("databases", json::array()))
       if (part.value("extversion", "") != to)
         behind.push_back(part.value("datname", "") + " (" + part.value("extversion", "not installed") + ")");
-    if (!result.contains("databases") || result["databases"].empty()) behind.push_back("every database (none reported)");
+    if (!result.contains("databases") || result["databases"].empty())
+      behind.push_back("every database (none reported)");
     if (!behind.empty()) {
       OnJobFailed(u, agent, u.extname + " is not at " + to + " on production in " + JoinList(behind),
                   json{{"checks_failed", true}});
@@ -381,13 +394,16 @@ void OnJobFailed(Upgrade& u, AgentClient& agent, const std::string& error, const
     const std::string failed_in = result.value("datname", "");
     RecordPerDatabase(
         u, "dry_run", result,
-        [&failed_in](const json& part) { return AllChecksPassed(part) && part.value("datname", "") != failed_in; },
+        [&failed_in](const json& part) {
+          return AllChecksPassed(part) && part.value("datname", "") != failed_in;
+        },
         "dry_run_passed", "dry_run_failed");
     Transition(u, "blocked", "dry run failed: " + error);
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
     RecordPerDatabase(
-        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied", "not_applied");
+        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied",
+        "not_applied");
     // "failed" promises production untouched: an apply job can fail after its COMMIT (a journal
     // write, a lost commit whose resolution timed out, a later database), and the installed
     // versions tell.
@@ -397,8 +413,8 @@ void OnJobFailed(Upgrade& u, AgentClient& agent, const std::string& error, const
     const std::string to = u.to_version;
     RecordPerDatabase(
         u, "verify", result,
-        [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; }, "verified",
-        "verify_failed");
+        [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; },
+        "verified", "verify_failed");
     if (!result.value("checks_failed", false)) {
       // The checks could not run (server restarting, connection refused, pg_hba): that says nothing
       // about the upgrade, so it is never a failed check and never a reason for a PITR by itself.
@@ -502,7 +518,8 @@ void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const Age
 
 void StartJobForState(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
   if (u.state == "applying" && journal.apply != "none")
-    return ResolveApply(u, agent, journal, "the apply was interrupted (journal: apply " + journal.apply + ")");
+    return ResolveApply(u, agent, journal,
+                        "the apply was interrupted (journal: apply " + journal.apply + ")");
   StartJob(u, agent, JobKindForState(u.state), journal);
 }
 

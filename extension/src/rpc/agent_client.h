@@ -70,7 +70,8 @@ class AgentClient {
   virtual AgentCallError GetJob(const std::string& job_id, int64_t cursor, AgentJob& out) = 0;
   virtual AgentCallError GetJournal(int64_t upgrade_id, AgentJournal& out) = 0;
   // The extension's version now in each database of the upgrade ("" where it is not installed).
-  virtual AgentCallError GetInstalledVersions(int64_t upgrade_id, std::map<std::string, std::string>& out) = 0;
+  virtual AgentCallError GetInstalledVersions(int64_t upgrade_id,
+                                              std::map<std::string, std::string>& out) = 0;
   virtual const std::string& address() const = 0;
 };
 
