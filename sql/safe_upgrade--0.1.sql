@@ -565,6 +565,8 @@ DECLARE
   v_archiver record;
   v_in_recovery boolean := pg_catalog.pg_is_in_recovery();
   v_scheduler_db text := current_setting('safe_upgrade.database', true);
+  v_tablespaces jsonb;
+  v_bad_tablespaces text;
   v_reasons text[] := '{}';
   v_hints text[] := '{}';
 BEGIN
@@ -649,6 +651,25 @@ BEGIN
     END IF;
   END IF;
 
+  -- Tablespaces are snapshotted, cloned and restored at their own locations (outside the data
+  -- directory); one at a relative path or inside the data directory could not be put back.
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', t.spcname, 'location', l.location) ORDER BY t.spcname), '[]')
+    INTO v_tablespaces
+    FROM pg_catalog.pg_tablespace t, LATERAL (SELECT pg_catalog.pg_tablespace_location(t.oid) AS location) l
+   WHERE t.spcname NOT IN ('pg_default', 'pg_global');
+  SELECT string_agg(format('%s (%s)', x ->> 'name', x ->> 'location'), ', ') INTO v_bad_tablespaces
+    FROM jsonb_array_elements(v_tablespaces) x
+   WHERE x ->> 'location' <> ''
+     AND (x ->> 'location' NOT LIKE '/%'
+          OR x ->> 'location' = current_setting('data_directory')
+          OR starts_with(x ->> 'location', current_setting('data_directory') || '/'));
+  IF v_bad_tablespaces IS NOT NULL THEN
+    v_reasons := v_reasons || format('tablespace %s is at a relative path or inside the data directory, '
+                                     'where a rollback could not put it back', v_bad_tablespaces);
+    v_hints := v_hints || 'Move the tablespace to an absolute location outside the data directory '
+                          '(ALTER TABLE ... SET TABLESPACE to a new one), then plan again.'::text;
+  END IF;
+
   RETURN jsonb_build_object(
     'wal_level', v_wal_level,
     'archive_mode', v_archive_mode,
@@ -678,6 +699,7 @@ BEGIN
     'scheduler_database', v_scheduler_db,
     'scheduler_running', a.worker_pid IS NOT NULL,
     'in_recovery', v_in_recovery,
+    'tablespaces', v_tablespaces,
     'reasons', to_jsonb(v_reasons),
     'hints', to_jsonb(v_hints));
 END

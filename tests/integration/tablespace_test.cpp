@@ -68,6 +68,26 @@ TEST(Tablespaces, snapshot_maps_each_tablespace_into_itself_verifies_it_and_reco
   EXPECT_EQ(Joined(before), version_dir);
 }
 
+// A tablespace inside the data directory would be copied with it and could not be put back at its
+// own location: plan() refuses it with a reason, before any copy, and says how to fix it.
+TEST(Tablespaces, plan_blocks_a_tablespace_inside_the_data_directory_naming_it) {
+  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  json before = json::parse(c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text"));
+  for (const auto& r : before["reasons"])
+    EXPECT_EQ(r.get<std::string>().find("tablespace"), std::string::npos) << before["reasons"].dump();
+  std::string inside = JoinPath(c.info().data_dir, "inside_ts");
+  ASSERT_EQ(c.RunAsServiceUser({"mkdir", inside}).exit_code, 0);
+  c.Exec("CREATE TABLESPACE inside_ts LOCATION '" + inside + "'");
+  json plan = json::parse(c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text"));
+  EXPECT_EQ(plan.value("verdict", ""), "blocked") << plan.dump(2);
+  std::string reasons = plan["reasons"].dump();
+  EXPECT_NE(reasons.find("tablespace inside_ts (" + inside + ") is at a relative path or inside the data directory"),
+            std::string::npos)
+      << reasons;
+  EXPECT_EQ(plan["pitr"]["tablespaces"][0].value("name", ""), "inside_ts") << plan["pitr"].dump(2);
+}
+
 TEST(Tablespaces, dry_run_clone_reads_its_own_copy_of_the_tablespace_never_production_s) {
   TestCluster c;
   OutsideDirs o = MoveWalAndCreateTablespace(c);
