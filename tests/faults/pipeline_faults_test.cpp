@@ -1,6 +1,6 @@
 // Fault injection around snapshot, dry run and apply, and the environment the worker depends on:
-// the agent SIGKILLed at each journaled step, the postmaster killed while applying, a long agent
-// outage, and an unwritable WAL archive.
+// the agent SIGKILLed at each journaled step and between the databases of an apply, the
+// postmaster killed while applying, a long agent outage, and an unwritable WAL archive.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -51,6 +51,35 @@ INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledBeforeApply,
                              if (ch == ':') ch = '_';
                            return n;
                          });
+
+// An upgrade that covers two databases: the agent dies after the apply committed in the first.
+// The restarted agent has forgotten the job; the worker finds the extension upgraded in one
+// database only, and a half-upgraded cluster is rolled back as a whole, never applied again.
+TEST(AgentKilledBetweenDatabases, the_half_upgraded_cluster_is_rolled_back_with_one_pitr) {
+  RecordFault("agent SIGKILLed after the apply committed in the first of two databases, then restarted",
+              "`rolled_back`: the extension was upgraded in one database only, so the whole cluster goes back to the "
+              "restore point; the apply is not run again");
+  TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "apply:between_databases"}}});
+  auto version_in = [&](const std::string& db) {
+    auto r = c.Connect(db)->Exec("SELECT extversion FROM pg_extension WHERE extname = 'hstore'");
+    return r.Empty() || !r.rows[0][0] ? std::string() : *r.rows[0][0];
+  };
+  for (const std::string db : {"app1", "app2"}) {
+    c.Exec("CREATE DATABASE " + db);
+    c.Connect(db)->ExecScript("CREATE EXTENSION hstore VERSION '1.4'");
+  }
+  int64_t id = c.BeginUpgrade("hstore", "1.8");
+  ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 300s)) << "the failpoint never fired";
+  EXPECT_EQ(version_in("app1"), "1.8");
+  EXPECT_EQ(version_in("app2"), "1.4");
+  c.StartAgent();
+  ASSERT_EQ(c.WaitForTerminalState(id, 300s), "rolled_back") << c.Events(id);
+  EXPECT_EQ(version_in("app1"), "1.4");
+  EXPECT_EQ(version_in("app2"), "1.4");
+  std::string events = c.Events(id);
+  EXPECT_NE(events.find("the upgrade committed in app1 (1.8) but not in app2 (1.4)"), std::string::npos) << events;
+  EXPECT_EQ(c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000002") << "one PITR";
+}
 
 TEST(PostmasterKilledWhileApplying, the_upgrade_is_applied_at_most_once) {
   RecordFault("postmaster SIGKILLed while the apply waits for a lock, then restarted",
