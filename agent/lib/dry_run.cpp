@@ -46,11 +46,11 @@ std::string Join(const std::vector<std::string>& v) {
   return out;
 }
 
-// The upgrade and its checks in one database of the clone; adds what it finds to report (flat
-// lists tagged with the database) and returns that database's own part. Throws JobFailure (via
-// failure) when the upgrade or a check fails there.
+// The upgrade and its checks in one database of the clone; adds what it finds to report: flat
+// lists tagged with the database, and that database's own part in report.databases. Throws
+// JobFailure (via failure) when the upgrade or a check fails there.
 template <typename Failure>
-json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrade, const UpgradeDatabase& db,
+void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrade, const UpgradeDatabase& db,
                       const std::vector<HealthCheckRecord>& user_checks, const json& before_recorded,
                       const std::string& snapshot_id, json& report, Failure failure) {
   json part = {{"datname", db.datname}};
@@ -123,7 +123,6 @@ json DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
     throw failure("health check \"" + bad->name + "\" failed in database " + db.datname +
                       " of the clone: " + bad->message,
                   {{"datname", db.datname}});
-  return part;
 }
 
 }  // namespace

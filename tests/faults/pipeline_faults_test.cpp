@@ -56,9 +56,10 @@ INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledBeforeApply,
 // The restarted agent has forgotten the job; the worker finds the extension upgraded in one
 // database only, and a half-upgraded cluster is rolled back as a whole, never applied again.
 TEST(AgentKilledBetweenDatabases, the_half_upgraded_cluster_is_rolled_back_with_one_pitr) {
-  RecordFault("agent SIGKILLed after the apply committed in the first of two databases, then restarted",
-              "`rolled_back`: the extension was upgraded in one database only, so the whole cluster goes back to the "
-              "restore point; the apply is not run again");
+  RecordFault(
+      "agent SIGKILLed after the apply committed in the first of two databases, then restarted",
+      "`rolled_back`: the extension was upgraded in one database only, so the whole cluster goes back to the "
+      "restore point; the apply is not run again");
   TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "apply:between_databases"}}});
   auto version_in = [&](const std::string& db) {
     auto r = c.Connect(db)->Exec("SELECT extversion FROM pg_extension WHERE extname = 'hstore'");
@@ -77,7 +78,8 @@ TEST(AgentKilledBetweenDatabases, the_half_upgraded_cluster_is_rolled_back_with_
   EXPECT_EQ(version_in("app1"), "1.4");
   EXPECT_EQ(version_in("app2"), "1.4");
   std::string events = c.Events(id);
-  EXPECT_NE(events.find("the upgrade committed in app1 (1.8) but not in app2 (1.4)"), std::string::npos) << events;
+  EXPECT_NE(events.find("the upgrade committed in app1 (1.8) but not in app2 (1.4)"), std::string::npos)
+      << events;
   EXPECT_EQ(c.Scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000002") << "one PITR";
 }
 

@@ -82,7 +82,8 @@ TEST(Tablespaces, plan_blocks_a_tablespace_inside_the_data_directory_naming_it) 
   json plan = json::parse(c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text"));
   EXPECT_EQ(plan.value("verdict", ""), "blocked") << plan.dump(2);
   std::string reasons = plan["reasons"].dump();
-  EXPECT_NE(reasons.find("tablespace inside_ts (" + inside + ") is at a relative path or inside the data directory"),
+  EXPECT_NE(reasons.find("tablespace inside_ts (" + inside +
+                         ") is at a relative path or inside the data directory"),
             std::string::npos)
       << reasons;
   EXPECT_EQ(plan["pitr"]["tablespaces"][0].value("name", ""), "inside_ts") << plan["pitr"].dump(2);
