@@ -10,23 +10,14 @@
 #include <filesystem>
 
 #include "fs_util.h"
+#include "temp_dir_test.h"
 
 namespace safe_upgrade {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SyncTreeTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/su-sync-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    chmod(root_.c_str(), 0755);
-  }
-  void TearDown() override { fs::remove_all(root_); }
-  std::string root_;
-};
+class SyncTreeTest : public TempDirTest {};
 
 TEST_F(SyncTreeTest, syncs_every_file_and_directory_of_nested_subdirectories) {
   EnsureDir(JoinPath(root_, "base/1"), 0755);

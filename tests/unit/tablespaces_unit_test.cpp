@@ -8,6 +8,7 @@
 
 #include "fs_util.h"
 #include "tablespaces.h"
+#include "temp_dir_test.h"
 
 namespace safe_upgrade {
 namespace {
@@ -18,12 +19,10 @@ constexpr const char* kVersion = "PG_15_202209061";
 
 // A fake cluster: <root>/data with pg_tblspc/16384 -> <root>/disk/ts and pg_wal -> <root>/disk/wal,
 // and a snapshot <root>/snap with its own copy of the tablespace.
-class LayoutTest : public ::testing::Test {
+class LayoutTest : public TempDirTest {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/su-layout-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
+    TempDirTest::SetUp();
     data_ = JoinPath(root_, "data");
     ts_ = JoinPath(root_, "disk/ts");
     wal_ = JoinPath(root_, "disk/wal");
@@ -35,8 +34,6 @@ class LayoutTest : public ::testing::Test {
     fs::create_directory_symlink(ts_, JoinPath(data_, "pg_tblspc/16384"));
     fs::create_directory_symlink(wal_, JoinPath(data_, "pg_wal"));
   }
-  void TearDown() override { fs::remove_all(root_); }
-
   OutsidePlan Plan() const {
     OutsidePlan plan;
     plan.production = ReadExternalLayout(data_, kVersion);
@@ -62,7 +59,7 @@ class LayoutTest : public ::testing::Test {
 
   std::string Link(const std::string& path) const { return fs::read_symlink(path).string(); }
 
-  std::string root_, data_, ts_, wal_;
+  std::string data_, ts_, wal_;
 };
 
 TEST_F(LayoutTest, reads_tablespace_links_and_the_wal_link_and_round_trips_through_json) {
