@@ -162,6 +162,30 @@ bool AllChecksPassed(const json& part) {
   return true;
 }
 
+// The parts of a finished job's result that belong to each database, however the job ended: the
+// dry run (passed unless a check failed or the dry run failed there), the apply (committed or
+// not), the verification (every check passed and the extension at its target).
+void RecordDatabaseResults(const Upgrade& u, const json& result) {
+  const std::string to = u.to_version;
+  const std::string failed_in = result.value("datname", "");
+  if (u.state == "dry_running")
+    RecordPerDatabase(
+        u, "dry_run", result,
+        [&failed_in](const json& part) {
+          return AllChecksPassed(part) && part.value("datname", "") != failed_in;
+        },
+        "dry_run_passed", "dry_run_failed");
+  else if (u.state == "applying")
+    RecordPerDatabase(
+        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied",
+        "not_applied");
+  else if (u.state == "verifying")
+    RecordPerDatabase(
+        u, "verify", result,
+        [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; },
+        "verified", "verify_failed");
+}
+
 // Creates the restore point after the snapshot's backup, records it, switches WAL. A restore point
 // that is not after the backup can never be reached from it: the upgrade fails (production is
 // untouched) instead of trying again at every pass.
@@ -337,7 +361,6 @@ void OnJobSucceeded(Upgrade& u, AgentClient& agent, const json& result) {
     Transition(u, "dry_running");
   } else if (u.state == "dry_running") {
     MergeReport(u, "dry_run", result);
-    RecordPerDatabase(u, "dry_run", result, AllChecksPassed, "dry_run_passed", "dry_run_failed");
     for (const auto& part : result.value("databases", json::array()))
       StoreDependencyRows(u, part.value("datname", ""), part.value("dependency_after", json::array()),
                           "after");
@@ -349,17 +372,10 @@ void OnJobSucceeded(Upgrade& u, AgentClient& agent, const json& result) {
       Transition(u, "scheduled");
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
-    RecordPerDatabase(
-        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied",
-        "not_applied");
     Transition(u, "verifying");
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
     const std::string to = u.to_version;
-    auto verified = [&to](const json& part) {
-      return AllChecksPassed(part) && part.value("extversion", "") == to;
-    };
-    RecordPerDatabase(u, "verify", result, verified, "verified", "verify_failed");
     // "succeeded" promises the extension is at its target version on production, everywhere.
     std::vector<std::string> behind;
     for (const auto& part : result.value("databases", json::array()))
@@ -391,30 +407,15 @@ void OnJobFailed(Upgrade& u, AgentClient& agent, const std::string& error, const
     Transition(u, "failed", "snapshot failed: " + error);
   } else if (u.state == "dry_running") {
     MergeReport(u, "dry_run", result);
-    const std::string failed_in = result.value("datname", "");
-    RecordPerDatabase(
-        u, "dry_run", result,
-        [&failed_in](const json& part) {
-          return AllChecksPassed(part) && part.value("datname", "") != failed_in;
-        },
-        "dry_run_passed", "dry_run_failed");
     Transition(u, "blocked", "dry run failed: " + error);
   } else if (u.state == "applying") {
     MergeReport(u, "apply", result);
-    RecordPerDatabase(
-        u, "apply", result, [](const json& part) { return part.value("committed", false); }, "applied",
-        "not_applied");
     // "failed" promises production untouched: an apply job can fail after its COMMIT (a journal
     // write, a lost commit whose resolution timed out, a later database), and the installed
     // versions tell.
     ResolveApply(u, agent, journal, "apply failed: " + error);
   } else if (u.state == "verifying") {
     MergeReport(u, "verify", result);
-    const std::string to = u.to_version;
-    RecordPerDatabase(
-        u, "verify", result,
-        [&to](const json& part) { return AllChecksPassed(part) && part.value("extversion", "") == to; },
-        "verified", "verify_failed");
     if (!result.value("checks_failed", false)) {
       // The checks could not run (server restarting, connection refused, pg_hba): that says nothing
       // about the upgrade, so it is never a failed check and never a reason for a PITR by itself.
@@ -484,8 +485,11 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
       "updated_at = CASE WHEN $4::boolean THEN now() ELSE updated_at END WHERE id = $1::bigint",
       {std::to_string(u.id), std::to_string(job.next_cursor), std::to_string(job.progress),
        job.events.empty() ? "false" : "true"});
-  if (job.state == "succeeded") OnJobSucceeded(u, agent, ParseJson(job.result_json));
-  if (job.state == "failed") OnJobFailed(u, agent, job.error, ParseJson(job.result_json), journal);
+  if (job.state != "succeeded" && job.state != "failed") return;
+  json result = ParseJson(job.result_json);
+  RecordDatabaseResults(u, result);
+  if (job.state == "succeeded") OnJobSucceeded(u, agent, result);
+  if (job.state == "failed") OnJobFailed(u, agent, job.error, result, journal);
 }
 
 void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const AgentJournal& journal = {}) {
