@@ -314,6 +314,9 @@ json RunApplyJob(JobContext& ctx) {
                std::to_string(wal_proof.value("segments", 0)) + " segment(s) from " +
                wal_proof.value("from_lsn", "") + " to " + restore_point->lsn + ")",
            wal_proof);
+  // So is the fast one: the parked target promoted at the restore point and stopped.
+  ParkBeforeApply(ctx, {restore_point->name, restore_point->lsn, restore_point->timeline},
+                  upgrade.options.value("rollback_target", "auto"));
   // Every database is where the plan left it before any is touched.
   std::vector<std::unique_ptr<PgConn>> conns;
   for (const auto& db : upgrade.databases) {

@@ -186,8 +186,9 @@ class Rollback {
       refusal = "snapshot " + snapshot_id + " recorded no tablespaces, but production has some";
     if (!refusal.empty()) throw JobFailure("cannot roll back: " + refusal, fail_detail);
     json journal = ctx_.journal().Load(id_);
-    bool fast =
-        journal.contains("rollback_target") && journal["rollback_target"].value("state", "") == "following";
+    std::string target_state =
+        journal.contains("rollback_target") ? journal["rollback_target"].value("state", "") : std::string();
+    bool fast = target_state == "following" || target_state == "parked";
     rc_ = json::object();
     rc_["fast"] = fast;
     rc_["snapshot_bytes"] = meta.value("size_bytes", uint64_t{0});
@@ -265,13 +266,14 @@ class Rollback {
     RestorePointAt at{rpj["name"].get<std::string>(), rpj["lsn"].get<std::string>(),
                       rpj["timeline"].get<int>()};
     const std::string& rp = at.name;
-    ParkedState parked = WaitUntilParked(config_, rc_["rollback_target"], at, kParkWait);
+    ParkedState parked = ParkRollbackTarget(config_, rc_["rollback_target"], at, kParkWait);
     json detail = parked.facts;
     detail["dir"] = rc_["rollback_target"].value("dir", "");
     if (parked.parked) {
       Event("info",
             "the rollback target prepared before the apply is parked at restore point " + rp +
-                "; rolling back by swapping it in (no copy, almost no replay)",
+                " (promoted there on timeline " + std::to_string(parked.facts.value("timeline", 0)) +
+                " and shut down cleanly); rolling back by swapping it in (no copy, nothing to replay)",
             detail);
       return;
     }
@@ -419,7 +421,8 @@ class Rollback {
       Event("info", "synced the parked rollback target to disk (" + std::to_string(synced.files) + " files)");
     }
     AtomicWriteFile(JoinPath(dir, kRestoredMarker), rc_["snapshot_id"].get<std::string>() + " (parked target)\n");
-    for (const char* f : {"postmaster.pid", "postmaster.opts"})
+    // Promoted: PostgreSQL removed its standby.signal; nothing must send it into recovery again.
+    for (const char* f : {"postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal"})
       if (PathExists(JoinPath(dir, f))) unlink(JoinPath(dir, f).c_str());
     // Its sanitized postgresql.conf was for the parked run (Debian layout: the real one is elsewhere).
     if (!config_.config_file.empty() && PathExists(JoinPath(dir, "postgresql.conf")))
@@ -433,6 +436,12 @@ class Rollback {
   }
 
   void WriteRecoverySettings() {
+    if (Fast()) {
+      Event("info", "no recovery to configure: the parked target was promoted at restore point " +
+                        rc_["restore_point"]["name"].get<std::string>() +
+                        " before the rollback, so the server starts as after a clean shutdown");
+      return;
+    }
     WriteRecoveryBlock(config_, config_.data_directory,
                        {rc_["restore_point"]["name"].get<std::string>(), rc_["restore_point"]["timeline"].get<int>(),
                         "promote"});
@@ -463,7 +472,8 @@ class Rollback {
 
   void StartAndWaitForPromotion() {
     if (!server_.Running()) {
-      Event("info", "starting the server to recover to the restore point");
+      Event("info", Fast() ? "starting the server on the parked target (nothing to replay)"
+                           : "starting the server to recover to the restore point");
       try {
         server_.Start({}, std::chrono::seconds(config_.job_timeout_s));
       } catch (const std::exception& e) {

@@ -37,9 +37,16 @@ std::string RunDir(const AgentConfig& config, int64_t id) {
 constexpr size_t kLogTailBytes = 2000;
 
 // Read from the control file, never from the server's log, whose messages follow lc_messages.
-// A clean stop in recovery: recovery_target_action = shutdown ends that way, and so does a stop
-// before the target (told apart by where replay ended, below).
+// A clean stop in recovery: a target stopped before its restore point, or one an earlier agent
+// parked with recovery_target_action = shutdown.
 bool ShutDownInRecovery(const ClusterFacts& facts) { return facts.state == "shut down in recovery"; }
+
+// Promoted at the restore point and still running as an (isolated) primary: in production on a
+// timeline after the one it replayed. The copy's own control file says "in production" too, on
+// the old timeline, until the server's startup has rewritten it.
+bool Promoted(const ClusterFacts& facts, uint32_t replayed_timeline) {
+  return facts.state == "in production" && facts.timeline > replayed_timeline;
+}
 
 // Replayed its base backup to the end (the control file forgets the backup's start then) and
 // still recovering: consistent, waiting in the archive for more WAL.
@@ -57,11 +64,37 @@ std::optional<ClusterFacts> ControlFacts(const AgentConfig& config, const std::s
   }
 }
 
-// Parked exactly at the restore point: shut down in recovery, on the restore point's timeline,
-// with its minimum recovery point at or past the restore point's LSN. Recovery stops right after
-// the restore point record, and the shutdown that follows records the end of replay as the
-// minimum recovery point: on PostgreSQL 15 it equals the LSN pg_create_restore_point returned (the
-// end of that record). A target stopped short of the restore point shows an earlier position.
+// The last line of a timeline history file: the timeline it branched from, where, and why.
+struct TimelineSwitch {
+  uint32_t parent = 0;
+  std::string lsn;
+  std::string reason;
+};
+
+std::optional<TimelineSwitch> LastSwitch(const std::string& history_text) {
+  std::optional<TimelineSwitch> last;
+  std::istringstream in(history_text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    TimelineSwitch sw;
+    if (!(fields >> sw.parent >> sw.lsn)) continue;
+    std::getline(fields >> std::ws, sw.reason);
+    last = sw;
+  }
+  return last;
+}
+
+std::string HistoryFileName(uint32_t timeline) {
+  char name[32];
+  snprintf(name, sizeof name, "%08X.history", timeline);
+  return name;
+}
+
+// Parked exactly at the restore point: promoted there and shut down cleanly. Its control file
+// says "shut down" on a new timeline, and that timeline's history file says it branched off the
+// restore point's timeline at the restore point's LSN (the end of the restore point record, where
+// recovery stops). A target promoted anywhere else, or never promoted, is not parked.
 bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointAt& rp, std::string& reason,
               json& facts_out) {
   std::string data_dir = target.value("dir", "");
@@ -72,34 +105,70 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
   auto facts = ControlFacts(config, data_dir, reason);
   if (!facts) return false;
   facts_out = {{"state", facts->state},
-               {"min_recovery_end_lsn", facts->min_recovery_end_lsn},
-               {"min_recovery_end_timeline", facts->min_recovery_end_timeline},
-               {"checkpoint_timeline", facts->timeline},
+               {"timeline", facts->timeline},
                {"restore_point_lsn", rp.lsn},
                {"restore_point_timeline", rp.timeline}};
-  if (!ShutDownInRecovery(*facts)) {
-    reason = "it stopped in state \"" + facts->state + "\", not at the restore point";
+  if (ShutDownInRecovery(*facts)) {
+    reason = "it stopped in recovery (replay ended at " + facts->min_recovery_end_lsn +
+             "), so it was not promoted at restore point " + rp.name;
     return false;
   }
-  if (facts->min_recovery_end_timeline != static_cast<uint32_t>(rp.timeline)) {
-    reason = "it stopped on timeline " + std::to_string(facts->min_recovery_end_timeline) +
-             " but restore point " + rp.name + " is on timeline " + std::to_string(rp.timeline);
+  if (facts->state != "shut down") {
+    reason = "it stopped in state \"" + facts->state + "\", not promoted at the restore point";
     return false;
   }
-  uint64_t stopped_at = 0, wanted = 0;
+  if (facts->timeline <= static_cast<uint32_t>(rp.timeline)) {
+    reason = "it is on timeline " + std::to_string(facts->timeline) + ", not on a new timeline after restore point " +
+             rp.name + "'s timeline " + std::to_string(rp.timeline);
+    return false;
+  }
+  std::string history = HistoryFileName(facts->timeline);
+  std::string text;
   try {
-    stopped_at = ParseLsn(facts->min_recovery_end_lsn);
+    text = ReadFile(JoinPath(JoinPath(data_dir, "pg_wal"), history));
+  } catch (const std::exception& e) {
+    reason = "its timeline history file " + history + " cannot be read: " + e.what();
+    return false;
+  }
+  auto last = LastSwitch(text);
+  if (!last) {
+    reason = "its timeline history file " + history + " names no switch";
+    return false;
+  }
+  facts_out["branched_from_timeline"] = last->parent;
+  facts_out["branched_at_lsn"] = last->lsn;
+  facts_out["branch_reason"] = last->reason;
+  uint64_t branched_at = 0, wanted = 0;
+  try {
+    branched_at = ParseLsn(last->lsn);
     wanted = ParseLsn(rp.lsn);
   } catch (const std::exception& e) {
     reason = e.what();
     return false;
   }
-  if (stopped_at < wanted) {
-    reason = "it stopped replaying at " + facts->min_recovery_end_lsn + ", before restore point " + rp.name +
-             " at " + rp.lsn;
+  if (last->parent != static_cast<uint32_t>(rp.timeline) || branched_at != wanted) {
+    reason = "it was promoted on timeline " + std::to_string(last->parent) + " at " + last->lsn + ", not at restore point " +
+             rp.name + " (timeline " + std::to_string(rp.timeline) + ", " + rp.lsn + ")";
+    return false;
+  }
+  // After the swap production archives the history file; an archive that holds another file
+  // under that name would refuse it forever.
+  std::string archived = JoinPath(config.wal_archive_dir, history);
+  if (PathExists(archived) && ReadFile(archived) != text) {
+    reason = "the WAL archive already holds a different " + history + "; a rollback must pick a new timeline";
     return false;
   }
   return true;
+}
+
+// The target ran with archive_mode off, so its promotion did not mark the new timeline's history
+// file for archiving; production's archiver, once it runs on these files, will.
+void MarkHistoryForArchiving(const std::string& data_dir, uint32_t timeline) {
+  std::string status = JoinPath(JoinPath(data_dir, "pg_wal"), "archive_status");
+  std::string name = HistoryFileName(timeline);
+  if (PathExists(JoinPath(status, name + ".done")) || PathExists(JoinPath(status, name + ".ready"))) return;
+  EnsureDir(status, 0700);
+  AtomicWriteFile(JoinPath(status, name + ".ready"), "", 0600);
 }
 
 // Debian-style layout: the configuration lives outside the data directory (cluster.config_file)
@@ -131,7 +200,12 @@ std::vector<std::string> ServerOptions(const AgentConfig& config, int64_t id, in
       "-c archive_cleanup_command=''",
       "-c recovery_end_command=''",
       "-c promote_trigger_file=''",
-      "-c recovery_target_action=shutdown",
+      // Promoted at the restore point in advance (its end-of-recovery checkpoint paid now, not
+      // during a rollback), then stopped cleanly by the apply: after the swap the server starts
+      // with nothing to replay and nothing to promote. Nobody can connect to it meanwhile, and
+      // with autovacuum off it writes almost nothing on its new timeline.
+      "-c recovery_target_action=promote",
+      "-c autovacuum=off",
       // Notice the restore point soon after it is archived (the default retry is 5 s).
       "-c wal_retrieve_retry_interval=200ms",
       "-c safe_upgrade.enabled=off",
@@ -244,7 +318,7 @@ class Preparation {
               "rollback target synced to disk: " + std::to_string(synced.files) + " files in " +
                   std::to_string(synced.seconds).substr(0, 5) + " s",
               target["synced"]);
-    Start(target, port, socket_dir);
+    Start(target, port, socket_dir, meta.value("timeline", 1u));
     target["state"] = "following";
     ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
     ctx_.Progress(1.0);
@@ -260,14 +334,13 @@ class Preparation {
   void Configure(const std::string& dir, const json& meta) {
     for (const char* f : {"recovery.signal", "postmaster.pid", "postmaster.opts"})
       if (PathExists(JoinPath(dir, f))) RemoveTree(JoinPath(dir, f));
-    // The same settings the cold path writes, with promote as the action: after the swap only
-    // the signal file changes. The parked run overrides the action with shutdown on its command
-    // line. Standby mode makes it wait for the restore point to appear in the archive.
+    // The same settings the cold path writes, with promote as the action. Standby mode makes it
+    // wait for the restore point to appear in the archive.
     WriteRecoveryBlock(config_, dir, {restore_point_, meta.value("timeline", 1), "promote"});
     AtomicWriteFile(JoinPath(dir, "standby.signal"), "", 0600);
   }
 
-  void Start(const json& target, int port, const std::string& socket_dir) {
+  void Start(const json& target, int port, const std::string& socket_dir, uint32_t meta_timeline) {
     std::string dir = target["dir"], log = target["log"];
     std::vector<std::string> options = ExternalConfigOptions(config_, dir);
     for (auto& o : ServerOptions(config_, id_, port, socket_dir)) options.push_back(std::move(o));
@@ -284,13 +357,10 @@ class Preparation {
       std::string why;
       if (ScratchPostmaster(dir)) {
         auto facts = ControlFacts(config_, dir, why);
-        if (facts && Consistent(*facts)) return;
+        // Promoted at once: its restore point was archived already.
+        if (facts && (Consistent(*facts) || Promoted(*facts, meta_timeline))) return;
       }
       if (!ScratchPostmaster(dir) && std::chrono::steady_clock::now() > grace) {
-        // Parked at once (its restore point was archived already); where exactly is checked
-        // against the catalog at the rollback.
-        auto facts = ControlFacts(config_, dir, why);
-        if (facts && ShutDownInRecovery(*facts)) return;
         throw std::runtime_error("the rollback target exited while starting; its log ends with:\n" +
                                  FileTail(log, kLogTailBytes));
       }
@@ -315,13 +385,14 @@ std::string RollbackTargetDir(const AgentConfig& config, int64_t upgrade_id) {
 
 json RunPrepareRollbackJob(JobContext& ctx) { return Preparation(ctx).Run(); }
 
-ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const RestorePointAt& rp,
-                            std::chrono::seconds timeout) {
+ParkedState ParkRollbackTarget(const AgentConfig& config, const json& target, const RestorePointAt& rp,
+                               std::chrono::seconds timeout) {
   const std::string& restore_point = rp.name;
   ParkedState out;
   std::string dir = target.value("dir", "");
-  if (target.value("state", "") != "following") {
-    out.reason = "it was never started (journal state \"" + target.value("state", "") + "\")";
+  std::string state = target.value("state", "");
+  if (state != "following" && state != "parked") {
+    out.reason = "it was never started (journal state \"" + state + "\")";
     return out;
   }
   if (target.value("restore_point", "") != restore_point) {
@@ -330,6 +401,18 @@ ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (ScratchPostmaster(dir)) {
+    std::string why;
+    auto facts = ControlFacts(config, dir, why);
+    if (facts && Promoted(*facts, static_cast<uint32_t>(rp.timeline))) {
+      // A fast shutdown: its checkpoint finds almost nothing to write after the end-of-recovery one.
+      try {
+        ServerControl(config.bin_dir, dir, "pg_ctl").Stop("fast", std::chrono::seconds(120));
+      } catch (const std::exception& e) {
+        out.reason = std::string("it was promoted but did not stop cleanly: ") + e.what();
+        return out;
+      }
+      break;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       out.reason = "it had not reached restore point " + restore_point + " after " +
                    std::to_string(timeout.count()) + " s";
@@ -338,7 +421,40 @@ ParkedState WaitUntilParked(const AgentConfig& config, const json& target, const
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   out.parked = ParkedAt(config, target, rp, out.reason, out.facts);
+  if (out.parked) MarkHistoryForArchiving(dir, out.facts["timeline"].get<uint32_t>());
   return out;
+}
+
+void ParkBeforeApply(JobContext& ctx, const RestorePointAt& rp, const std::string& rollback_target_option) {
+  json doc = ctx.journal().Load(ctx.upgrade_id());
+  if (!doc.contains("rollback_target") || !doc["rollback_target"].is_object()) return;
+  const json target = doc["rollback_target"];
+  if (target.value("state", "") == "parked") return;
+  // It replays what production wrote since the snapshot; production serves meanwhile.
+  auto timeout = std::chrono::seconds(std::clamp(ctx.config().job_timeout_s, 60, 600));
+  ParkedState parked = ParkRollbackTarget(ctx.config(), target, rp, timeout);
+  json detail = parked.facts;
+  detail["dir"] = target.value("dir", "");
+  if (parked.parked) {
+    ctx.journal().Update(ctx.upgrade_id(), [&](json& d) {
+      d["rollback_target"]["state"] = "parked";
+      d["rollback_target"]["parked"] = parked.facts;
+    });
+    ctx.Info("applying",
+             "the rollback target was promoted at restore point " + rp.name + " (timeline " +
+                 std::to_string(parked.facts.value("timeline", 0)) +
+                 ") and shut down cleanly: a rollback starts it with nothing to replay",
+             detail);
+    return;
+  }
+  DiscardRollbackTarget(ctx.config(), ctx.journal(), ctx.upgrade_id(), "it could not be parked");
+  if (rollback_target_option == "ready")
+    throw JobFailure("the rollback target could not be parked at restore point " + rp.name + ": " + parked.reason +
+                         " (rollback_target is ready); production was not touched",
+                     {{"refused", true}, {"rollback_target", detail}});
+  ctx.Event("applying", "warning",
+            "the rollback target cannot be used: " + parked.reason + "; a rollback would restore the snapshot instead",
+            detail);
 }
 
 void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id, const std::string& why) {

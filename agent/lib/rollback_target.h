@@ -5,10 +5,13 @@
 // and starts it as an isolated archive-following standby: its own port and socket, no TCP, no
 // archiving, no streaming from production, hot_standby off, the scheduler off. Its recovery
 // target is the upgrade's restore point (the name is known in advance) with
-// recovery_target_action = 'shutdown', so once production has archived the restore point the
-// copy replays up to it and shuts down there: parked. A rollback then stops production, swaps the
-// directories and starts: the server promotes at the restore point after replaying almost
-// nothing, so the downtime no longer grows with the database size.
+// recovery_target_action = 'promote', so once production has archived the restore point the copy
+// replays up to it and promotes there, on a new timeline, paying its end-of-recovery checkpoint
+// while production still serves. Before production is touched, the apply waits for that promotion
+// and stops the copy cleanly: parked. A rollback then stops production, swaps the directories and
+// starts a server that was shut down cleanly at the restore point: nothing to replay, nothing to
+// promote, so the downtime grows neither with the database size nor with what production wrote
+// since the snapshot.
 //
 // The target costs one more copy of the cluster on the data directory's filesystem while the
 // upgrade is applied and verified; it is removed once the upgrade succeeds or ends otherwise.
@@ -50,11 +53,19 @@ struct RestorePointAt {
   int timeline = 0;
 };
 
-// Waits (at most timeout) until the upgrade's journaled target has stopped, then tells whether
-// it is parked exactly at rp: shut down in recovery, on rp's timeline, its replay ended at rp's
-// LSN (from pg_controldata, never from the log). Never changes anything.
-ParkedState WaitUntilParked(const AgentConfig& config, const nlohmann::json& target, const RestorePointAt& rp,
-                            std::chrono::seconds timeout);
+// Waits (at most timeout) until the upgrade's journaled target has promoted, stops it cleanly,
+// then tells whether it is parked exactly at rp: shut down, on a new timeline whose history file
+// says it branched off rp's timeline at rp's LSN (from pg_controldata and the history file, never
+// from the log). A parked target's history file is marked for archiving. Production is never
+// touched.
+ParkedState ParkRollbackTarget(const AgentConfig& config, const nlohmann::json& target, const RestorePointAt& rp,
+                               std::chrono::seconds timeout);
+
+// For the apply, before production is touched: parks the upgrade's target (if it has one) and
+// journals it as "parked". A target that cannot be parked is discarded, with a warning under
+// rollback_target 'auto' (a rollback restores the snapshot instead), or a refusal (JobFailure)
+// under 'ready'.
+void ParkBeforeApply(JobContext& ctx, const RestorePointAt& rp, const std::string& rollback_target_option);
 
 // Stops and removes the upgrade's target (if any, and not swapped in) and its journal entry.
 void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id, const std::string& why);

@@ -83,7 +83,13 @@ void ReleaseApply(HeldApply& h) {
 std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
   EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
   std::string ready = ReadyDir(c, h.id);
-  EXPECT_TRUE(WaitUntil([&] { return IsDirectory(ready) && !PathExists(ready + "/postmaster.pid"); }, 120s))
+  // The apply parks it (promoted at the restore point, then stopped) before it touches production.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return c.Events(h.id).find("the rollback target was promoted at restore point") != std::string::npos &&
+               IsDirectory(ready) && !PathExists(ready + "/postmaster.pid");
+      },
+      120s))
       << c.Events(h.id);
   return ready;
 }

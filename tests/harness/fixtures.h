@@ -48,8 +48,8 @@ OutsideDirs MoveWalAndCreateTablespace(TestCluster& c);
 
 // <data directory>.ready-<id>: where the upgrade's parked rollback target lives.
 std::string ReadyDir(const TestCluster& c, int64_t id);
-// Waits until the held upgrade applies and its rollback target has parked (its server exited at
-// the restore point); returns the target's directory.
+// Waits until the held upgrade applies and its rollback target has parked (promoted at the
+// restore point and stopped by the apply); returns the target's directory.
 std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h);
 
 }  // namespace safe_upgrade::testing
