@@ -105,6 +105,26 @@ void ServerControl::Start(const std::vector<std::string>& extra_options, std::ch
   }
 }
 
+std::optional<TimelineSwitch> LastTimelineSwitch(const std::string& history_text) {
+  std::optional<TimelineSwitch> last;
+  std::istringstream in(history_text);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    TimelineSwitch sw;
+    // Comment and blank lines have no number first.
+    if (!(fields >> sw.parent >> sw.lsn)) continue;
+    std::getline(fields >> std::ws, sw.reason);
+    last = sw;
+  }
+  return last;
+}
+
+std::string TimelineHistoryFileName(uint32_t timeline) {
+  char name[32];
+  snprintf(name, sizeof name, "%08X.history", timeline);
+  return name;
+}
+
 ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as) {
   ProcessOptions opt;
   opt.run_as = run_as;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,21 @@ class ServerControl {
 };
 
 ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as = "");
+
+// One switch of a timeline history file (pg_wal/<timeline>.history): the timeline it branched
+// from, the LSN where, and PostgreSQL's reason ("at restore point \"rp\"", "no recovery target
+// specified", ...).
+struct TimelineSwitch {
+  uint32_t parent = 0;
+  std::string lsn;
+  std::string reason;
+};
+
+// The last switch a history file lists: the one that created its timeline; nullopt if none.
+std::optional<TimelineSwitch> LastTimelineSwitch(const std::string& history_text);
+
+// "00000002.history"
+std::string TimelineHistoryFileName(uint32_t timeline);
 
 // initdb with trust authentication for local connections (sandbox and tests only).
 // no_sync skips initdb's final fsync (throwaway clusters only).

@@ -64,33 +64,6 @@ std::optional<ClusterFacts> ControlFacts(const AgentConfig& config, const std::s
   }
 }
 
-// The last line of a timeline history file: the timeline it branched from, where, and why.
-struct TimelineSwitch {
-  uint32_t parent = 0;
-  std::string lsn;
-  std::string reason;
-};
-
-std::optional<TimelineSwitch> LastSwitch(const std::string& history_text) {
-  std::optional<TimelineSwitch> last;
-  std::istringstream in(history_text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream fields(line);
-    TimelineSwitch sw;
-    if (!(fields >> sw.parent >> sw.lsn)) continue;
-    std::getline(fields >> std::ws, sw.reason);
-    last = sw;
-  }
-  return last;
-}
-
-std::string HistoryFileName(uint32_t timeline) {
-  char name[32];
-  snprintf(name, sizeof name, "%08X.history", timeline);
-  return name;
-}
-
 // Parked exactly at the restore point: promoted there and shut down cleanly. Its control file
 // says "shut down" on a new timeline, and that timeline's history file says it branched off the
 // restore point's timeline at the restore point's LSN (the end of the restore point record, where
@@ -122,7 +95,7 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
              rp.name + "'s timeline " + std::to_string(rp.timeline);
     return false;
   }
-  std::string history = HistoryFileName(facts->timeline);
+  std::string history = TimelineHistoryFileName(facts->timeline);
   std::string text;
   try {
     text = ReadFile(JoinPath(JoinPath(data_dir, "pg_wal"), history));
@@ -130,7 +103,7 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
     reason = "its timeline history file " + history + " cannot be read: " + e.what();
     return false;
   }
-  auto last = LastSwitch(text);
+  auto last = LastTimelineSwitch(text);
   if (!last) {
     reason = "its timeline history file " + history + " names no switch";
     return false;
@@ -165,7 +138,7 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
 // file for archiving; production's archiver, once it runs on these files, will.
 void MarkHistoryForArchiving(const std::string& data_dir, uint32_t timeline) {
   std::string status = JoinPath(JoinPath(data_dir, "pg_wal"), "archive_status");
-  std::string name = HistoryFileName(timeline);
+  std::string name = TimelineHistoryFileName(timeline);
   if (PathExists(JoinPath(status, name + ".done")) || PathExists(JoinPath(status, name + ".ready"))) return;
   EnsureDir(status, 0700);
   AtomicWriteFile(JoinPath(status, name + ".ready"), "", 0600);
