@@ -211,7 +211,8 @@ restart_agent() {  # returns 1 when the agent does not come up with this configu
   pid="$(cat "$SB/agent.pid")"
   kill -TERM "$pid" 2>/dev/null || true
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  sock="$(sed -n 's/^listen = "unix:\(.*\)"$/\1/p' "$SB/agent.toml")"
+  sock="$(sed -n "s/^listen = [\"']unix:\(.*\)[\"']\$/\1/p" "$SB/agent.toml")"
+  [ -n "$sock" ] || die "no unix: listen address in $SB/agent.toml"
   rm -f "$sock"
   # in its own session, like the sandbox starts it (a background job is no group leader, so
   # setsid does not fork and $! stays the agent's pid)
@@ -346,7 +347,7 @@ EOF
   # Baseline: pgbench alone.
   local base_tps
   base_tps="$(pgbench -n -c "$CLIENTS" -j "$CLIENTS" -T "$TPS_S" 2>/dev/null | awk '/^tps = / { print $3; exit }')"
-  say "baseline tps: $base_tps"
+  say "baseline tps: $base_tps (pgbench -c $CLIENTS -j $CLIENTS, $TPS_S s)"
 
   # The raw copy of the data directory (the physical limit for a snapshot), pgbench writing.
   local cp_flags=(-a) cps=() t i
@@ -361,7 +362,7 @@ EOF
 
   # Ours, through real upgrades: snapshot, dry run on a clone, apply, a failed health check, the
   # automatic rollback; pgbench writes from begin to the terminal state.
-  local runs_json=() id r t0 t1 t_ap await_at snap_dir used_method
+  local runs_json=() id r t0 t1 t_seen t_ap snap_dir used_method
   for i in $(seq "$RUNS"); do
     r="$cell/ours-$i"; mkdir -p "$r"
     start_writers "$r/writers"
@@ -372,6 +373,7 @@ EOF
     t0="$(now)"
     id="$(sql "SELECT safe_upgrade.begin('su_rollback_fixture', '2.0', '{\"require_approval\": true}')")"
     wait_state "$id" 0.05 awaiting_approval
+    t_seen="$(now)"
     sql "INSERT INTO poison VALUES (1000)" >/dev/null
     sql "SELECT safe_upgrade.approve($id)" >/dev/null
     t_ap="$(now)"
@@ -383,7 +385,6 @@ EOF
 
     snap_dir="$(ls -d "$SB"/snapshots/snap-*/ 2>/dev/null | sort -V | tail -1)"
     used_method="$(jq -r '.method // "basebackup"' "${snap_dir}snapshot.json" 2>/dev/null || echo basebackup)"
-    await_at="$(event_epoch "$id" 'state % -> awaiting_approval')"
     local s0 s1 w_tps
     s0="$(sql "SELECT extract(epoch FROM min(at)) FROM safe_upgrade.events WHERE upgrade_id = $id AND phase = 'snapshot'")"
     s1="$(event_epoch "$id" 'snapshot % verified%' snapshot)"
@@ -393,18 +394,18 @@ EOF
       --argjson id "$id" --arg method "$used_method" \
       --arg path "$(sql "SELECT coalesce(report #>> '{rollback,path}', '') FROM safe_upgrade.upgrades WHERE id = $id")" \
       --slurpfile probe "$r/probe.json" --slurpfile disk "$r/disk.json" \
-      --argjson t0 "$t0" --argjson t1 "$t1" --argjson t_ap "$t_ap" --argjson await_at "$(num "$await_at")" \
+      --argjson t0 "$t0" --argjson t1 "$t1" --argjson t_ap "$t_ap" --argjson t_seen "$t_seen" \
       --argjson s0 "$(num "$s0")" --argjson s1 "$(num "$s1")" --argjson w_tps "$w_tps" --argjson base "$(num "$base_tps")" \
       --argjson clone_s "$(span "$(event_epoch "$id" 'copying snapshot % into %' clone)" "$(event_epoch "$id" 'clone started on port %')")" \
       --argjson rto_ev "$(span "$(event_epoch "$id" 'state verifying -> rolling_back')" "$(event_epoch "$id" 'the server reached the restore point and was promoted%')")" \
       --argjson cluster "$cluster_bytes" '
       ($probe[0]) as $p | ($disk[0]) as $d |
-      (if $await_at == null then null else ($t_ap - $await_at) end) as $ap |
+      ($t_ap - $t_seen) as $ap |
       {upgrade_id: $id, method: $method, rollback_path: $path,
        downtime_s: $p.longest_outage_s, outages: $p.outage_count, outage_list: $p.outages,
        unfinished_outage: $p.unfinished_outage, max_accepted_write_latency_s: $p.max_accepted_write_latency_s,
        upgrade_s: ($t1 - $t0), awaiting_approval_s: $ap,
-       upgrade_excl_approval_s: (if $ap == null then null else ($t1 - $t0 - $ap) end),
+       upgrade_excl_approval_s: ($t1 - $t0 - $ap),
        snapshot_s: (if $s0 == null or $s1 == null then null else ($s1 - $s0) end),
        snapshot_tps: $w_tps, tps_ratio: (if $w_tps == null or $base == null then null else ($w_tps / $base) end),
        dry_run_clone_events_s: $clone_s, rollback_events_s: $rto_ev,
@@ -452,7 +453,7 @@ EOF
     stop_writers
     delta_json+=("$(jq --argjson t "$t" '{downtime_s: .longest_outage_s, outages: .outage_count, outage_list: .outages,
       unfinished_outage: .unfinished_outage, stop_to_accepted_write_s: ((.outages | map(select(.end >= $t)) | .[0].end // null) as $e | if $e == null then null else $e - $t end)}' "$r/probe.json")")
-    say "pgbackrest stop + restore --delta + start, run $i: downtime $(jq -r .downtime_s <<<"${delta_json[-1]}") s seen by the client"
+    say "pgbackrest stop + restore --delta + start, run $i: downtime $(jq -r '.downtime_s // null | if . == null then null else . * 1000 | round / 1000 end' <<<"${delta_json[-1]}") s seen by the client"
   done
 
   local pb_json; pb_json="$(printf '%s\n' "${pb[@]}" | jq -s .)"
@@ -486,12 +487,14 @@ EOF
                  snapshot_vs_raw_copy: (if .raw_copy.median_s > 0 and .ours.median.snapshot_s != null then .ours.median.snapshot_s / .raw_copy.median_s else null end)}' \
     >"$W/cells/$method-$mb.json"
 
-  jq -r '"\n\(.method) at \(.target_mb) MB (cluster \(.size_mb) MB on \(.filesystem)), medians of \(.ours.runs | length) runs; snapshots: \(.methods_used | join(","))",
-    "  rollback downtime seen by a client   ours \(.ours.median.downtime_s) s (worst \(.ours.median.worst_downtime_s))   pgBackRest delta \(.pgbackrest.delta_downtime_median_s) s   ratio \(.ratios.downtime_vs_pgbackrest_delta)",
-    "  whole upgrade (begin to terminal)    \(.ours.median.upgrade_s) s, \(.ours.median.upgrade_excl_approval_s) s without the approval hand-off",
-    "  peak extra disk                      \(.ours.median.peak_extra_bytes / 1048576 | round) MB; limit 5% of the cluster + WAL written \(.ours.median.disk_limit_bytes / 1048576 | round) MB",
-    "  snapshot                             ours \(.ours.median.snapshot_s) s   pgBackRest full \(.pgbackrest.full_backup_median_s) s   \(.raw_copy.command) \(.raw_copy.median_s) s",
-    "  tps during snapshot / baseline       \(.ours.median.tps_ratio) (baseline \(.baseline_tps)); during pgBackRest full backup \(.pgbackrest.tps_ratio_during_backup)\n"' \
+  jq -r 'def r3: if . == null then null else . * 1000 | round / 1000 end;
+    def mb: if . == null then null else . / 1048576 | round end;
+    "\n\(.method) at \(.target_mb) MB (cluster \(.size_mb) MB on \(.filesystem)), medians of \(.ours.runs | length) runs; snapshots: \(.methods_used | join(","))",
+    "  rollback downtime seen by a client   ours \(.ours.median.downtime_s | r3) s (worst \(.ours.median.worst_downtime_s | r3))   pgBackRest delta \(.pgbackrest.delta_downtime_median_s | r3) s   ratio \(.ratios.downtime_vs_pgbackrest_delta | r3)",
+    "  whole upgrade (begin to terminal)    \(.ours.median.upgrade_s | r3) s, \(.ours.median.upgrade_excl_approval_s | r3) s without the approval hand-off",
+    "  peak extra disk                      \(.ours.median.peak_extra_bytes | mb) MB (the sandbox tree: \(.ours.runs | map(.tree_peak_extra_bytes) | max | mb) MB); limit 5% of the cluster + WAL written \(.ours.median.disk_limit_bytes | mb) MB",
+    "  snapshot                             ours \(.ours.median.snapshot_s | r3) s   pgBackRest full \(.pgbackrest.full_backup_median_s | r3) s   \(.raw_copy.command) \(.raw_copy.median_s | r3) s",
+    "  tps during snapshot / baseline       \(.ours.median.tps_ratio | r3) (baseline \(.baseline_tps | r3)); during pgBackRest full backup \(.pgbackrest.tps_ratio_during_backup | r3)\n"' \
     "$W/cells/$method-$mb.json" >&2
 
   "$CLI" sandbox down --dir "$SB" >/dev/null
@@ -539,7 +542,10 @@ skip_reason() { jq -r --arg m "$1" '.[] | select(.method == $m) | .reason' <<<"$
 # why a cell of method m cannot count for m (the agent took its snapshots another way), or nothing
 not_this_method() {
   local used; used="$(cell "$1" "$2" '.methods_used | join(",")')"
-  [ "$used" = "$1" ] || echo "the agent took $used snapshots (snapshot.json), not $1; snapshot_method is $(cell "$1" "$2" .snapshot_method_setting)"
+  case "$(cell "$1" "$2" .snapshot_method_setting)" in
+    set) [ "$used" = "$1" ] || echo "the agent took $used snapshots (snapshot.json method), though snapshot_method = \"$1\" was set" ;;
+    *) [ "$used" = "$1" ] || echo "the agent took $used snapshots (snapshot.json method): it rejected snapshot_method = \"$1\"" ;;
+  esac
 }
 size_note() {  # size stated-sizes...
   local s="$1"; shift

@@ -167,18 +167,17 @@ int RunWrites(const std::string& out_path, const std::string& state_path, int in
 // --- disk ---------------------------------------------------------------------------------------
 
 unsigned long long g_tree_bytes = 0;
-std::set<std::pair<dev_t, ino_t>>* g_seen_links = nullptr;
+std::set<std::pair<dev_t, ino_t>> g_seen_links;  // nftw's callback takes no argument
 
 int AddEntry(const char*, const struct stat* st, int type, struct FTW*) {
   if (type != FTW_F && type != FTW_D && type != FTW_SL) return 0;  // vanished meanwhile: skip it
-  if (st->st_nlink > 1 && type == FTW_F && !g_seen_links->insert({st->st_dev, st->st_ino}).second) return 0;
+  if (st->st_nlink > 1 && type == FTW_F && !g_seen_links.insert({st->st_dev, st->st_ino}).second) return 0;
   g_tree_bytes += static_cast<unsigned long long>(st->st_blocks) * 512;
   return 0;
 }
 
 unsigned long long TreeBytes(const std::vector<std::string>& trees) {
-  std::set<std::pair<dev_t, ino_t>> seen;
-  g_seen_links = &seen;
+  g_seen_links.clear();
   g_tree_bytes = 0;
   for (const auto& t : trees) nftw(t.c_str(), AddEntry, 64, FTW_PHYS);
   return g_tree_bytes;
