@@ -228,14 +228,24 @@ restart_agent() {  # returns 1 when the agent does not come up with this configu
 }
 
 # --- the filesystem of a cell -------------------------------------------------------------------
+free_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
+pgbr_repo_mb() { echo $(( $1 * 7 / 10 * RUNS )); }  # BENCH_RUNS full backups, lz4 (half is random bytes)
+# basebackup: the data, BENCH_RUNS snapshots, a clone, the parked target, the data directory set
+# aside by the rollback, the WAL, and pgBackRest's repository
+basebackup_need_mb() { echo $(( $1 * 11 / 10 * (5 + RUNS) + $(pgbr_repo_mb "$1") + 2048 )); }
 # reflink: an XFS filesystem with reflink on a loop device, sized for the data, its copies and the
 # WAL (sparse: only what is written takes space). Sets FSROOT to the mount point, or REFLINK_WHY.
+# The image is capped to the free space left beside pgBackRest's repository, so that if the copies
+# turn out not to share extents it is this filesystem that fills up, never the machine's.
 REFLINK_WHY=""
 make_reflink_fs() {
   local mb="$1" img="$W/xfs-$1.img" mnt="$W/xfs-$1"
   [ "$(id -u)" = 0 ] || { REFLINK_WHY="not root: making an XFS filesystem on a loop device needs root"; return 1; }
   command -v mkfs.xfs >/dev/null 2>&1 || ensure_package mkfs.xfs xfsprogs
-  local img_mb=$(( mb * 7 / 2 + 4096 ))
+  local img_mb=$(( mb * 7 / 2 + 4096 )) room=$(( $(free_mb "$W") - $(pgbr_repo_mb "$mb") - 2048 ))
+  [ "$img_mb" -le "$room" ] || img_mb="$room"
+  [ "$img_mb" -ge $(( mb * 22 / 10 + 2048 )) ] || {
+    REFLINK_WHY="not enough disk for a $mb MB cell: $(free_mb "$W") MB free under $W"; return 1; }
   truncate -s "${img_mb}M" "$img"
   mkfs.xfs -q -f -m reflink=1 "$img" >/dev/null 2>&1 || { REFLINK_WHY="mkfs.xfs -m reflink=1 failed"; rm -f "$img"; return 1; }
   mkdir -p "$mnt"
@@ -506,14 +516,23 @@ IDLE_JSON=""
 SKIPPED=()
 for m in $METHODS; do
   case "$m" in
-    basebackup) for s in $SIZES; do mkdir -p "$W/basebackup-$s"; bench_cell basebackup "$s" "$W/basebackup-$s"; done ;;
+    basebackup)
+      for s in $SIZES; do
+        if [ "$(free_mb "$W")" -lt "$(basebackup_need_mb "$s")" ]; then
+          why="not enough disk for a $s MB cell: $(free_mb "$W") MB free under $W, about $(basebackup_need_mb "$s") MB needed"
+          say "basebackup at $s MB skipped: $why"
+          SKIPPED+=("$(jq -n --arg m basebackup --argjson s "$s" --arg why "$why" '{method: $m, size_mb: $s, reason: $why}')")
+          continue
+        fi
+        mkdir -p "$W/basebackup-$s"; bench_cell basebackup "$s" "$W/basebackup-$s"
+      done ;;
     reflink)
       for s in $REFLINK_SIZES; do
         if make_reflink_fs "$s"; then
           bench_cell reflink "$s" "$FSROOT"
         else
           say "reflink skipped: $REFLINK_WHY"
-          SKIPPED+=("$(jq -n --arg m reflink --arg why "$REFLINK_WHY" '{method: $m, reason: $why}')")
+          SKIPPED+=("$(jq -n --arg m reflink --argjson s "$s" --arg why "$REFLINK_WHY" '{method: $m, size_mb: $s, reason: $why}')")
           break
         fi
       done ;;
@@ -552,7 +571,11 @@ size_note() {  # size stated-sizes...
   for x in "$@"; do [ "$s" = "$x" ] && return 0; done
   echo "measured at $s MB, the target is stated at $* MB"
 }
-join_notes() { local IFS=';'; local out="$*"; echo "${out//;/; }" | sed 's/^; //; s/; $//; s/;  */; /g'; }
+join_notes() {  # the non-empty arguments, joined with "; "
+  local out="" n
+  for n in "$@"; do [ -n "$n" ] && out="${out:+$out; }$n"; done
+  echo "$out"
+}
 
 for m in basebackup reflink; do
   mapfile -t ms < <(sizes_run "$m")
@@ -644,11 +667,11 @@ if [ "$CHART" = 1 ] && [ "$(jq length <<<"$CELLS")" -gt 0 ]; then
     gnuplot <<EOF
 set terminal pngcairo size 900,560 noenhanced
 set output "$RESULTS_DIR/$STAMP-$name.png"
-set title "$title ($STAMP, pgbench -c $CLIENTS writing)"
+set title "$title\n($STAMP, pgbench -c $CLIENTS -j $CLIENTS writing throughout)"
 set xlabel "cluster size (MB)"
 set ylabel "$ylabel"
 set datafile missing "null"
-set key left top
+set key below
 set grid
 set yrange [0:*]
 set xrange [0:*]
