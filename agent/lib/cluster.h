@@ -44,6 +44,7 @@ class ServerControl {
   const std::string& data_dir() const { return data_dir_; }
 
  private:
+  bool QuitAndWait(std::chrono::seconds timeout) const;
   std::string bin_dir_, data_dir_, control_, run_as_, server_log_;
 };
 
