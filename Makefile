@@ -13,7 +13,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DEB_PACKAGES = build-essential cmake pkg-config postgresql-15 postgresql-contrib-15 postgresql-server-dev-15 \
   libpq-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libspdlog-dev \
   libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev \
-  postgresql-15-postgis-3 postgresql-15-postgis-3-scripts openssl pgbackrest gnuplot-nox
+  postgresql-15-postgis-3 postgresql-15-postgis-3-scripts openssl pgbackrest gnuplot-nox xfsprogs
 
 .PHONY: all cmake-build extension fixtures install install-extension deps check unit-check regress-check demo bench clean
 
