@@ -151,19 +151,19 @@ class BasebackupReporter {
 std::vector<std::string> BasebackupArgv(const AgentConfig& config, const SnapshotTarget& target,
                                         const ExternalLayout& layout) {
   std::vector<std::string> argv = {JoinPath(config.bin_dir, "pg_basebackup"),
-                                    "-D",
-                                    target.partial,
-                                    "-Fp",
-                                    "-Xstream",
-                                    "--checkpoint=fast",
-                                    "--progress",
-                                    "--no-password",
-                                    "--label",
-                                    "safe-upgrade " + target.snapshot_id,
-                                    "-h",
-                                    config.socket_dir,
-                                    "-p",
-                                    std::to_string(config.port)};
+                                   "-D",
+                                   target.partial,
+                                   "-Fp",
+                                   "-Xstream",
+                                   "--checkpoint=fast",
+                                   "--progress",
+                                   "--no-password",
+                                   "--label",
+                                   "safe-upgrade " + target.snapshot_id,
+                                   "-h",
+                                   config.socket_dir,
+                                   "-p",
+                                   std::to_string(config.port)};
   if (!config.db_user.empty()) {
     argv.push_back("-U");
     argv.push_back(config.db_user);
@@ -172,7 +172,8 @@ std::vector<std::string> BasebackupArgv(const AgentConfig& config, const Snapsho
     argv.push_back("--max-rate");
     argv.push_back(config.backup_max_rate);
   }
-  for (const auto& mapping : TablespaceMappingArgs(layout, target.tablespaces_partial)) argv.push_back(mapping);
+  for (const auto& mapping : TablespaceMappingArgs(layout, target.tablespaces_partial))
+    argv.push_back(mapping);
   return argv;
 }
 
@@ -184,8 +185,9 @@ BackupTaken TakeBasebackup(JobContext& ctx, const SnapshotTarget& target, const 
   BasebackupReporter reporter(ctx);
   ProcessOptions bb_opt = SnapshotToolOptions(config);
   bb_opt.on_stderr_line = [&](const std::string& line) { reporter.OnLine(line); };
-  ctx.Info("snapshot", "pg_basebackup into " + target.partial +
-                           (config.backup_max_rate.empty() ? "" : " (max rate " + config.backup_max_rate + ")"));
+  ctx.Info("snapshot",
+           "pg_basebackup into " + target.partial +
+               (config.backup_max_rate.empty() ? "" : " (max rate " + config.backup_max_rate + ")"));
   auto bb = RunProcess(BasebackupArgv(config, target, layout), bb_opt);
   reporter.Finish();
   double basebackup_s = SecondsSince(started);
@@ -201,10 +203,12 @@ BackupTaken TakeBasebackup(JobContext& ctx, const SnapshotTarget& target, const 
   const char* fp = getenv("SAFE_UPGRADE_FAILPOINT");
   if (fp && std::string(fp) == kCorruptFailpoint) {
     std::string file = CorruptOneFile(target.partial);
-    ctx.Event("snapshot", "warning", "test failpoint " + std::string(kCorruptFailpoint) + ": corrupted " + file);
+    ctx.Event("snapshot", "warning",
+              "test failpoint " + std::string(kCorruptFailpoint) + ": corrupted " + file);
   }
   auto verify_started = Clock::now();
-  auto verify = RunProcess({JoinPath(config.bin_dir, "pg_verifybackup"), target.partial}, SnapshotToolOptions(config));
+  auto verify =
+      RunProcess({JoinPath(config.bin_dir, "pg_verifybackup"), target.partial}, SnapshotToolOptions(config));
   double verify_s = SecondsSince(verify_started);
   if (!verify.Ok()) {
     std::string stderr_text = Trimmed(verify.err);
@@ -225,8 +229,9 @@ BackupTaken TakeBasebackup(JobContext& ctx, const SnapshotTarget& target, const 
   taken.timeline = label.timeline;
   taken.stop_lsn = ParseManifestStopLsn(ReadFile(JoinPath(target.partial, "backup_manifest")));
   taken.verification = {{"method", "pg_verifybackup"},
-                        {"checks", "every file against the backup_manifest's sizes and checksums, and the "
-                                   "backup's WAL range with pg_waldump"},
+                        {"checks",
+                         "every file against the backup_manifest's sizes and checksums, and the "
+                         "backup's WAL range with pg_waldump"},
                         {"verify_s", Round1(verify_s)}};
   taken.detail = {{"basebackup_s", Round1(basebackup_s)}, {"verify_s", Round1(verify_s)}};
   return taken;

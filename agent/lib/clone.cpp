@@ -168,7 +168,6 @@ std::string SanitizeCopiedConf(const std::string& text, const std::string& origi
   return out.str();
 }
 
-
 Clone::Clone(JobContext& ctx, std::string snapshot_id, std::string source_data_dir)
     : ctx_(ctx), snapshot_id_(std::move(snapshot_id)), source_data_dir_(std::move(source_data_dir)) {
   dir_ = JoinPath(ctx_.config().ClonesDir(), kClonePrefix + std::to_string(ctx_.upgrade_id()));

@@ -88,7 +88,9 @@ void CloneOrCopy(const std::string& from, const std::string& to, mode_t mode, bo
 
 }  // namespace
 
-void CloneFile(const std::string& from, const std::string& to, mode_t mode) { CloneOrCopy(from, to, mode, false); }
+void CloneFile(const std::string& from, const std::string& to, mode_t mode) {
+  CloneOrCopy(from, to, mode, false);
+}
 
 void CloneOrCopyFile(const std::string& from, const std::string& to, mode_t mode) {
   CloneOrCopy(from, to, mode, true);
@@ -145,7 +147,8 @@ std::string ReflinkRefusal(const AgentConfig& config) {
   for (const auto& ts : layout.tablespaces) add("tablespace " + ts.oid, ts.location);
   if (!layout.wal_dir.empty()) add("the WAL directory pg_wal links to", layout.wal_dir);
   if (std::string refusal = SameFilesystemRefusal(paths); !refusal.empty()) return refusal;
-  if (!IsDirectory(config.snapshot_dir)) return "agent.snapshot_dir (" + config.snapshot_dir + ") does not exist";
+  if (!IsDirectory(config.snapshot_dir))
+    return "agent.snapshot_dir (" + config.snapshot_dir + ") does not exist";
   std::string refusal = ProbeClone(JoinPath(config.data_directory, "PG_VERSION"), config.snapshot_dir);
   if (!refusal.empty()) return "the filesystem does not clone extents: " + refusal;
   return "";

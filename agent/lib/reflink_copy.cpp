@@ -155,7 +155,8 @@ class Copier {
 
   static void EnsureArchiveStatus(const std::string& wal) {
     std::string status = JoinPath(wal, "archive_status");
-    if (mkdir(status.c_str(), 0700) != 0 && errno != EEXIST) Fail("could not create directory", status, errno);
+    if (mkdir(status.c_str(), 0700) != 0 && errno != EEXIST)
+      Fail("could not create directory", status, errno);
   }
 
   const std::function<void(const ReflinkCopyStats&)>& on_file_;
@@ -167,11 +168,11 @@ class Copier {
 
 CopyRule BackupCopyRule(const std::string& relative_path, bool is_directory) {
   static const std::set<std::string> kTopFiles = {
-      "postmaster.pid",  "postmaster.opts",           "backup_label",         "tablespace_map",
-      "backup_manifest", "postgresql.auto.conf.tmp", "current_logfiles.tmp", "backup_label.old",
-      "tablespace_map.old"};
-  static const std::set<std::string> kContentsLeftOut = {"pg_wal",     "pg_stat_tmp", "pg_replslot",
-                                                         "pg_dynshmem", "pg_notify",   "pg_serial",
+      "postmaster.pid",       "postmaster.opts",  "backup_label",
+      "tablespace_map",       "backup_manifest",  "postgresql.auto.conf.tmp",
+      "current_logfiles.tmp", "backup_label.old", "tablespace_map.old"};
+  static const std::set<std::string> kContentsLeftOut = {"pg_wal",       "pg_stat_tmp", "pg_replslot",
+                                                         "pg_dynshmem",  "pg_notify",   "pg_serial",
                                                          "pg_snapshots", "pg_subtrans"};
   std::string name = BaseName(relative_path);
   bool top = relative_path.find('/') == std::string::npos;

@@ -31,7 +31,7 @@ std::set<std::string> UnloggedFilesToSkip(const std::vector<std::string>& names)
 
 struct ReflinkCopyStats {
   uint64_t files = 0, directories = 0, links = 0;
-  uint64_t bytes = 0;  // logical size of the files cloned
+  uint64_t bytes = 0;     // logical size of the files cloned
   uint64_t vanished = 0;  // files removed by the server while the copy ran (as pg_basebackup skips them)
 };
 

@@ -53,8 +53,9 @@ class BackupSession {
     try {
       conn_->Exec("SELECT pg_catalog.pg_backup_stop(false)");
     } catch (const std::exception& e) {
-      spdlog::warn("could not end the interrupted backup with pg_backup_stop ({}); closing its session ends it",
-                   e.what());
+      spdlog::warn(
+          "could not end the interrupted backup with pg_backup_stop ({}); closing its session ends it",
+          e.what());
     }
   }
   BackupSession(const BackupSession&) = delete;
@@ -102,13 +103,14 @@ ReflinkCopyStats CloneFiles(JobContext& ctx, const SnapshotTarget& target, const
 
 // The backup's segments, from the one holding its start to the one holding the byte before its
 // stop (the backup-end record ends there; pg_backup_stop switched to a new segment after it).
-size_t CopyBackupWal(const AgentConfig& config, const SnapshotTarget& target, uint32_t timeline, uint64_t start,
-                     uint64_t stop, uint64_t segment_bytes) {
+size_t CopyBackupWal(const AgentConfig& config, const SnapshotTarget& target, uint32_t timeline,
+                     uint64_t start, uint64_t stop, uint64_t segment_bytes) {
   try {
     ProveWalArchiveCovers(config, target.system_identifier, timeline, start, stop - 1);
   } catch (const std::exception& e) {
-    throw JobFailure(std::string("the WAL archive does not hold the snapshot's WAL: ") + e.what(),
-                     {{"hint", "Check archive_command and the agent's wal_archive_dir, then retry the upgrade."}});
+    throw JobFailure(
+        std::string("the WAL archive does not hold the snapshot's WAL: ") + e.what(),
+        {{"hint", "Check archive_command and the agent's wal_archive_dir, then retry the upgrade."}});
   }
   size_t copied = 0;
   std::string pg_wal = JoinPath(target.partial, "pg_wal");
@@ -123,13 +125,13 @@ size_t CopyBackupWal(const AgentConfig& config, const SnapshotTarget& target, ui
 nlohmann::json VerifyWal(const AgentConfig& config, const SnapshotTarget& target, uint32_t timeline,
                          const std::string& start, const std::string& stop) {
   auto started = Clock::now();
-  auto r = RunProcess({JoinPath(config.bin_dir, "pg_waldump"), "--quiet", "--path",
-                       JoinPath(target.partial, "pg_wal"), "--timeline", std::to_string(timeline), "--start", start,
-                       "--end", stop},
-                      SnapshotToolOptions(config));
+  auto r = RunProcess(
+      {JoinPath(config.bin_dir, "pg_waldump"), "--quiet", "--path", JoinPath(target.partial, "pg_wal"),
+       "--timeline", std::to_string(timeline), "--start", start, "--end", stop},
+      SnapshotToolOptions(config));
   if (!r.Ok())
-    throw JobFailure("the snapshot's WAL from " + start + " to " + stop + " does not read back: " +
-                         r.Describe("pg_waldump") +
+    throw JobFailure("the snapshot's WAL from " + start + " to " + stop +
+                         " does not read back: " + r.Describe("pg_waldump") +
                          "; the partial copy is kept for inspection and removed by the next snapshot attempt",
                      {{"tool", "pg_waldump"}, {"exit_code", r.exit_code}, {"stderr", r.err}});
   return {{"from", start}, {"to", stop}, {"seconds", Round1(SecondsSince(started))}};
@@ -146,13 +148,15 @@ nlohmann::json VerifyByClone(JobContext& ctx, const SnapshotTarget& target) {
     auto conn = clone.Connect("safe-upgrade-agent snapshot-check");
     out["in_recovery"] = conn->Exec("SELECT pg_catalog.pg_is_in_recovery()::text").Scalar() == "true";
     out["checksum_failures"] = std::stoull(
-        conn->Exec("SELECT coalesce(sum(checksum_failures), 0)::bigint::text FROM pg_catalog.pg_stat_database")
+        conn->Exec(
+                "SELECT coalesce(sum(checksum_failures), 0)::bigint::text FROM pg_catalog.pg_stat_database")
             .Scalar());
   } catch (const std::exception& e) {
-    throw JobFailure(std::string("the reflink snapshot failed verification: a throwaway clone of it did not reach "
-                                 "a consistent state: ") +
-                         e.what(),
-                     {{"partial", target.partial}});
+    throw JobFailure(
+        std::string("the reflink snapshot failed verification: a throwaway clone of it did not reach "
+                    "a consistent state: ") +
+            e.what(),
+        {{"partial", target.partial}});
   }
   clone.Teardown();
   if (out["in_recovery"].get<bool>() || out["checksum_failures"].get<uint64_t>() > 0)
@@ -178,11 +182,13 @@ BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, c
   {
     BackupSession session(config, "safe-upgrade " + target.snapshot_id);
     start_lsn = session.start_lsn();
-    segment_bytes = std::stoull(
-        session.conn().Exec("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'").Scalar());
+    segment_bytes =
+        std::stoull(session.conn()
+                        .Exec("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'")
+                        .Scalar());
     checksums = session.conn().Exec("SHOW data_checksums").Scalar();
-    ctx.Info("snapshot", "backup started at " + start_lsn + " (pg_backup_start); cloning the data directory into " +
-                             target.partial);
+    ctx.Info("snapshot", "backup started at " + start_lsn +
+                             " (pg_backup_start); cloning the data directory into " + target.partial);
     ctx.Failpoint("snapshot:reflink_backup_started");
     auto copy_started = Clock::now();
     stats = CloneFiles(ctx, target, layout);
@@ -207,8 +213,8 @@ BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, c
   BackupLabelFacts label = ParseBackupLabel(stopped.labelfile);
   ctx.Info("snapshot", "backup stopped at " + stopped.lsn + " (pg_backup_stop; its WAL is archived)");
 
-  size_t segments =
-      CopyBackupWal(config, target, label.timeline, ParseLsn(label.start_lsn), ParseLsn(stopped.lsn), segment_bytes);
+  size_t segments = CopyBackupWal(config, target, label.timeline, ParseLsn(label.start_lsn),
+                                  ParseLsn(stopped.lsn), segment_bytes);
   SyncStats synced = SyncTree(target.partial);
   ctx.Progress(0.6);
   ctx.Info("snapshot",
@@ -217,10 +223,12 @@ BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, c
   ctx.Failpoint("snapshot:reflink_after_copy");
 
   nlohmann::json wal = VerifyWal(config, target, label.timeline, label.start_lsn, stopped.lsn);
-  ctx.Info("snapshot", "pg_waldump read every WAL record from " + label.start_lsn + " to " + stopped.lsn, wal);
+  ctx.Info("snapshot", "pg_waldump read every WAL record from " + label.start_lsn + " to " + stopped.lsn,
+           wal);
   nlohmann::json clone = VerifyByClone(ctx, target);
   ctx.Progress(0.95);
-  ctx.Info("snapshot", "a throwaway clone of the snapshot reached a consistent state, then was removed", clone);
+  ctx.Info("snapshot", "a throwaway clone of the snapshot reached a consistent state, then was removed",
+           clone);
 
   BackupTaken taken;
   taken.method = "reflink";
@@ -228,8 +236,9 @@ BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, c
   taken.stop_lsn = stopped.lsn;
   taken.timeline = label.timeline;
   taken.verification = {{"method", "wal_and_clone"},
-                        {"checks", "pg_waldump read every WAL record of the backup's range from the snapshot, and "
-                                   "a throwaway clone of it replayed to the backup's end and started"},
+                        {"checks",
+                         "pg_waldump read every WAL record of the backup's range from the snapshot, and "
+                         "a throwaway clone of it replayed to the backup's end and started"},
                         {"wal", wal},
                         {"clone", clone},
                         {"data_checksums", checksums},

@@ -94,7 +94,8 @@ uint64_t MbToBytes(uint64_t mb) {
 // Refuses before anything is copied when the snapshot would eat into the reserve. A basebackup
 // snapshot, its tablespaces included, lands whole in snapshot_dir (pg_database_size counts every
 // tablespace of a database); a reflink one needs only its WAL and the filesystem's metadata.
-void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_id, const std::string& method) {
+void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_id,
+                    const std::string& method) {
   const AgentConfig& config = ctx.config();
   uint64_t cluster_bytes = ClusterBytes(conn);
   uint64_t segment_bytes =
@@ -109,20 +110,21 @@ void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_i
                            {"cluster_bytes", cluster_bytes},      {"extra_bytes", extra_bytes},
                            {"reserve_bytes", reserve_bytes},      {"method", method}};
   auto mb = [](uint64_t bytes) { return std::to_string((bytes + kMiB - 1) / kMiB); };
-  std::string need = method == "reflink" ? "a reflink snapshot of the " + mb(cluster_bytes) + " MB cluster needs " +
-                                               mb(extra_bytes) + " MB"
+  std::string need = method == "reflink" ? "a reflink snapshot of the " + mb(cluster_bytes) +
+                                               " MB cluster needs " + mb(extra_bytes) + " MB"
                                          : "the cluster is " + mb(cluster_bytes) + " MB";
   if (free_bytes < needed) {
     detail["hint"] =
         "Free space in the snapshot directory, or lower agent.disk_reserve_mb in the agent's configuration.";
     throw JobFailure("not enough free space for snapshot " + snapshot_id + " in \"" + config.snapshot_dir +
                          "\": " + std::to_string(free_bytes / kMiB) + " MB free, but " + need + " and " +
-                         std::to_string(config.disk_reserve_mb) + " MB must remain free (agent.disk_reserve_mb)",
+                         std::to_string(config.disk_reserve_mb) +
+                         " MB must remain free (agent.disk_reserve_mb)",
                      detail);
   }
   ctx.Info("snapshot",
-           "free space checked: " + std::to_string(free_bytes / kMiB) + " MB free, cluster " + mb(cluster_bytes) +
-               " MB, needed " + mb(extra_bytes) + " MB (" + method + "), reserve " +
+           "free space checked: " + std::to_string(free_bytes / kMiB) + " MB free, cluster " +
+               mb(cluster_bytes) + " MB, needed " + mb(extra_bytes) + " MB (" + method + "), reserve " +
                std::to_string(config.disk_reserve_mb) + " MB",
            detail);
 }
@@ -245,12 +247,13 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   // The method, before anything is copied: "reflink" that cannot be had fails here.
   SnapshotMethodChoice choice = ChooseSnapshotMethod(config);
   if (!choice.possible)
-    throw JobFailure("cannot take a reflink snapshot: " + choice.reason,
-                     {{"snapshot_method", choice.ToJson()},
-                      {"hint",
-                       "Put the data directory, snapshot_dir, work_dir, the tablespaces and pg_wal on one XFS "
-                       "(reflink=1) or btrfs filesystem, or set agent.snapshot_method to \"auto\" or "
-                       "\"basebackup\"; production was not touched."}});
+    throw JobFailure(
+        "cannot take a reflink snapshot: " + choice.reason,
+        {{"snapshot_method", choice.ToJson()},
+         {"hint",
+          "Put the data directory, snapshot_dir, work_dir, the tablespaces and pg_wal on one XFS "
+          "(reflink=1) or btrfs filesystem, or set agent.snapshot_method to \"auto\" or "
+          "\"basebackup\"; production was not touched."}});
   ctx.Info("snapshot", "snapshot method: " + choice.method + " (" + choice.reason + ")",
            {{"snapshot_method", choice.ToJson()}});
   if (IsDirectory(dir)) RemoveLeftovers(ctx, dir);

@@ -59,10 +59,10 @@ class XfsMount {
     mount_point_ = JoinPath(dir_, "mnt");
     EnsureDir(mount_point_, 0755);
     chmod(dir_.c_str(), 0755);
-    for (const auto& argv : std::vector<std::vector<std::string>>{
-             {"truncate", "-s", "3G", image_},
-             {"mkfs.xfs", "-q", "-m", "reflink=1", image_},
-             {"mount", "-o", "loop", image_, mount_point_}}) {
+    for (const auto& argv :
+         std::vector<std::vector<std::string>>{{"truncate", "-s", "3G", image_},
+                                               {"mkfs.xfs", "-q", "-m", "reflink=1", image_},
+                                               {"mount", "-o", "loop", image_, mount_point_}}) {
       auto r = RunProcess(argv);
       if (!r.Ok()) {
         skip_ = "cannot make an XFS filesystem on a loop device: " + r.Describe(argv[0]);
@@ -78,7 +78,8 @@ class XfsMount {
       // still frees it if a straggling process holds the filesystem.
       if (!RunProcess({"umount", mount_point_}).Ok()) RunProcess({"umount", "-l", mount_point_});
       auto loops = RunProcess({"losetup", "-j", image_});
-      if (loops.Ok() && !loops.out.empty()) RunProcess({"losetup", "-d", loops.out.substr(0, loops.out.find(':'))});
+      if (loops.Ok() && !loops.out.empty())
+        RunProcess({"losetup", "-d", loops.out.substr(0, loops.out.find(':'))});
     }
     if (!dir_.empty()) {
       std::error_code ec;
@@ -101,7 +102,9 @@ void RestartAgentWithMethod(TestCluster& c, const std::string& method) {
   c.StartAgent();
 }
 
-json Meta(const TestCluster& c, int64_t id) { return LoadSnapshotMeta(c.info().agent_config, SnapshotIdFor(id)); }
+json Meta(const TestCluster& c, int64_t id) {
+  return LoadSnapshotMeta(c.info().agent_config, SnapshotIdFor(id));
+}
 
 ClusterOptions OnXfs(const XfsMount& m, std::map<std::string, std::string> settings = {}) {
   ClusterOptions o;
@@ -118,8 +121,9 @@ TEST(ReflinkSnapshot, snapshot_is_a_verified_reflink_copy_that_takes_almost_no_d
   SKIP_WITHOUT_XFS(m);
   TestCluster c(OnXfs(m, kSchedulerOff));
   RestartAgentWithMethod(c, "reflink");
-  c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 2500000) g;"
-         "CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g;");
+  c.Exec(
+      "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 2500000) g;"
+      "CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g;");
   std::string unlogged = c.Scalar("SELECT pg_relation_filepath('scratch')");
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   int64_t id = InsertUpgrade(c, "hstore", "1.4", "1.8", {"1.4", "1.5", "1.6", "1.7", "1.8"}, "snapshotting");
@@ -139,7 +143,8 @@ TEST(ReflinkSnapshot, snapshot_is_a_verified_reflink_copy_that_takes_almost_no_d
 
   // A startable plain backup: backup_label, the WAL of its range, none of the live server's files.
   std::string data = SnapshotDataDir(c.info().agent_config, SnapshotIdFor(id));
-  EXPECT_NE(ReadFile(JoinPath(data, "backup_label")).find("START WAL LOCATION: " + meta.value("backup_start_lsn", "")),
+  EXPECT_NE(ReadFile(JoinPath(data, "backup_label"))
+                .find("START WAL LOCATION: " + meta.value("backup_start_lsn", "")),
             std::string::npos);
   EXPECT_FALSE(PathExists(JoinPath(data, "postmaster.pid")));
   EXPECT_FALSE(PathExists(JoinPath(data, "tablespace_map")));
@@ -169,7 +174,8 @@ TEST(ReflinkSnapshot, upgrade_succeeds_on_production_with_a_reflink_snapshot) {
   SKIP_WITHOUT_XFS(m);
   TestCluster c(OnXfs(m));
   RestartAgentWithMethod(c, "reflink");
-  c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE TABLE kv (h hstore); INSERT INTO kv VALUES ('a=>1');");
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4'; CREATE TABLE kv (h hstore); INSERT INTO kv VALUES ('a=>1');");
   int64_t id = c.BeginUpgrade("hstore", "1.8");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'hstore'"), "1.8");
@@ -183,7 +189,8 @@ TEST(ReflinkSnapshot, dry_run_on_a_reflink_snapshot_blocks_a_breaking_upgrade_an
   SKIP_WITHOUT_XFS(m);
   TestCluster c(OnXfs(m));
   RestartAgentWithMethod(c, "reflink");
-  c.Exec("CREATE EXTENSION su_fixture_dropfn; CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer;");
+  c.Exec(
+      "CREATE EXTENSION su_fixture_dropfn; CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer;");
   int64_t id = c.BeginUpgrade("su_fixture_dropfn", "1.1");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "blocked") << c.Events(id);
   EXPECT_NE(c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)})
@@ -226,13 +233,15 @@ TEST_P(ReflinkRollback, rollback_from_a_reflink_snapshot_keeps_exactly_the_rows_
 
   ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
   json report = RollbackReport(c, h.id);
-  EXPECT_EQ(report.value("path", ""), mode == "ready" ? "parked target" : "snapshot restore") << report.dump();
+  EXPECT_EQ(report.value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
+      << report.dump();
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "1");
   EXPECT_EQ(c.Scalar("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM marks"), "1");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "100");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
-  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"), o.ts_location);
+  EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
+            o.ts_location);
   EXPECT_EQ(fs::read_symlink(JoinPath(c.info().data_dir, "pg_wal")).string(), o.wal_dir);
   EXPECT_EQ(c.Scalar("SELECT pg_is_in_recovery()::text"), "false");
   c.Exec("INSERT INTO marks VALUES (4, 1)");
@@ -244,7 +253,9 @@ INSTANTIATE_TEST_SUITE_P(Reflink, ReflinkRollback, ::testing::Values("ready", "c
                          [](const auto& info) { return info.param; });
 
 // /tmp is ext4 here: it cannot clone extents, so these need neither root nor a mount.
-bool TmpClonesExtents() { return system("cp --reflink=always /proc/self/stat /tmp/.su-reflink-check 2>/dev/null") == 0; }
+bool TmpClonesExtents() {
+  return system("cp --reflink=always /proc/self/stat /tmp/.su-reflink-check 2>/dev/null") == 0;
+}
 
 json AgentStatus(const TestCluster& c) {
   return json::parse(c.Scalar("SELECT row_to_json(a)::text FROM safe_upgrade.agent_status() a"));
@@ -252,14 +263,16 @@ json AgentStatus(const TestCluster& c) {
 
 TEST(ReflinkFallback, auto_where_extents_cannot_be_cloned_takes_a_basebackup_and_records_why) {
   if (TmpClonesExtents()) GTEST_SKIP() << "/tmp clones extents here";
-  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}, {"safe_upgrade.agent_check_interval", "'1s'"}}});
+  TestCluster c(
+      {.settings = {{"safe_upgrade.enabled", "off"}, {"safe_upgrade.agent_check_interval", "'1s'"}}});
   int64_t id = InsertUpgrade(c, "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
   auto job = RunAgentJob(c, "snapshot", id);
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
   json meta = Meta(c, id);
   EXPECT_EQ(meta.value("method", ""), "basebackup") << meta.dump(2);
   EXPECT_EQ(meta["verification"].value("method", ""), "pg_verifybackup") << meta.dump(2);
-  EXPECT_NE(meta.value("method_reason", "").find("reflink is not possible"), std::string::npos) << meta.dump(2);
+  EXPECT_NE(meta.value("method_reason", "").find("reflink is not possible"), std::string::npos)
+      << meta.dump(2);
   EXPECT_NE(job.EventText().find("snapshot method: basebackup (reflink is not possible"), std::string::npos)
       << job.EventText();
   EXPECT_NE(job.EventText().find("pg_verifybackup: backup verified"), std::string::npos);
@@ -284,7 +297,8 @@ TEST(ReflinkFallback, auto_where_extents_cannot_be_cloned_takes_a_basebackup_and
 
 TEST(ReflinkFallback, reflink_asked_for_where_it_cannot_be_had_fails_before_production_is_touched) {
   if (TmpClonesExtents()) GTEST_SKIP() << "/tmp clones extents here";
-  TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}, {"safe_upgrade.agent_check_interval", "'1s'"}}});
+  TestCluster c(
+      {.settings = {{"safe_upgrade.enabled", "off"}, {"safe_upgrade.agent_check_interval", "'1s'"}}});
   RestartAgentWithMethod(c, "reflink");
   int64_t id = InsertUpgrade(c, "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
   std::string checkpoints = c.Scalar("SELECT checkpoints_req::text FROM pg_stat_bgwriter");
@@ -301,7 +315,8 @@ TEST(ReflinkFallback, reflink_asked_for_where_it_cannot_be_had_fails_before_prod
   EXPECT_FALSE(PathExists(JoinPath(dir, "data")));
 
   // plan() blocks, naming the reason.
-  ASSERT_TRUE(WaitUntil([&] { return AgentStatus(c).value("snapshot_method_possible", true) == false; }, 30s));
+  ASSERT_TRUE(
+      WaitUntil([&] { return AgentStatus(c).value("snapshot_method_possible", true) == false; }, 30s));
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   json plan = json::parse(c.Scalar("SELECT safe_upgrade.plan('hstore', '1.8')::text"));
   EXPECT_EQ(plan.value("verdict", ""), "blocked") << plan.dump(2);

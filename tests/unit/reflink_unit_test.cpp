@@ -16,7 +16,8 @@ namespace safe_upgrade {
 namespace {
 
 std::string Toml(const std::string& extra) {
-  return "[cluster]\ndata_directory = \"/tmp\"\n[agent]\nlisten = \"unix:/tmp/a.sock\"\nsnapshot_dir = \"/tmp/s\"\n"
+  return "[cluster]\ndata_directory = \"/tmp\"\n[agent]\nlisten = \"unix:/tmp/a.sock\"\nsnapshot_dir = "
+         "\"/tmp/s\"\n"
          "wal_archive_dir = \"/tmp/w\"\n" +
          extra;
 }
@@ -49,8 +50,9 @@ TEST(SnapshotMethodConfig, a_method_of_the_wrong_type_is_refused_naming_the_key)
 }
 
 TEST(BackupCopyRule, leaves_out_what_pg_basebackup_leaves_out) {
-  for (const char* f : {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
-                        "postgresql.auto.conf.tmp", "current_logfiles.tmp", "backup_label.old"})
+  for (const char* f :
+       {"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "backup_manifest",
+        "postgresql.auto.conf.tmp", "current_logfiles.tmp", "backup_label.old"})
     EXPECT_EQ(BackupCopyRule(f, false), CopyRule::kSkip) << f;
   for (const char* d : {"pg_wal", "pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial",
                         "pg_snapshots", "pg_subtrans"})
@@ -62,17 +64,17 @@ TEST(BackupCopyRule, leaves_out_what_pg_basebackup_leaves_out) {
 }
 
 TEST(BackupCopyRule, keeps_the_cluster_s_files_and_nested_names_that_only_look_excluded) {
-  for (const char* f : {"PG_VERSION", "postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "global/pg_control",
-                        "base/5/16384", "base/5/16384_fsm", "pg_xact/0000", "pg_multixact/offsets/0000",
-                        "base/5/postmaster.pid"})
+  for (const char* f : {"PG_VERSION", "postgresql.conf", "postgresql.auto.conf", "pg_hba.conf",
+                        "global/pg_control", "base/5/16384", "base/5/16384_fsm", "pg_xact/0000",
+                        "pg_multixact/offsets/0000", "base/5/postmaster.pid"})
     EXPECT_EQ(BackupCopyRule(f, false), CopyRule::kCopy) << f;
   for (const char* d : {"base", "global", "pg_xact", "pg_multixact", "pg_logical", "pg_stat", "base/pg_wal"})
     EXPECT_EQ(BackupCopyRule(d, true), CopyRule::kCopy) << d;
 }
 
 TEST(UnloggedFiles, every_fork_and_segment_of_a_relation_with_an_init_fork_except_the_init_fork) {
-  std::vector<std::string> names = {"100",     "100_fsm", "100_vm", "100.1", "100_init", "200",
-                                    "200_fsm", "200.1",   "PG_VERSION", "300_init", "300", "3000"};
+  std::vector<std::string> names = {"100",     "100_fsm", "100_vm",     "100.1",    "100_init", "200",
+                                    "200_fsm", "200.1",   "PG_VERSION", "300_init", "300",      "3000"};
   std::set<std::string> skip = UnloggedFilesToSkip(names);
   EXPECT_EQ(skip, (std::set<std::string>{"100", "100_fsm", "100_vm", "100.1", "300"}));
   EXPECT_TRUE(UnloggedFilesToSkip({"1", "2_fsm", "3.1"}).empty());
