@@ -113,14 +113,38 @@ ClusterOptions OnXfs(const XfsMount& m, std::map<std::string, std::string> setti
   return o;
 }
 
-#define SKIP_WITHOUT_XFS(m) \
-  if (!(m).skip_reason().empty()) GTEST_SKIP() << (m).skip_reason()
+// Each test on a fresh XFS filesystem holding the whole sandbox, its agent set to
+// snapshot_method = "reflink"; skipped with the reason where no such filesystem can be made.
+class ReflinkSnapshot : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!mount_.skip_reason().empty()) GTEST_SKIP() << mount_.skip_reason();
+  }
+  TestCluster& Start(std::map<std::string, std::string> settings = {}) {
+    cluster_ = std::make_unique<TestCluster>(OnXfs(mount_, std::move(settings)));
+    RestartAgentWithMethod(*cluster_, "reflink");
+    return *cluster_;
+  }
+  // Through the scheduler: setup_sql, then ext to version; returns the upgrade's id once it ended.
+  int64_t Upgrade(const std::string& setup_sql, const std::string& ext, const std::string& version,
+                  const std::string& expected_state) {
+    TestCluster& c = Start();
+    c.Exec(setup_sql);
+    int64_t id = c.BeginUpgrade(ext, version);
+    EXPECT_EQ(c.WaitForTerminalState(id, 600s), expected_state) << c.Events(id);
+    EXPECT_EQ(Meta(c, id).value("method", ""), "reflink");
+    return id;
+  }
 
-TEST(ReflinkSnapshot, snapshot_is_a_verified_reflink_copy_that_takes_almost_no_disk_and_a_dry_run_clones_it) {
-  XfsMount m;
-  SKIP_WITHOUT_XFS(m);
-  TestCluster c(OnXfs(m, kSchedulerOff));
-  RestartAgentWithMethod(c, "reflink");
+  XfsMount mount_;
+  std::unique_ptr<TestCluster> cluster_;  // declared after the mount: gone before it is unmounted
+};
+
+class ReflinkRollback : public ReflinkSnapshot, public ::testing::WithParamInterface<std::string> {};
+
+TEST_F(ReflinkSnapshot,
+       snapshot_is_a_verified_reflink_copy_that_takes_almost_no_disk_and_a_dry_run_clones_it) {
+  TestCluster& c = Start(kSchedulerOff);
   c.Exec(
       "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 2500000) g;"
       "CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g;");
@@ -169,77 +193,49 @@ TEST(ReflinkSnapshot, snapshot_is_a_verified_reflink_copy_that_takes_almost_no_d
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'hstore'"), "1.4");
 }
 
-TEST(ReflinkSnapshot, upgrade_succeeds_on_production_with_a_reflink_snapshot) {
-  XfsMount m;
-  SKIP_WITHOUT_XFS(m);
-  TestCluster c(OnXfs(m));
-  RestartAgentWithMethod(c, "reflink");
-  c.Exec(
-      "CREATE EXTENSION hstore VERSION '1.4'; CREATE TABLE kv (h hstore); INSERT INTO kv VALUES ('a=>1');");
-  int64_t id = c.BeginUpgrade("hstore", "1.8");
-  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "succeeded") << c.Events(id);
+TEST_F(ReflinkSnapshot, upgrade_succeeds_on_production_with_a_reflink_snapshot) {
+  int64_t id = Upgrade(
+      "CREATE EXTENSION hstore VERSION '1.4'; CREATE TABLE kv (h hstore); INSERT INTO kv VALUES ('a=>1');",
+      "hstore", "1.8", "succeeded");
+  TestCluster& c = *cluster_;
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'hstore'"), "1.8");
   EXPECT_EQ(c.Scalar("SELECT h -> 'a' FROM kv"), "1");
-  EXPECT_EQ(Meta(c, id).value("method", ""), "reflink");
   EXPECT_NE(c.Events(id).find("snapshot method: reflink"), std::string::npos) << c.Events(id);
 }
 
-TEST(ReflinkSnapshot, dry_run_on_a_reflink_snapshot_blocks_a_breaking_upgrade_and_production_is_untouched) {
-  XfsMount m;
-  SKIP_WITHOUT_XFS(m);
-  TestCluster c(OnXfs(m));
-  RestartAgentWithMethod(c, "reflink");
-  c.Exec(
-      "CREATE EXTENSION su_fixture_dropfn; CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer;");
-  int64_t id = c.BeginUpgrade("su_fixture_dropfn", "1.1");
-  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "blocked") << c.Events(id);
+TEST_F(ReflinkSnapshot, dry_run_on_a_reflink_snapshot_blocks_a_breaking_upgrade_and_production_is_untouched) {
+  int64_t id = Upgrade(
+      "CREATE EXTENSION su_fixture_dropfn; CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer;",
+      "su_fixture_dropfn", "1.1", "blocked");
+  TestCluster& c = *cluster_;
   EXPECT_NE(c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)})
                 .find("answer_view"),
             std::string::npos);
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_fixture_dropfn'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT answer::text FROM answer_view"), "42");
-  EXPECT_EQ(Meta(c, id).value("method", ""), "reflink");
 }
 
 // Both rollback paths from a reflink snapshot, with a tablespace and a linked pg_wal on the same
 // filesystem: exactly the rows written before the restore point come back.
-class ReflinkRollback : public ::testing::TestWithParam<std::string> {};
-
 TEST_P(ReflinkRollback, rollback_from_a_reflink_snapshot_keeps_exactly_the_rows_before_the_restore_point) {
   const std::string mode = GetParam();
-  XfsMount m;
-  SKIP_WITHOUT_XFS(m);
-  TestCluster c(OnXfs(m));
+  TestCluster& c = Start();
   OutsideDirs o = MoveWalAndCreateTablespace(c);
-  RestartAgentWithMethod(c, "reflink");
   PrepareRollbackFixture(c);
   c.Exec("ALTER TABLE marks SET TABLESPACE ts1");
-  auto writer = c.Connect();
   HeldApply h = StartHeldUpgrade(c, mode);
   json meta = Meta(c, h.id);
   EXPECT_EQ(meta.value("method", ""), "reflink") << meta.dump(2);
   ASSERT_EQ(meta["layout"]["tablespaces"].size(), 1u) << meta.dump(2);
-  // After the snapshot, before the restore point: kept.
-  WriteBatch(*writer, 1);
-  writer->Exec("INSERT INTO poison VALUES (1000)");
-  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
-  ASSERT_TRUE(WaitForRestorePoint(c, h.id)) << c.Events(h.id);
-  // After the restore point: discarded.
-  WriteBatch(*writer, 2);
-  ASSERT_TRUE(c.WaitForState(h.id, "applying", 120s)) << c.Events(h.id);
-  WriteBatch(*writer, 3);
-  writer.reset();
-  ReleaseApply(h);
+  // Batch 1 after the snapshot, before the restore point: kept; batches 2 and 3 after it: discarded.
+  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
 
   ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
   json report = RollbackReport(c, h.id);
   EXPECT_EQ(report.value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
       << report.dump();
-  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  ExpectOnlyRowsBeforeRestorePoint(c);
   EXPECT_EQ(c.Scalar("SELECT su_rb_answer()::text"), "1");
-  EXPECT_EQ(c.Scalar("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM marks"), "1");
-  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "100");
-  EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
   EXPECT_EQ(c.Scalar("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"),
             o.ts_location);
   EXPECT_EQ(fs::read_symlink(JoinPath(c.info().data_dir, "pg_wal")).string(), o.wal_dir);
