@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +21,13 @@ namespace safe_upgrade {
 namespace {
 
 constexpr const char* kProbeName = ".su-reflink-probe";
+
+// A name of its own for each probe file: pings and jobs probe from several threads at once.
+std::string ProbePath(const std::string& dir, const char* kind) {
+  static std::atomic<uint64_t> counter{0};
+  return JoinPath(dir, std::string(kProbeName) + kind + "-" + std::to_string(getpid()) + "-" +
+                           std::to_string(counter.fetch_add(1)));
+}
 
 class OwnedFd {
  public:
@@ -52,8 +60,7 @@ dev_t DeviceOf(const std::string& path) {
 
 // Clones from into a probe file inside dir and removes it; "" when that worked, else why not.
 std::string ProbeClone(const std::string& from, const std::string& dir) {
-  std::string probe = JoinPath(dir, std::string(kProbeName) + "-" + std::to_string(getpid()));
-  unlink(probe.c_str());
+  std::string probe = ProbePath(dir, "");
   std::string refusal;
   try {
     CloneFile(from, probe, 0600);
@@ -170,8 +177,7 @@ bool CopiesShareExtents(const std::string& from_dir, const std::string& to_dir) 
   dev_t from_device = DeviceOf(from_dir);
   if (from_device == 0 || from_device != DeviceOf(to)) return false;
   // A file of our own to clone: from_dir may hold nothing small, and it is never modified.
-  std::string seed = JoinPath(to, std::string(kProbeName) + "-seed-" + std::to_string(getpid()));
-  unlink(seed.c_str());
+  std::string seed = ProbePath(to, "-seed");
   try {
     AtomicWriteFile(seed, "probe\n", 0600);
   } catch (const std::exception&) {
