@@ -138,7 +138,9 @@ CREATE FUNCTION @extschema@.agent_status(
   OUT worker_pid integer, OUT snapshot_free_bytes bigint, OUT disk_reserve_bytes bigint,
   OUT wal_archive_writable boolean, OUT data_free_bytes bigint,
   OUT wal_archive_newest text, OUT wal_archive_oldest text, OUT wal_needed_from text,
-  OUT wal_archive_files bigint, OUT wal_archive_bytes bigint)
+  OUT wal_archive_files bigint, OUT wal_archive_bytes bigint,
+  OUT snapshot_method_configured text, OUT snapshot_method text, OUT snapshot_method_reason text,
+  OUT snapshot_method_possible boolean)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;
@@ -567,6 +569,9 @@ DECLARE
   v_scheduler_db text := current_setting('safe_upgrade.database', true);
   v_tablespaces jsonb;
   v_bad_tablespaces text;
+  v_method text;
+  v_extra jsonb;
+  v_snapshot_need bigint;
   v_reasons text[] := '{}';
   v_hints text[] := '{}';
 BEGIN
@@ -576,6 +581,16 @@ BEGIN
   SELECT coalesce(s.last_failed_time > coalesce(s.last_archived_time, '-infinity'), false) INTO v_failing
     FROM pg_catalog.pg_stat_archiver s;
   SELECT s.last_archived_wal, s.last_archived_time INTO v_archiver FROM pg_catalog.pg_stat_archiver s;
+
+  -- The extra disk a snapshot takes in snapshot_dir, by method (the agent's SnapshotExtraBytes):
+  -- basebackup copies the cluster; reflink shares its extents and adds the WAL copied from the
+  -- archive (four segments) and the filesystem's metadata (1/200 of the cluster at most).
+  v_method := coalesce(a.snapshot_method, 'basebackup');
+  v_extra := jsonb_build_object(
+    'basebackup', v_cluster_size,
+    'reflink', 4 * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'wal_segment_size')
+               + v_cluster_size / 200);
+  v_snapshot_need := (v_extra ->> v_method)::bigint;
 
   IF v_in_recovery THEN
     v_reasons := v_reasons || 'this server is a standby (in recovery); extensions are upgraded on the primary'::text;
@@ -638,13 +653,20 @@ BEGIN
       v_hints := v_hints || 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p", '
                             'reload the configuration, then run SELECT pg_switch_wal() and plan again.'::text;
     END IF;
-    v_enough := a.snapshot_free_bytes >= v_cluster_size + coalesce(a.disk_reserve_bytes, 0);
+    IF NOT coalesce(a.snapshot_method_possible, true) THEN
+      v_reasons := v_reasons || format('the snapshot cannot be taken: %s', a.snapshot_method_reason);
+      v_hints := v_hints || 'Put the data directory, the agent''s snapshot_dir and work_dir on one filesystem that '
+                            'clones extents (XFS with reflink, btrfs), or set snapshot_method = "auto" in the '
+                            'agent''s configuration and restart it.'::text;
+    END IF;
+    v_enough := a.snapshot_free_bytes >= v_snapshot_need + coalesce(a.disk_reserve_bytes, 0);
     IF NOT coalesce(v_enough, false) THEN
       v_reasons := v_reasons || format(
         'not enough free disk for the snapshot: %s free where the agent keeps snapshots, '
-        '%s needed (%s of data plus a reserve of %s)',
+        '%s needed (%s for a %s snapshot of %s of data, plus a reserve of %s)',
         pg_catalog.pg_size_pretty(a.snapshot_free_bytes),
-        pg_catalog.pg_size_pretty(v_cluster_size + coalesce(a.disk_reserve_bytes, 0)),
+        pg_catalog.pg_size_pretty(v_snapshot_need + coalesce(a.disk_reserve_bytes, 0)),
+        pg_catalog.pg_size_pretty(v_snapshot_need), v_method,
         pg_catalog.pg_size_pretty(v_cluster_size), pg_catalog.pg_size_pretty(coalesce(a.disk_reserve_bytes, 0)));
       v_hints := v_hints || 'Free space in the agent''s snapshot_dir, '
                             'or lower disk_reserve_mb in the agent''s configuration.'::text;
@@ -684,6 +706,11 @@ BEGIN
     'snapshot_free_bytes', a.snapshot_free_bytes,
     'disk_reserve_bytes', a.disk_reserve_bytes,
     'data_free_bytes', a.data_free_bytes,
+    'snapshot_method', a.snapshot_method,
+    'snapshot_method_configured', a.snapshot_method_configured,
+    'snapshot_method_reason', a.snapshot_method_reason,
+    'snapshot_extra_disk_bytes', v_extra,
+    'snapshot_disk_needed_bytes', v_snapshot_need,
     'wal_archive', jsonb_build_object(
       'files', a.wal_archive_files,
       'bytes', a.wal_archive_bytes,

@@ -19,6 +19,7 @@
 #include "copy_progress.h"
 #include "fs_util.h"
 #include "process.h"
+#include "reflink.h"
 #include "tablespaces.h"
 
 namespace fs = std::filesystem;
@@ -167,8 +168,8 @@ std::string SanitizeCopiedConf(const std::string& text, const std::string& origi
   return out.str();
 }
 
-
-Clone::Clone(JobContext& ctx, std::string snapshot_id) : ctx_(ctx), snapshot_id_(std::move(snapshot_id)) {
+Clone::Clone(JobContext& ctx, std::string snapshot_id, std::string source_data_dir)
+    : ctx_(ctx), snapshot_id_(std::move(snapshot_id)), source_data_dir_(std::move(source_data_dir)) {
   dir_ = JoinPath(ctx_.config().ClonesDir(), kClonePrefix + std::to_string(ctx_.upgrade_id()));
   data_dir_ = JoinPath(dir_, "data");
   log_file_ = JoinPath(dir_, "postgres.log");
@@ -208,16 +209,18 @@ void Clone::Create(double progress_from, double progress_to) {
   });
   journaled_ = true;
 
-  std::string source = SnapshotDataDir(config, snapshot_id_);
+  std::string source = source_data_dir_.empty() ? SnapshotDataDir(config, snapshot_id_) : source_data_dir_;
   if (!IsDirectory(source))
     throw JobFailure("snapshot " + snapshot_id_ + " has no data directory (" + source + ")");
   // The snapshot's tablespaces are copied into the clone too.
   uint64_t total = TreeSize(source) + LinkedTablespaceBytes(source);
   uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
   uint64_t free_bytes = FreeBytes(config.ClonesDir());
-  if (free_bytes < total + reserve)
+  // A copy that shares the snapshot's extents takes no data blocks until the clone writes.
+  uint64_t needed = CopiesShareExtents(source, config.ClonesDir()) ? 0 : total;
+  if (free_bytes < needed + reserve)
     throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
-                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
+                     Megabytes(needed) + " plus the reserve of " + Megabytes(reserve) + ", and " +
                      Megabytes(free_bytes) + " are free");
 
   EnsureDir(dir_, 0700);

@@ -21,8 +21,10 @@ namespace safe_upgrade {
 
 class Clone {
  public:
-  // Nothing happens until Create(). The clone lives in <work_dir>/clones/dryrun-<upgrade id>.
-  Clone(JobContext& ctx, std::string snapshot_id);
+  // Nothing happens until Create(). The clone lives in <work_dir>/clones/dryrun-<upgrade id>. It
+  // copies the snapshot's data directory, or source_data_dir (the snapshot job's own check of a
+  // snapshot not yet published).
+  Clone(JobContext& ctx, std::string snapshot_id, std::string source_data_dir = "");
   // Tears down whatever exists (never throws).
   ~Clone();
   Clone(const Clone&) = delete;
@@ -53,7 +55,7 @@ class Clone {
  private:
   void WriteSettings();
   JobContext& ctx_;
-  std::string snapshot_id_;
+  std::string snapshot_id_, source_data_dir_;
   std::string dir_, data_dir_, socket_dir_, log_file_;
   int port_ = 0;
   bool journaled_ = false;

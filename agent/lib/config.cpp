@@ -80,6 +80,10 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   Read(tbl, "agent", "backup_max_rate", c.backup_max_rate);
   Read(tbl, "agent", "allow_root", c.allow_root);
   Read(tbl, "agent", "agent_binary", c.agent_binary);
+  Read(tbl, "agent", "snapshot_method", c.snapshot_method);
+  if (c.snapshot_method != "auto" && c.snapshot_method != "reflink" && c.snapshot_method != "basebackup")
+    throw ConfigError("agent.snapshot_method: \"" + c.snapshot_method +
+                      "\" is not one of \"auto\", \"reflink\", \"basebackup\"");
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);
@@ -175,6 +179,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
     << "snapshot_retention = " << c.snapshot_retention << "\n"
     << "disk_reserve_mb = " << c.disk_reserve_mb << "\n";
   if (!c.backup_max_rate.empty()) o << "backup_max_rate = " << Quote(c.backup_max_rate) << "\n";
+  o << "snapshot_method = " << Quote(c.snapshot_method) << "\n";
   if (c.allow_root) o << "allow_root = true\n";
   if (!c.agent_binary.empty()) o << "agent_binary = " << Quote(c.agent_binary) << "\n";
   if (!c.tls_ca_file.empty() || c.insecure_tcp) {

@@ -37,6 +37,9 @@ struct AgentConfig {
   std::string backup_max_rate;  // pg_basebackup --max-rate, e.g. "200M"; empty: unthrottled
   bool allow_root = false;      // accept root as a caller on the unix socket
   int job_timeout_s = 3600;
+  // How snapshots are taken: "reflink" (pg_backup_start/stop and copy-on-write clones of the
+  // files), "basebackup" (pg_basebackup) or "auto" (reflink where the probe says it works).
+  std::string snapshot_method = "auto";
   // The agent's executable as PostgreSQL runs it in restore_command (wal-fetch). A path, not the
   // running image: a package upgrade replaces the file under it. Empty in the file: the path the
   // agent was started from (see ResolveStartedFrom), resolved once at start.

@@ -1,11 +1,8 @@
 // The snapshot job: a verified base backup of the cluster the agent serves, taken for one upgrade
 // into <snapshot_dir>/snap-<id>/data, with snapshot.json describing it. Dry runs clone it and a
-// rollback restores it, so nothing is published under that name until pg_verifybackup has
-// accepted it.
-//
-// Plain format (-Fp): PostgreSQL 15's pg_verifybackup verifies only plain backups, a plain backup
-// is directly startable (a clone or a rollback copies it, no extraction step), and it was faster
-// than client-compressed tar in our measurements (DESIGN.md, verified fact 3).
+// rollback restores it, so nothing is published under that name until it has been verified.
+// How it is taken and verified depends on agent.snapshot_method (snapshot_methods.h): this file
+// checks the cluster and the disk, picks the method, then records and publishes the result.
 #include "snapshot.h"
 
 #include <fcntl.h>
@@ -25,24 +22,15 @@
 #include "fs_util.h"
 #include "jobs.h"
 #include "process.h"
+#include "reflink.h"
 #include "retention.h"
+#include "snapshot_methods.h"
 #include "tablespaces.h"
 #include "wal_archive.h"
 
 namespace fs = std::filesystem;
 
 namespace safe_upgrade {
-
-std::optional<BasebackupProgress> ParseBasebackupProgress(const std::string& line) {
-  static const std::regex re(R"(^\s*([0-9]+)/([0-9]+) kB \(([0-9]+)%\))");
-  std::smatch m;
-  if (!std::regex_search(line, m, re)) return std::nullopt;
-  BasebackupProgress p;
-  p.done_kb = std::stoull(m[1]);
-  p.total_kb = std::stoull(m[2]);
-  p.percent = std::min(100, std::stoi(m[3]));
-  return p;
-}
 
 uint64_t ParseLsn(const std::string& lsn) {
   static const std::regex re("^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$");
@@ -88,111 +76,12 @@ std::string ParseManifestStopLsn(const std::string& manifest_text) {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr double kBasebackupShare = 0.85;  // of the job's progress; verification is the rest
-constexpr auto kProgressEventInterval = std::chrono::seconds(2);
 constexpr uint64_t kMiB = 1024 * 1024;
 
 // The directory PostgreSQL keeps inside each tablespace location (TABLESPACE_VERSION_DIRECTORY).
 const char* const kTablespaceVersionDirSql =
     "SELECT 'PG_' || current_setting('server_version_num')::int / 10000 || '_' || catalog_version_no "
     "FROM pg_control_system()";
-const char* const kCorruptFailpoint = "snapshot:corrupt_before_verify";
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-double Round1(double v) { return static_cast<double>(static_cast<int64_t>(v * 10 + 0.5)) / 10; }
-
-std::string Trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
-std::string Join(const std::vector<std::string>& lines) {
-  std::string out;
-  for (const auto& l : lines) out += (out.empty() ? "" : "\n") + l;
-  return out;
-}
-
-// Test-only: flips one byte in the middle of the first relation file of the backup, so that the
-// verification failure path runs against a real pg_verifybackup rather than a simulated one.
-std::string CorruptOneFile(const std::string& data_dir) {
-  std::vector<std::string> candidates;
-  for (const auto& e : fs::recursive_directory_iterator(JoinPath(data_dir, "base"))) {
-    std::error_code ec;
-    if (e.is_regular_file(ec) && e.file_size(ec) > 0) candidates.push_back(e.path().string());
-  }
-  if (candidates.empty()) throw std::runtime_error("no file to corrupt in " + data_dir);
-  std::sort(candidates.begin(), candidates.end());
-  const std::string& path = candidates.front();
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("could not open " + path);
-  off_t offset = static_cast<off_t>(fs::file_size(path) / 2);
-  unsigned char byte = 0;
-  bool ok = pread(fd, &byte, 1, offset) == 1;
-  byte ^= 0xFF;
-  ok = ok && pwrite(fd, &byte, 1, offset) == 1 && fsync(fd) == 0;
-  close(fd);
-  if (!ok) throw std::runtime_error("could not corrupt " + path);
-  return path.substr(data_dir.size() + 1);
-}
-
-// Keeps the job's progress and its event log current while pg_basebackup runs: the progress
-// fraction on every line, an event at most every kProgressEventInterval (and for the last line).
-class BasebackupReporter {
- public:
-  explicit BasebackupReporter(JobContext& ctx) : ctx_(ctx), started_(Clock::now()) {}
-
-  void OnLine(const std::string& line) {
-    auto p = ParseBasebackupProgress(line);
-    if (!p) {
-      messages_.push_back(line);
-      bool bad = line.find("error") != std::string::npos || line.find("warning") != std::string::npos ||
-                 line.find("WARNING") != std::string::npos;
-      ctx_.Event("snapshot", bad ? "warning" : "info", line);
-      return;
-    }
-    last_ = *p;
-    last_reported_ = false;
-    ctx_.Progress(kBasebackupShare * p->percent / 100.0);
-    auto now = Clock::now();
-    if (!reported_any_ || now - last_event_ >= kProgressEventInterval) Report(now);
-  }
-
-  // After pg_basebackup exits: the final totals, unless already reported.
-  void Finish() {
-    if (last_ && !last_reported_) Report(Clock::now());
-  }
-
-  const std::vector<std::string>& messages() const { return messages_; }
-
- private:
-  void Report(Clock::time_point now) {
-    double done_mb = static_cast<double>(last_->done_kb) / 1024.0;
-    double total_mb = static_cast<double>(last_->total_kb) / 1024.0;
-    double elapsed = std::max(0.001, Seconds(now - started_));
-    double rate = done_mb / elapsed;
-    std::ostringstream msg;
-    msg.setf(std::ios::fixed);
-    msg.precision(1);
-    msg << "base backup " << last_->percent << "% (" << done_mb << " of " << total_mb << " MB, " << rate
-        << " MB/s)";
-    ctx_.Event("snapshot", "info", msg.str(),
-               {{"percent", last_->percent},
-                {"done_mb", Round1(done_mb)},
-                {"total_mb", Round1(total_mb)},
-                {"mb_per_s", Round1(rate)}});
-    reported_any_ = true;
-    last_reported_ = true;
-    last_event_ = now;
-  }
-
-  JobContext& ctx_;
-  Clock::time_point started_, last_event_;
-  std::optional<BasebackupProgress> last_;
-  bool reported_any_ = false, last_reported_ = false;
-  std::vector<std::string> messages_;
-};
 
 uint64_t ClusterBytes(PgConn& conn) {
   return std::stoull(conn.Exec("SELECT sum(pg_database_size(oid))::bigint::text FROM pg_database").Scalar());
@@ -202,79 +91,42 @@ uint64_t MbToBytes(uint64_t mb) {
   return mb > std::numeric_limits<uint64_t>::max() / kMiB ? std::numeric_limits<uint64_t>::max() : mb * kMiB;
 }
 
-// Refuses before anything is copied when the snapshot would eat into the reserve. The whole
-// snapshot, its tablespaces included, lands in snapshot_dir, and pg_database_size counts every
-// tablespace of a database.
-void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_id) {
+// Refuses before anything is copied when the snapshot would eat into the reserve. A basebackup
+// snapshot, its tablespaces included, lands whole in snapshot_dir (pg_database_size counts every
+// tablespace of a database); a reflink one needs only its WAL and the filesystem's metadata.
+void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_id,
+                    const std::string& method) {
   const AgentConfig& config = ctx.config();
   uint64_t cluster_bytes = ClusterBytes(conn);
+  uint64_t segment_bytes =
+      std::stoull(conn.Exec("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").Scalar());
+  uint64_t extra_bytes = SnapshotExtraBytes(method, cluster_bytes, segment_bytes);
   uint64_t reserve_bytes = MbToBytes(config.disk_reserve_mb);
   uint64_t free_bytes = FreeBytes(config.snapshot_dir);
-  uint64_t needed = cluster_bytes > std::numeric_limits<uint64_t>::max() - reserve_bytes
+  uint64_t needed = extra_bytes > std::numeric_limits<uint64_t>::max() - reserve_bytes
                         ? std::numeric_limits<uint64_t>::max()
-                        : cluster_bytes + reserve_bytes;
-  nlohmann::json detail = {{"snapshot_dir", config.snapshot_dir},
-                           {"free_bytes", free_bytes},
-                           {"cluster_bytes", cluster_bytes},
-                           {"reserve_bytes", reserve_bytes}};
+                        : extra_bytes + reserve_bytes;
+  nlohmann::json detail = {{"snapshot_dir", config.snapshot_dir}, {"free_bytes", free_bytes},
+                           {"cluster_bytes", cluster_bytes},      {"extra_bytes", extra_bytes},
+                           {"reserve_bytes", reserve_bytes},      {"method", method}};
+  auto mb = [](uint64_t bytes) { return std::to_string((bytes + kMiB - 1) / kMiB); };
+  std::string need = method == "reflink" ? "a reflink snapshot of the " + mb(cluster_bytes) +
+                                               " MB cluster needs " + mb(extra_bytes) + " MB"
+                                         : "the cluster is " + mb(cluster_bytes) + " MB";
   if (free_bytes < needed) {
     detail["hint"] =
         "Free space in the snapshot directory, or lower agent.disk_reserve_mb in the agent's configuration.";
     throw JobFailure("not enough free space for snapshot " + snapshot_id + " in \"" + config.snapshot_dir +
-                         "\": " + std::to_string(free_bytes / kMiB) + " MB free, but the cluster is " +
-                         std::to_string((cluster_bytes + kMiB - 1) / kMiB) + " MB and " +
-                         std::to_string(config.disk_reserve_mb) + " MB must remain free (agent.disk_reserve_mb)",
+                         "\": " + std::to_string(free_bytes / kMiB) + " MB free, but " + need + " and " +
+                         std::to_string(config.disk_reserve_mb) +
+                         " MB must remain free (agent.disk_reserve_mb)",
                      detail);
   }
   ctx.Info("snapshot",
            "free space checked: " + std::to_string(free_bytes / kMiB) + " MB free, cluster " +
-               std::to_string((cluster_bytes + kMiB - 1) / kMiB) + " MB, reserve " +
+               mb(cluster_bytes) + " MB, needed " + mb(extra_bytes) + " MB (" + method + "), reserve " +
                std::to_string(config.disk_reserve_mb) + " MB",
            detail);
-}
-
-// Never --no-sync: pg_basebackup then fsyncs every file of the backup before it exits, and a
-// rollback relies on the snapshot being on disk (Publish renames it durably).
-// Same-host tablespaces cannot be written to their own locations: each goes to
-// <snapshot>/tablespaces.partial/<oid> (pg_basebackup refuses a non-empty location otherwise).
-std::vector<std::string> BasebackupArgv(const AgentConfig& config, const std::string& target,
-                                        const std::string& snapshot_id, const ExternalLayout& layout,
-                                        const std::string& tablespaces_target) {
-  std::vector<std::string> argv = {JoinPath(config.bin_dir, "pg_basebackup"),
-                                    "-D",
-                                    target,
-                                    "-Fp",
-                                    "-Xstream",
-                                    "--checkpoint=fast",
-                                    "--progress",
-                                    "--no-password",
-                                    "--label",
-                                    "safe-upgrade " + snapshot_id,
-                                    "-h",
-                                    config.socket_dir,
-                                    "-p",
-                                    std::to_string(config.port)};
-  if (!config.db_user.empty()) {
-    argv.push_back("-U");
-    argv.push_back(config.db_user);
-  }
-  if (!config.backup_max_rate.empty()) {
-    argv.push_back("--max-rate");
-    argv.push_back(config.backup_max_rate);
-  }
-  for (const auto& mapping : TablespaceMappingArgs(layout, tablespaces_target)) argv.push_back(mapping);
-  return argv;
-}
-
-ProcessOptions ToolOptions(const AgentConfig& config) {
-  ProcessOptions opt;
-  // Untranslated messages, so progress lines parse and errors read the same in every locale.
-  opt.env["LC_ALL"] = "C";
-  opt.env["PGAPPNAME"] = "safe-upgrade-agent snapshot";
-  opt.timeout = std::chrono::seconds(std::max(60, config.job_timeout_s));
-  // The backup is taken while production serves; its client side and the verification yield.
-  opt.low_priority = true;
-  return opt;
 }
 
 // Our own scratch copies from an interrupted run of this job: never a published snapshot.
@@ -392,55 +244,30 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
            "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
                upgrade.from_version + " -> " + upgrade.to_version,
            {{"layout", layout.ToJson()}});
+  // The method, before anything is copied: "reflink" that cannot be had fails here.
+  SnapshotMethodChoice choice = ChooseSnapshotMethod(config);
+  if (!choice.possible)
+    throw JobFailure(
+        "cannot take a reflink snapshot: " + choice.reason,
+        {{"snapshot_method", choice.ToJson()},
+         {"hint",
+          "Put the data directory, snapshot_dir, work_dir, the tablespaces and pg_wal on one XFS "
+          "(reflink=1) or btrfs filesystem, or set agent.snapshot_method to \"auto\" or "
+          "\"basebackup\"; production was not touched."}});
+  ctx.Info("snapshot", "snapshot method: " + choice.method + " (" + choice.reason + ")",
+           {{"snapshot_method", choice.ToJson()}});
   if (IsDirectory(dir)) RemoveLeftovers(ctx, dir);
-  CheckFreeSpace(ctx, *conn, snapshot_id);
+  CheckFreeSpace(ctx, *conn, snapshot_id, choice.method);
   conn.reset();  // idle for the whole copy otherwise
   EnsureDir(dir, 0700);
 
-  // --- base backup ---
-  auto started = Clock::now();
-  BasebackupReporter reporter(ctx);
-  ProcessOptions bb_opt = ToolOptions(config);
-  bb_opt.on_stderr_line = [&](const std::string& line) { reporter.OnLine(line); };
-  ctx.Info("snapshot", "pg_basebackup into " + partial +
-                           (config.backup_max_rate.empty() ? "" : " (max rate " + config.backup_max_rate + ")"));
-  const std::string tablespaces_partial = JoinPath(dir, "tablespaces.partial");
-  auto bb = RunProcess(BasebackupArgv(config, partial, snapshot_id, layout, tablespaces_partial), bb_opt);
-  reporter.Finish();
-  double basebackup_s = Seconds(Clock::now() - started);
-  if (!bb.Ok()) {
-    std::string stderr_text = Join(reporter.messages());
-    ProcessResult shown = bb;
-    shown.err = stderr_text;
-    throw JobFailure(shown.Describe("pg_basebackup"),
-                     {{"tool", "pg_basebackup"}, {"exit_code", bb.exit_code}, {"stderr", stderr_text}});
-  }
-  ctx.Failpoint("snapshot:after_basebackup");
-
-  // --- verification ---
-  const char* fp = getenv("SAFE_UPGRADE_FAILPOINT");
-  if (fp && std::string(fp) == kCorruptFailpoint) {
-    std::string file = CorruptOneFile(partial);
-    ctx.Event("snapshot", "warning", "test failpoint " + std::string(kCorruptFailpoint) + ": corrupted " + file);
-  }
-  auto verify_started = Clock::now();
-  auto verify = RunProcess({JoinPath(config.bin_dir, "pg_verifybackup"), partial}, ToolOptions(config));
-  double verify_s = Seconds(Clock::now() - verify_started);
-  if (!verify.Ok()) {
-    std::string stderr_text = Trimmed(verify.err);
-    ctx.Event("snapshot", "error",
-              "the backup in " + partial + " failed verification; it is kept for inspection and removed by the "
-              "next snapshot attempt");
-    throw JobFailure(verify.Describe("pg_verifybackup"),
-                     {{"tool", "pg_verifybackup"}, {"exit_code", verify.exit_code}, {"stderr", stderr_text}});
-  }
-  ctx.Progress(0.95);
-  ctx.Info("snapshot", "pg_verifybackup: backup verified", {{"verify_s", Round1(verify_s)}});
-  ctx.Failpoint("snapshot:after_verify");
+  auto started = std::chrono::steady_clock::now();
+  uint64_t free_before = FreeBytes(config.snapshot_dir);
+  SnapshotTarget target{snapshot_id, dir, partial, JoinPath(dir, "tablespaces.partial"), served_sysid};
+  BackupTaken taken = choice.method == "reflink" ? TakeReflinkSnapshot(ctx, target, layout)
+                                                 : TakeBasebackup(ctx, target, layout);
 
   // --- facts ---
-  BackupLabelFacts label = ParseBackupLabel(ReadFile(JoinPath(partial, "backup_label")));
-  std::string stop_lsn = ParseManifestStopLsn(ReadFile(JoinPath(partial, "backup_manifest")));
   ClusterFacts backup_facts = ReadControlData(config.bin_dir, partial);
   if (backup_facts.system_identifier != served_sysid)
     throw JobFailure("the backup's system identifier " + std::to_string(backup_facts.system_identifier) +
@@ -453,34 +280,50 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   }
   uint64_t size_bytes = TreeSize(partial);
   for (auto& ts : layout.tablespaces) {
-    std::string copy = JoinPath(tablespaces_partial, ts.oid);
+    std::string copy = JoinPath(target.tablespaces_partial, ts.oid);
     if (!IsDirectory(JoinPath(copy, layout.version_dir)))
       throw JobFailure("the backup of tablespace " + ts.oid + " (" + ts.location + ") has no " +
                        layout.version_dir + " in " + copy);
     ts.size_bytes = TreeSize(copy);
     size_bytes += ts.size_bytes;
   }
-  double duration_s = Seconds(Clock::now() - started);
+  // The disk the snapshot took, measured as the drop in free space of its filesystem: cheap, and
+  // an upper bound, since production's own writes to that filesystem meanwhile count too.
+  uint64_t free_after = FreeBytes(config.snapshot_dir);
+  uint64_t disk_used = free_before > free_after ? free_before - free_after : 0;
+  double duration_s = SecondsSince(started);
 
   nlohmann::json meta = {{"snapshot_id", snapshot_id},
                          {"upgrade_id", upgrade_id},
                          {"system_identifier", std::to_string(served_sysid)},
-                         {"timeline", label.timeline},
-                         {"backup_start_lsn", label.start_lsn},
-                         {"backup_stop_lsn", stop_lsn},
+                         {"timeline", taken.timeline},
+                         {"backup_start_lsn", taken.start_lsn},
+                         {"backup_stop_lsn", taken.stop_lsn},
                          {"size_bytes", size_bytes},
+                         {"disk_used_bytes", disk_used},
                          {"duration_s", Round1(duration_s)},
                          {"extensions", extensions},
                          {"layout", layout.ToJson()},
                          {"created_at", NowIso8601()},
+                         {"method", taken.method},
+                         {"method_reason", choice.reason},
+                         {"verification", taken.verification},
                          {"verified", true}};
+  if (taken.detail.contains("tablespace_map")) meta["tablespace_map"] = taken.detail["tablespace_map"];
 
   Publish(dir, partial, data_dir, meta_path, meta, layout);
   ctx.journal().Update(upgrade_id, [&](nlohmann::json& doc) { doc["snapshot_id"] = snapshot_id; });
+  nlohmann::json detail = taken.detail;
+  detail.erase("tablespace_map");
+  detail["duration_s"] = Round1(duration_s);
+  detail["method"] = taken.method;
+  detail["verification"] = taken.verification.value("method", "");
+  detail["disk_used_bytes"] = disk_used;
   ctx.Info("snapshot",
-           "snapshot " + snapshot_id + " verified: " + std::to_string(size_bytes / kMiB) + " MB, " +
-               label.start_lsn + " to " + stop_lsn + " on timeline " + std::to_string(label.timeline),
-           {{"basebackup_s", Round1(basebackup_s)}, {"verify_s", Round1(verify_s)}, {"duration_s", Round1(duration_s)}});
+           "snapshot " + snapshot_id + " verified: " + std::to_string(size_bytes / kMiB) + " MB (" +
+               taken.method + "), " + taken.start_lsn + " to " + taken.stop_lsn + " on timeline " +
+               std::to_string(taken.timeline),
+           detail);
 
   RunRetention(ctx, snapshot_id);
   return meta;

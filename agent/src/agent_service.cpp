@@ -11,6 +11,7 @@
 #include "fs_util.h"
 #include "jobs.h"
 #include "pg_conn.h"
+#include "reflink.h"
 #include "retention.h"
 #include "rollback_target.h"
 #include "upgrade_runner.h"
@@ -133,6 +134,11 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_wal_archive_files(archive.files);
     resp->set_wal_archive_bytes(archive.bytes);
     resp->set_wal_archive_reported(true);
+    SnapshotMethodChoice method = ChooseSnapshotMethod(config_);
+    resp->set_snapshot_method_configured(method.configured);
+    resp->set_snapshot_method(method.method);
+    resp->set_snapshot_method_reason(method.reason);
+    resp->set_snapshot_method_possible(method.possible);
     if (auto needed = WalNeededFrom(config_); needed && archive.segment_bytes > 0)
       resp->set_wal_needed_from(WalSegmentName(1, *needed, archive.segment_bytes));
     return grpc::Status::OK;

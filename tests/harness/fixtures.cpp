@@ -80,6 +80,34 @@ void ReleaseApply(HeldApply& h) {
   h.blocker.reset();
 }
 
+bool WriteMarkersAroundDoomedApply(const TestCluster& c, HeldApply& h, std::unique_ptr<PgConn> writer,
+                                   const std::function<void()>& while_applying) {
+  WriteBatch(*writer, 1);
+  writer->Exec("INSERT INTO poison VALUES (1000)");
+  c.Scalar("SELECT safe_upgrade.approve($1::bigint)", {std::to_string(h.id)});
+  if (!WaitForRestorePoint(c, h.id)) {
+    ADD_FAILURE() << "no restore point\n" << c.Events(h.id);
+    return false;
+  }
+  WriteBatch(*writer, 2);
+  if (!c.WaitForState(h.id, "applying", 120s)) {
+    ADD_FAILURE() << "never applying\n" << c.Events(h.id);
+    return false;
+  }
+  if (while_applying) while_applying();
+  WriteBatch(*writer, 3);
+  writer.reset();
+  ReleaseApply(h);
+  return true;
+}
+
+void ExpectOnlyRowsBeforeRestorePoint(const TestCluster& c) {
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(c.Scalar("SELECT string_agg(DISTINCT batch::text, ',' ORDER BY batch::text) FROM marks"), "1");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks"), "100");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM poison"), "1");
+}
+
 std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
   EXPECT_TRUE(c.WaitForState(h.id, "applying", 300s)) << c.Events(h.id);
   std::string ready = ReadyDir(c, h.id);

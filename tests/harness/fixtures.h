@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -34,6 +35,15 @@ HeldApply StartHeldUpgrade(const TestCluster& c, const std::string& rollback_tar
 // apply then fails its health check once the held lock is released (ReleaseApply).
 void ApproveDoomedApply(const TestCluster& c, const HeldApply& h);
 void ReleaseApply(HeldApply& h);
+
+// The marker rows of a rollback test around the held upgrade h, with writer's session: batch 1 and
+// the poison value before the restore point, the approval, batch 2 after the restore point,
+// while_applying() once the upgrade is applying, batch 3, then the release, after which the apply
+// fails its health check. Returns false (with a failure recorded) when a step never came.
+bool WriteMarkersAroundDoomedApply(const TestCluster& c, HeldApply& h, std::unique_ptr<PgConn> writer,
+                                   const std::function<void()>& while_applying = {});
+// After the rollback of such an upgrade: su_rollback_fixture at 1.0 again, and exactly batch 1.
+void ExpectOnlyRowsBeforeRestorePoint(const TestCluster& c);
 
 // Whether the upgrade's restore point was created within the timeout.
 bool WaitForRestorePoint(const TestCluster& c, int64_t upgrade_id,

@@ -52,8 +52,8 @@ bool ExtensionAvailable(PgConn& conn, const std::string& name) {
 }
 
 TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) {
-  char tmpl[] = "/tmp/su-test-XXXXXX";
-  if (!mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+  std::string tmpl = JoinPath(options_.root_parent, "su-test-XXXXXX");
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed in " + options_.root_parent);
   root_ = tmpl;
   chmod(root_.c_str(), 0755);
   SandboxOptions so;

@@ -34,6 +34,9 @@ struct ClusterOptions {
   // A pg_createcluster cluster (configuration in /etc, controlled with pg_ctlcluster) instead of
   // an initdb directory; needs root (check DebianClustersUnavailable() first). Dropped afterwards.
   bool debian_cluster = false;
+  // Where the cluster's temporary root directory is made (everything of the sandbox lives in it:
+  // data directory, snapshots, WAL archive, work directory); a filesystem a test mounted.
+  std::string root_parent = "/tmp";
 };
 
 class TestCluster {

@@ -148,7 +148,7 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   SpinLockAcquire(&s->mutex);
   memcpy(&copy, s, sizeof copy);
   SpinLockRelease(&s->mutex);
-  constexpr int kColumns = 17;
+  constexpr int kColumns = 21;
   Datum values[kColumns];
   bool nulls[kColumns];
   for (int i = 0; i < kColumns; ++i) nulls[i] = i >= 8;
@@ -190,6 +190,13 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
       values[15] = Int64GetDatum(static_cast<int64>(copy.wal_archive_files));
       values[16] = Int64GetDatum(static_cast<int64>(copy.wal_archive_bytes));
       nulls[15] = nulls[16] = !copy.wal_archive_reported;
+      // An agent that does not know snapshot methods leaves these NULL.
+      bool method_known = copy.snapshot_method[0] != '\0';
+      values[17] = CStringGetTextDatum(copy.snapshot_method_configured);
+      values[18] = CStringGetTextDatum(copy.snapshot_method);
+      values[19] = CStringGetTextDatum(copy.snapshot_method_reason);
+      values[20] = BoolGetDatum(copy.snapshot_method_possible);
+      nulls[17] = nulls[18] = nulls[19] = nulls[20] = !method_known;
     }
   }
   values[7] = Int32GetDatum(copy.worker_pid);

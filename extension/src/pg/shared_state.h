@@ -33,6 +33,10 @@ struct SharedState {
   uint64 wal_archive_files;
   uint64 wal_archive_bytes;
   bool wal_archive_reported;
+  char snapshot_method_configured[16];
+  char snapshot_method[16];
+  char snapshot_method_reason[512];
+  bool snapshot_method_possible;
   TimestampTz checked_at;
 };
 

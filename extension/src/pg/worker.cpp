@@ -98,6 +98,11 @@ void CheckAgent() {
     s->wal_archive_files = ping.wal_archive_files;
     s->wal_archive_bytes = ping.wal_archive_bytes;
     s->wal_archive_reported = ping.wal_archive_reported;
+    CopyString(s->snapshot_method_configured, sizeof s->snapshot_method_configured,
+               ping.snapshot_method_configured);
+    CopyString(s->snapshot_method, sizeof s->snapshot_method, ping.snapshot_method);
+    CopyString(s->snapshot_method_reason, sizeof s->snapshot_method_reason, ping.snapshot_method_reason);
+    s->snapshot_method_possible = ping.snapshot_method_possible;
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

@@ -114,6 +114,10 @@ class GrpcAgentClient final : public AgentClient {
       out.wal_archive_reported = resp.wal_archive_reported();
       out.disk_reserve_bytes = resp.disk_reserve_bytes();
       out.wal_archive_writable = resp.wal_archive_writable();
+      out.snapshot_method_configured = resp.snapshot_method_configured();
+      out.snapshot_method = resp.snapshot_method();
+      out.snapshot_method_reason = resp.snapshot_method_reason();
+      out.snapshot_method_possible = resp.snapshot_method_possible();
     }
     return FromStatus(status);
   }

@@ -28,6 +28,9 @@ struct AgentPing {
   std::string wal_archive_newest, wal_archive_oldest, wal_needed_from;
   uint64_t wal_archive_files = 0, wal_archive_bytes = 0;
   bool wal_archive_reported = false;
+  // agent.snapshot_method as configured, what it resolves to, why; empty from older agents.
+  std::string snapshot_method_configured, snapshot_method, snapshot_method_reason;
+  bool snapshot_method_possible = true;
 };
 
 struct AgentEvent {
