@@ -60,9 +60,14 @@ TEST(BenchSmoke, bench_runs_end_to_end_at_a_tiny_size_and_writes_every_measureme
   std::string scratch = JoinPath(fs::temp_directory_path().string(), "su-bench-smoke-" + std::to_string(getpid()));
   std::string results = JoinPath(scratch, "results");
   ProcessOptions opt;
-  opt.env = {{"BUILD_DIR", BuildDir()},       {"BENCH_SIZES", "tiny"},         {"BENCH_RUNS", "1"},
-             {"BENCH_IDLE_S", "3"},           {"BENCH_TPS_S", "3"},            {"BENCH_CHART", "1"},
-             {"BENCH_WORK_DIR", JoinPath(scratch, "work")}, {"BENCH_RESULTS_DIR", results}};
+  opt.env = {{"BUILD_DIR", BuildDir()},
+             {"BENCH_SIZES", "tiny"},
+             {"BENCH_RUNS", "1"},
+             {"BENCH_IDLE_S", "3"},
+             {"BENCH_TPS_S", "3"},
+             {"BENCH_CHART", "1"},
+             {"BENCH_WORK_DIR", JoinPath(scratch, "work")},
+             {"BENCH_RESULTS_DIR", results}};
   opt.timeout = std::chrono::minutes(12);
   ProcessResult r = RunProcess({"bash", script}, opt);
   ASSERT_TRUE(r.Ok()) << r.Describe("bench/run.sh") << "\nstdout:\n" << r.out << "\nstderr:\n" << r.err;
@@ -88,12 +93,15 @@ TEST(BenchSmoke, bench_runs_end_to_end_at_a_tiny_size_and_writes_every_measureme
   const json& s = doc["sizes"][0];
   ExpectNumber(s, "size_mb", "sizes[0]");
   for (const char* k : {"ours_s", "pgbackrest_full_s", "cp_a_s"}) ExpectSeries(s["snapshot"], k, "snapshot");
-  for (const char* k : {"ours_median_s", "pgbackrest_full_median_s", "cp_a_median_s", "ours_vs_pgbackrest", "ours_vs_cp_a"})
+  for (const char* k :
+       {"ours_median_s", "pgbackrest_full_median_s", "cp_a_median_s", "ours_vs_pgbackrest", "ours_vs_cp_a"})
     ExpectNumber(s["snapshot"], k, "snapshot");
-  for (const char* k : {"ours_s", "raw_copy_start_s"}) ExpectSeries(s["dry_run_provisioning"], k, "dry_run_provisioning");
+  for (const char* k : {"ours_s", "raw_copy_start_s"})
+    ExpectSeries(s["dry_run_provisioning"], k, "dry_run_provisioning");
   for (const char* k : {"ours_median_s", "raw_copy_start_median_s", "ours_vs_raw"})
     ExpectNumber(s["dry_run_provisioning"], k, "dry_run_provisioning");
-  for (const char* k : {"ours_s", "pgbackrest_delta_s", "pgbackrest_full_s"}) ExpectSeries(s["rollback_rto"], k, "rollback_rto");
+  for (const char* k : {"ours_s", "pgbackrest_delta_s", "pgbackrest_full_s"})
+    ExpectSeries(s["rollback_rto"], k, "rollback_rto");
   for (const char* k : {"ours_median_s", "pgbackrest_delta_median_s", "pgbackrest_full_median_s",
                         "ours_vs_pgbackrest_delta", "ours_vs_pgbackrest_full"})
     ExpectNumber(s["rollback_rto"], k, "rollback_rto");
