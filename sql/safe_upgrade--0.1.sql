@@ -587,10 +587,10 @@ BEGIN
   -- archive (four segments) and the filesystem's metadata (1/200 of the cluster at most).
   v_method := coalesce(a.snapshot_method, 'basebackup');
   v_extra := jsonb_build_object(
-    'basebackup', v_cluster_size,
-    'reflink', 4 * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'wal_segment_size')
+    'basebackup_bytes', v_cluster_size,
+    'reflink_bytes', 4 * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'wal_segment_size')
                + v_cluster_size / 200);
-  v_snapshot_need := (v_extra ->> v_method)::bigint;
+  v_snapshot_need := (v_extra ->> (v_method || '_bytes'))::bigint;
 
   IF v_in_recovery THEN
     v_reasons := v_reasons || 'this server is a standby (in recovery); extensions are upgraded on the primary'::text;
@@ -709,7 +709,7 @@ BEGIN
     'snapshot_method', a.snapshot_method,
     'snapshot_method_configured', a.snapshot_method_configured,
     'snapshot_method_reason', a.snapshot_method_reason,
-    'snapshot_extra_disk_bytes', v_extra,
+    'snapshot_extra_disk', v_extra,
     'snapshot_disk_needed_bytes', v_snapshot_need,
     'wal_archive', jsonb_build_object(
       'files', a.wal_archive_files,

@@ -285,8 +285,8 @@ TEST(ReflinkFallback, auto_where_extents_cannot_be_cloned_takes_a_basebackup_and
   json pitr = plan["pitr"];
   EXPECT_EQ(pitr.value("snapshot_method", ""), "basebackup") << pitr.dump(2);
   uint64_t cluster = pitr.value("cluster_size_bytes", uint64_t{0});
-  EXPECT_EQ(pitr["snapshot_extra_disk_bytes"].value("basebackup", uint64_t{0}), cluster) << pitr.dump(2);
-  EXPECT_EQ(pitr["snapshot_extra_disk_bytes"].value("reflink", uint64_t{0}), 4 * (16u << 20) + cluster / 200)
+  EXPECT_EQ(pitr["snapshot_extra_disk"].value("basebackup_bytes", uint64_t{0}), cluster) << pitr.dump(2);
+  EXPECT_EQ(pitr["snapshot_extra_disk"].value("reflink_bytes", uint64_t{0}), 4 * (16u << 20) + cluster / 200)
       << pitr.dump(2);
   EXPECT_EQ(pitr.value("snapshot_disk_needed_bytes", uint64_t{0}), cluster) << pitr.dump(2);
 }
