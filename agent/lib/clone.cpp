@@ -305,6 +305,7 @@ void Clone::WriteSettings() {
 void Clone::Start() {
   const AgentConfig& config = ctx_.config();
   ServerControl server(config.bin_dir, data_dir_, "pg_ctl", "", log_file_);
+  server.LowPriority();
   auto started = std::chrono::steady_clock::now();
   try {
     server.Start({}, std::chrono::seconds(std::max(60, config.job_timeout_s)));

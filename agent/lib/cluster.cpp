@@ -95,6 +95,7 @@ void ServerControl::Stop(const std::string& mode, std::chrono::seconds timeout) 
 void ServerControl::Start(const std::vector<std::string>& extra_options, std::chrono::seconds timeout, bool wait) {
   ProcessOptions opt;
   opt.run_as = run_as_;
+  opt.low_priority = low_priority_;
   opt.timeout = timeout + std::chrono::seconds(10);
   auto words = SplitWords(control_);
   if (words[0] == "pg_ctl") {

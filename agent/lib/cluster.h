@@ -42,10 +42,17 @@ class ServerControl {
   // postmaster pid from postmaster.pid, or 0.
   long PostmasterPid() const;
   const std::string& data_dir() const { return data_dir_; }
+  // Scratch servers (clones, the parked target before it is needed): started at low CPU and I/O
+  // priority, so that production, busy or not, wins every contention with them.
+  ServerControl& LowPriority() {
+    low_priority_ = true;
+    return *this;
+  }
 
  private:
   bool QuitAndWait(std::chrono::seconds timeout) const;
   std::string bin_dir_, data_dir_, control_, run_as_, server_log_;
+  bool low_priority_ = false;
 };
 
 ClusterFacts ReadControlData(const std::string& bin_dir, const std::string& data_dir, const std::string& run_as = "");

@@ -188,6 +188,11 @@ bool CopiesShareExtents(const std::string& from_dir, const std::string& to_dir) 
   return ok;
 }
 
+void DiscountSharedExtents(const std::string& source_dir, std::vector<Placement>& placements) {
+  for (auto& placement : placements)
+    if (placement.bytes && CopiesShareExtents(source_dir, placement.dir)) placement.bytes = 0;
+}
+
 uint64_t SnapshotExtraBytes(const std::string& method, uint64_t cluster_bytes, uint64_t wal_segment_bytes) {
   if (method != "reflink") return cluster_bytes;
   return 4 * wal_segment_bytes + cluster_bytes / 200;

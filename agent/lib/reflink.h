@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config.h"
+#include "tablespaces.h"
 
 namespace safe_upgrade {
 
@@ -55,6 +56,11 @@ SnapshotMethodChoice ChooseSnapshotMethod(const AgentConfig& config);
 // Whether a copy from from_dir into to_dir shares extents (cp --reflink=auto then takes no data
 // blocks): one filesystem, and a probe file clones inside to_dir (or its nearest existing parent).
 bool CopiesShareExtents(const std::string& from_dir, const std::string& to_dir);
+
+// Copies from source_dir that land in a placement sharing its extents take no data blocks: their
+// bytes are not counted against that placement's free space (the parked target's and the cold
+// restore's checks).
+void DiscountSharedExtents(const std::string& source_dir, std::vector<Placement>& placements);
 
 // The extra disk a snapshot of cluster_bytes needs in snapshot_dir, by method. basebackup: a full
 // copy. reflink: the WAL copied from the archive (a few segments: the copy takes seconds) and the

@@ -20,6 +20,7 @@
 #include "pg_conn.h"
 #include "process.h"
 #include "recovery_settings.h"
+#include "reflink.h"
 #include "rollback_target.h"
 #include "tablespaces.h"
 #include "upgrade_runner.h"
@@ -243,8 +244,9 @@ class Rollback {
     OutsidePlan outside = Outside();
     uint64_t data_bytes = rc_["snapshot_bytes"].get<uint64_t>();
     for (const auto& ts : outside.snapshot.tablespaces) data_bytes -= std::min(data_bytes, ts.size_bytes);
-    std::string short_of = RoomRefusal(outside.RestorePlacements(data_bytes, Dirname(config_.data_directory)),
-                                       config_.disk_reserve_mb * 1024 * 1024);
+    std::vector<Placement> placements = outside.RestorePlacements(data_bytes, Dirname(config_.data_directory));
+    DiscountSharedExtents(rc_["snapshot_data"].get<std::string>(), placements);
+    std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
     if (!short_of.empty())
       throw JobFailure("not enough disk to restore the snapshot: " + short_of, {{"stage", "precheck"}});
   }

@@ -17,6 +17,7 @@
 #include "fs_util.h"
 #include "process.h"
 #include "recovery_settings.h"
+#include "reflink.h"
 #include "snapshot.h"
 #include "tablespaces.h"
 
@@ -244,6 +245,7 @@ class Preparation {
     }
     if (!layout.wal_dir.empty())
       placements.push_back({Dirname(layout.wal_dir), TreeSize(JoinPath(source, "pg_wal"))});
+    DiscountSharedExtents(SnapshotDir(config_, snapshot_id), placements);
     std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
     if (!short_of.empty())
       throw std::runtime_error("not enough free disk for it next to production: " + short_of);
@@ -320,6 +322,7 @@ class Preparation {
     // Not waiting: a target whose restore point is already archived parks (exits) at once,
     // which pg_ctl -w would report as a failed start; readiness is polled below instead.
     ServerControl(config_.bin_dir, dir, "pg_ctl", "", log)
+        .LowPriority()
         .Start(options, std::chrono::seconds(60), /*wait=*/false);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(std::max(60, config_.job_timeout_s));
     // pg_ctl -W returns before postmaster.pid exists; give the server a moment to write it.
