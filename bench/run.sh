@@ -30,6 +30,7 @@
 #   BENCH_TPS_S          seconds of the baseline pgbench run (default 10)
 #   BENCH_IDLE_S         seconds to watch the idle scheduler (default 60)
 #   BENCH_MAX_RATE       agent.backup_max_rate for our snapshots (pg_basebackup --max-rate)
+#   BENCH_CHECKPOINT     agent.backup_checkpoint for our snapshots: fast (default) or spread
 #   BENCH_WORK_DIR       scratch directory (default: a new directory under /var/tmp); removed at the end
 #   BENCH_KEEP=1         keep the scratch directory and leave the clusters running
 #   BENCH_RESULTS_DIR (default bench/results), BUILD_DIR (default build), BENCH_CHART=0 (no PNG)
@@ -45,6 +46,7 @@ CLIENTS="${BENCH_CLIENTS:-2}"
 IDLE_S="${BENCH_IDLE_S:-60}"
 TPS_S="${BENCH_TPS_S:-10}"
 MAX_RATE="${BENCH_MAX_RATE:-}"
+CHECKPOINT="${BENCH_CHECKPOINT:-fast}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$ROOT/bench/results}"
 CHART="${BENCH_CHART:-1}"
 METHODS="${BENCH_METHODS:-basebackup reflink}"
@@ -282,6 +284,7 @@ bench_cell() {
   set_agent_key snapshot_method "\"$method\""
   set_agent_key snapshot_retention "$(( RUNS + 1 ))"
   [ -n "$MAX_RATE" ] && set_agent_key backup_max_rate "\"$MAX_RATE\""
+  [ "$CHECKPOINT" != fast ] && set_agent_key backup_checkpoint "\"$CHECKPOINT\""
   if ! restart_agent; then
     say "the agent did not start with snapshot_method = \"$method\"; running without the key"
     method_config="rejected by the agent"
@@ -702,13 +705,14 @@ OUT="$RESULTS_DIR/$STAMP.json"
 jq -n --arg stamp "$STAMP" --argjson cores "$(nproc)" \
   --arg pg "$("$PGBIN/postgres" --version | awk '{ print $3 }')" --arg pgbr "$(pgbackrest version | awk '{ print $2 }')" \
   --arg kernel "$(uname -r)" --arg methods "$METHODS" --arg sizes "$SIZES" --arg rsizes "$REFLINK_SIZES" \
-  --argjson runs "$RUNS" --argjson clients "$CLIENTS" --argjson idle_s "$IDLE_S" --argjson tps_s "$TPS_S" --arg rate "$MAX_RATE" \
+  --argjson runs "$RUNS" --argjson clients "$CLIENTS" --argjson idle_s "$IDLE_S" --argjson tps_s "$TPS_S" --arg rate "$MAX_RATE" --arg checkpoint "$CHECKPOINT" \
   --argjson cells "$CELLS" --argjson skipped "$(printf '%s\n' "${SKIPPED[@]}" | jq -s .)" \
   --argjson idle "${IDLE_JSON:-null}" --argjson targets "$(printf '%s\n' "${TARGETS[@]}" | jq -s .)" \
   --argjson charts "$(printf '%s\n' "${CHARTS[@]}" | jq -R . | jq -s 'map(select(. != ""))')" '
   {timestamp: $stamp, host: {cores: $cores, postgres: $pg, pgbackrest: $pgbr, kernel: $kernel},
    config: {methods: ($methods | split(" ") | map(select(. != ""))), sizes_mb: ($sizes | split(" ") | map(select(. != "") | tonumber)),
             reflink_sizes_mb: ($rsizes | split(" ") | map(select(. != "") | tonumber)), runs: $runs,
+            backup_checkpoint: $checkpoint,
             pgbench: "-n -c \($clients) -j \($clients), unthrottled, restarted whenever the server drops it",
             baseline_tps_s: $tps_s, idle_s: $idle_s, backup_max_rate: $rate,
             downtime: "su-bench-probe: SELECT txid_current() every 5 ms, reconnecting; longest span from the start of a refused write to the end of the next accepted one",

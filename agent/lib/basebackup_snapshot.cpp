@@ -155,7 +155,7 @@ std::vector<std::string> BasebackupArgv(const AgentConfig& config, const Snapsho
                                    target.partial,
                                    "-Fp",
                                    "-Xstream",
-                                   "--checkpoint=fast",
+                                   "--checkpoint=" + config.backup_checkpoint,
                                    "--progress",
                                    "--no-password",
                                    "--label",

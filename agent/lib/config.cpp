@@ -84,6 +84,9 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   if (c.snapshot_method != "auto" && c.snapshot_method != "reflink" && c.snapshot_method != "basebackup")
     throw ConfigError("agent.snapshot_method: \"" + c.snapshot_method +
                       "\" is not one of \"auto\", \"reflink\", \"basebackup\"");
+  Read(tbl, "agent", "backup_checkpoint", c.backup_checkpoint);
+  if (c.backup_checkpoint != "fast" && c.backup_checkpoint != "spread")
+    throw ConfigError("agent.backup_checkpoint: \"" + c.backup_checkpoint + "\" is not one of \"fast\", \"spread\"");
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);
@@ -180,6 +183,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
     << "disk_reserve_mb = " << c.disk_reserve_mb << "\n";
   if (!c.backup_max_rate.empty()) o << "backup_max_rate = " << Quote(c.backup_max_rate) << "\n";
   o << "snapshot_method = " << Quote(c.snapshot_method) << "\n";
+  o << "backup_checkpoint = " << Quote(c.backup_checkpoint) << "\n";
   if (c.allow_root) o << "allow_root = true\n";
   if (!c.agent_binary.empty()) o << "agent_binary = " << Quote(c.agent_binary) << "\n";
   if (!c.tls_ca_file.empty() || c.insecure_tcp) {

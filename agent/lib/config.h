@@ -40,6 +40,11 @@ struct AgentConfig {
   // How snapshots are taken: "reflink" (pg_backup_start/stop and copy-on-write clones of the
   // files), "basebackup" (pg_basebackup) or "auto" (reflink where the probe says it works).
   std::string snapshot_method = "auto";
+  // The checkpoint a snapshot starts from: "fast" (immediate: the snapshot starts at once, and
+  // production's writes compete with the flush for a moment) or "spread" (paced like a scheduled
+  // checkpoint, by checkpoint_completion_target: gentle on a busy server, but the snapshot may
+  // wait up to that fraction of checkpoint_timeout before it starts copying).
+  std::string backup_checkpoint = "fast";
   // The agent's executable as PostgreSQL runs it in restore_command (wal-fetch). A path, not the
   // running image: a package upgrade replaces the file under it. Empty in the file: the path the
   // agent was started from (see ResolveStartedFrom), resolved once at start.

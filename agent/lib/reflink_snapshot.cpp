@@ -42,11 +42,12 @@ constexpr auto kProgressEventInterval = std::chrono::seconds(2);
 class BackupSession {
  public:
   BackupSession(const AgentConfig& config, const std::string& label) {
+    const std::string fast = config.backup_checkpoint == "fast" ? "true" : "false";
     conn_ = ConnectProduction(config, "safe-upgrade-agent snapshot");
     // pg_backup_stop waits for the archiver; a broken archive_command must not hold the job forever.
     conn_->Exec("SELECT pg_catalog.set_config('statement_timeout', $1, false)",
                 {std::to_string(std::max(60, config.job_timeout_s) * 1000)});
-    start_lsn_ = conn_->Exec("SELECT pg_catalog.pg_backup_start($1, true)::text", {label}).Scalar();
+    start_lsn_ = conn_->Exec("SELECT pg_catalog.pg_backup_start($1, $2::boolean)::text", {label, fast}).Scalar();
   }
   ~BackupSession() {
     if (stopped_ || !conn_) return;
@@ -187,8 +188,8 @@ BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, c
                         .Exec("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'")
                         .Scalar());
     checksums = session.conn().Exec("SHOW data_checksums").Scalar();
-    ctx.Info("snapshot", "backup started at " + start_lsn +
-                             " (pg_backup_start); cloning the data directory into " + target.partial);
+    ctx.Info("snapshot", "backup started at " + start_lsn + " (pg_backup_start, " + config.backup_checkpoint +
+                             " checkpoint); cloning the data directory into " + target.partial);
     ctx.Failpoint("snapshot:reflink_backup_started");
     auto copy_started = Clock::now();
     stats = CloneFiles(ctx, target, layout);

@@ -29,6 +29,21 @@ TEST(SnapshotMethodConfig, defaults_to_auto_and_round_trips_through_render) {
   EXPECT_EQ(ParseAgentConfig(RenderAgentConfig(c)).snapshot_method, "reflink");
 }
 
+TEST(SnapshotMethodConfig, the_backup_checkpoint_is_fast_or_spread_and_round_trips) {
+  AgentConfig c = ParseAgentConfig(Toml(""));
+  EXPECT_EQ(c.backup_checkpoint, "fast");
+  c.backup_checkpoint = "spread";
+  EXPECT_EQ(ParseAgentConfig(RenderAgentConfig(c)).backup_checkpoint, "spread");
+  try {
+    ParseAgentConfig(Toml("backup_checkpoint = \"lazy\"\n"));
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("agent.backup_checkpoint"), std::string::npos) << what;
+    EXPECT_NE(what.find("lazy"), std::string::npos) << what;
+  }
+}
+
 TEST(SnapshotMethodConfig, an_unknown_method_is_refused_naming_the_key) {
   try {
     ParseAgentConfig(Toml("snapshot_method = \"zfs\"\n"));
