@@ -72,8 +72,7 @@ void ServerControl::Stop(const std::string& mode, std::chrono::seconds timeout) 
   if (!Running()) return;
   auto words = SplitWords(control_);
   // pg_ctlcluster and systemd may track the server as a unit that must see the stop: asked always.
-  if (mode == "immediate" && run_as_.empty() && words[0] == "pg_ctl" && QuitAndWait(timeout))
-    return;
+  if (mode == "immediate" && run_as_.empty() && words[0] == "pg_ctl" && QuitAndWait(timeout)) return;
   ProcessOptions opt;
   opt.run_as = run_as_;
   opt.timeout = timeout + std::chrono::seconds(10);

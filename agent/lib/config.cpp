@@ -86,7 +86,8 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
                       "\" is not one of \"auto\", \"reflink\", \"basebackup\"");
   Read(tbl, "agent", "backup_checkpoint", c.backup_checkpoint);
   if (c.backup_checkpoint != "fast" && c.backup_checkpoint != "spread")
-    throw ConfigError("agent.backup_checkpoint: \"" + c.backup_checkpoint + "\" is not one of \"fast\", \"spread\"");
+    throw ConfigError("agent.backup_checkpoint: \"" + c.backup_checkpoint +
+                      "\" is not one of \"fast\", \"spread\"");
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);

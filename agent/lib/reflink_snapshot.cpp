@@ -47,7 +47,8 @@ class BackupSession {
     // pg_backup_stop waits for the archiver; a broken archive_command must not hold the job forever.
     conn_->Exec("SELECT pg_catalog.set_config('statement_timeout', $1, false)",
                 {std::to_string(std::max(60, config.job_timeout_s) * 1000)});
-    start_lsn_ = conn_->Exec("SELECT pg_catalog.pg_backup_start($1, $2::boolean)::text", {label, fast}).Scalar();
+    start_lsn_ =
+        conn_->Exec("SELECT pg_catalog.pg_backup_start($1, $2::boolean)::text", {label, fast}).Scalar();
   }
   ~BackupSession() {
     if (stopped_ || !conn_) return;

@@ -244,7 +244,8 @@ class Rollback {
     OutsidePlan outside = Outside();
     uint64_t data_bytes = rc_["snapshot_bytes"].get<uint64_t>();
     for (const auto& ts : outside.snapshot.tablespaces) data_bytes -= std::min(data_bytes, ts.size_bytes);
-    std::vector<Placement> placements = outside.RestorePlacements(data_bytes, Dirname(config_.data_directory));
+    std::vector<Placement> placements =
+        outside.RestorePlacements(data_bytes, Dirname(config_.data_directory));
     DiscountSharedExtents(rc_["snapshot_data"].get<std::string>(), placements);
     std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
     if (!short_of.empty())

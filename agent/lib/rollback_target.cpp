@@ -92,8 +92,9 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
     return false;
   }
   if (facts->timeline <= static_cast<uint32_t>(rp.timeline)) {
-    reason = "it is on timeline " + std::to_string(facts->timeline) + ", not on a new timeline after restore point " +
-             rp.name + "'s timeline " + std::to_string(rp.timeline);
+    reason = "it is on timeline " + std::to_string(facts->timeline) +
+             ", not on a new timeline after restore point " + rp.name + "'s timeline " +
+             std::to_string(rp.timeline);
     return false;
   }
   std::string history = TimelineHistoryFileName(facts->timeline);
@@ -121,8 +122,9 @@ bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointA
     return false;
   }
   if (last->parent != static_cast<uint32_t>(rp.timeline) || branched_at != wanted) {
-    reason = "it was promoted on timeline " + std::to_string(last->parent) + " at " + last->lsn + ", not at restore point " +
-             rp.name + " (timeline " + std::to_string(rp.timeline) + ", " + rp.lsn + ")";
+    reason = "it was promoted on timeline " + std::to_string(last->parent) + " at " + last->lsn +
+             ", not at restore point " + rp.name + " (timeline " + std::to_string(rp.timeline) + ", " +
+             rp.lsn + ")";
     return false;
   }
   // After the swap production archives the history file; an archive that holds another file
@@ -425,11 +427,12 @@ void ParkBeforeApply(JobContext& ctx, const RestorePointAt& rp, const std::strin
   }
   DiscardRollbackTarget(ctx.config(), ctx.journal(), ctx.upgrade_id(), "it could not be parked");
   if (rollback_target_option == "ready")
-    throw JobFailure("the rollback target could not be parked at restore point " + rp.name + ": " + parked.reason +
-                         " (rollback_target is ready); production was not touched",
+    throw JobFailure("the rollback target could not be parked at restore point " + rp.name + ": " +
+                         parked.reason + " (rollback_target is ready); production was not touched",
                      {{"refused", true}, {"rollback_target", detail}});
   ctx.Event("applying", "warning",
-            "the rollback target cannot be used: " + parked.reason + "; a rollback would restore the snapshot instead",
+            "the rollback target cannot be used: " + parked.reason +
+                "; a rollback would restore the snapshot instead",
             detail);
 }
 

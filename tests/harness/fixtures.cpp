@@ -114,7 +114,8 @@ std::string WaitUntilTargetParked(const TestCluster& c, const HeldApply& h) {
   // The apply parks it (promoted at the restore point, then stopped) before it touches production.
   EXPECT_TRUE(WaitUntil(
       [&] {
-        return c.Events(h.id).find("the rollback target was promoted at restore point") != std::string::npos &&
+        return c.Events(h.id).find("the rollback target was promoted at restore point") !=
+                   std::string::npos &&
                IsDirectory(ready) && !PathExists(ready + "/postmaster.pid");
       },
       120s))
