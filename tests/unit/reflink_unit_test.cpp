@@ -22,6 +22,18 @@ std::string Toml(const std::string& extra) {
          extra;
 }
 
+// The agent section's line is refused with a ConfigError that names the key and the bad value.
+void ExpectRefused(const std::string& line, const std::string& key, const std::string& value) {
+  try {
+    ParseAgentConfig(Toml(line + "\n"));
+    FAIL() << "expected ConfigError for " << line;
+  } catch (const ConfigError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find(key), std::string::npos) << what;
+    EXPECT_NE(what.find(value), std::string::npos) << what;
+  }
+}
+
 TEST(SnapshotMethodConfig, defaults_to_auto_and_round_trips_through_render) {
   AgentConfig c = ParseAgentConfig(Toml(""));
   EXPECT_EQ(c.snapshot_method, "auto");
@@ -34,25 +46,11 @@ TEST(SnapshotMethodConfig, the_backup_checkpoint_is_fast_or_spread_and_round_tri
   EXPECT_EQ(c.backup_checkpoint, "fast");
   c.backup_checkpoint = "spread";
   EXPECT_EQ(ParseAgentConfig(RenderAgentConfig(c)).backup_checkpoint, "spread");
-  try {
-    ParseAgentConfig(Toml("backup_checkpoint = \"lazy\"\n"));
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    std::string what = e.what();
-    EXPECT_NE(what.find("agent.backup_checkpoint"), std::string::npos) << what;
-    EXPECT_NE(what.find("lazy"), std::string::npos) << what;
-  }
+  ExpectRefused("backup_checkpoint = \"lazy\"", "agent.backup_checkpoint", "lazy");
 }
 
 TEST(SnapshotMethodConfig, an_unknown_method_is_refused_naming_the_key) {
-  try {
-    ParseAgentConfig(Toml("snapshot_method = \"zfs\"\n"));
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    std::string what = e.what();
-    EXPECT_NE(what.find("agent.snapshot_method"), std::string::npos) << what;
-    EXPECT_NE(what.find("zfs"), std::string::npos) << what;
-  }
+  ExpectRefused("snapshot_method = \"zfs\"", "agent.snapshot_method", "zfs");
 }
 
 TEST(SnapshotMethodConfig, a_method_of_the_wrong_type_is_refused_naming_the_key) {
