@@ -64,6 +64,7 @@ check: deps all check-install
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 900
 	tests/regress/run.sh
 	tests/docs_check.sh
+	tests/layout_check.sh
 
 unit-check: all
 	cd $(BUILD_DIR) && ctest --output-on-failure -L unit

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "pg_conn.h"
+#include "postgres/pg_conn.h"
 
 namespace safe_upgrade::cli {
 

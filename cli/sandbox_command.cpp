@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 namespace safe_upgrade::cli {
 

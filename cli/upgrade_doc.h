@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "pg_conn.h"
+#include "postgres/pg_conn.h"
 
 namespace safe_upgrade::cli {
 

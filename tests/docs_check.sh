@@ -3,7 +3,7 @@
 # README.md or docs/*.md. The names are read from the sources, so adding a setting, a flag, a
 # subcommand or an SQL function without documenting it fails the check:
 #   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp;
-#   - agent settings: Read(tbl, "section", "key", ...) in agent/lib/config.cpp;
+#   - agent settings: Read(tbl, "section", "key", ...) in agent/base/config.cpp;
 #   - CLI subcommands (add_subcommand("x", ...)) and flags (add_option/add_flag("--x")) in cli/*.cpp;
 #   - SQL functions: CREATE FUNCTION in sql/*.sql, except names starting with "_";
 #   - begin() options: the list _normalize_options() accepts (c_keys in sql/*.sql).
@@ -30,8 +30,8 @@ gucs=$(grep -oE 'DefineCustom[A-Za-z]+Variable\("safe_upgrade\.[a-z_]+"' extensi
 [ -n "$gucs" ] || { echo "docs_check: found no GUCs in extension/src/pg/module.cpp"; exit 1; }
 for g in $gucs; do documented "setting" "$g" "$(quote "$g")"; done
 
-keys=$(grep -oE 'Read\(tbl, "[a-z]+", "[a-z_]+"' agent/lib/config.cpp | sed -E 's/.*"([a-z]+)", "([a-z_]+)"/\1.\2/' | sort -u)
-[ -n "$keys" ] || { echo "docs_check: found no agent settings in agent/lib/config.cpp"; exit 1; }
+keys=$(grep -oE 'Read\(tbl, "[a-z]+", "[a-z_]+"' agent/base/config.cpp | sed -E 's/.*"([a-z]+)", "([a-z_]+)"/\1.\2/' | sort -u)
+[ -n "$keys" ] || { echo "docs_check: found no agent settings in agent/base/config.cpp"; exit 1; }
 for k in $keys; do
   # Documented as `key` in its section's table, e.g. `snapshot_dir`.
   documented "agent setting" "$k" "\`${k#*.}\`"

@@ -6,8 +6,8 @@
 
 #include <filesystem>
 
+#include "base/fs_util.h"
 #include "fault_report.h"
-#include "fs_util.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

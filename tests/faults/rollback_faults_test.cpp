@@ -7,10 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "../integration/agent_job_helpers.h"
+#include "base/fs_util.h"
 #include "fault_report.h"
 #include "fixtures.h"
-#include "fs_util.h"
-#include "rollback.h"
+#include "jobs/rollback.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -5,10 +5,10 @@
 #include <sys/stat.h>
 
 #include "../integration/agent_job_helpers.h"
+#include "base/fs_util.h"
 #include "fault_report.h"
 #include "fixtures.h"
-#include "fs_util.h"
-#include "pg_conn.h"
+#include "postgres/pg_conn.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -7,11 +7,11 @@
 #include <filesystem>
 #include <iostream>
 
+#include "base/fs_util.h"
+#include "base/process.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "fs_util.h"
-#include "pg_conn.h"
-#include "process.h"
+#include "postgres/cluster.h"
+#include "postgres/pg_conn.h"
 
 namespace fs = std::filesystem;
 

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 namespace safe_upgrade::testing {
 

@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "fs_util.h"
+#include "base/fs_util.h"
 
 namespace safe_upgrade::testing {
 

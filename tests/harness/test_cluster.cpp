@@ -10,9 +10,9 @@
 #include <set>
 #include <sstream>
 
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "fs_util.h"
+#include "postgres/cluster.h"
 
 namespace safe_upgrade::testing {
 namespace {

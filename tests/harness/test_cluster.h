@@ -14,11 +14,11 @@
 #include <string>
 #include <thread>
 
-#include "cluster.h"
+#include "base/process.h"
 #include "debian_cluster.h"
-#include "pg_conn.h"
-#include "process.h"
-#include "sandbox.h"
+#include "postgres/cluster.h"
+#include "postgres/pg_conn.h"
+#include "sandbox/sandbox.h"
 
 namespace safe_upgrade::testing {
 

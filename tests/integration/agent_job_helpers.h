@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "fs_util.h"
+#include "base/fs_util.h"
 #include "rpc/agent_client.h"
 #include "test_cluster.h"
 

@@ -13,11 +13,11 @@
 #include <map>
 #include <set>
 
+#include "base/config.h"
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "config.h"
 #include "fault_report.h"
-#include "fs_util.h"
+#include "postgres/cluster.h"
 #include "rpc/agent_client.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 #include "test_cluster.h"

@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "agent_job_helpers.h"
-#include "fs_util.h"
-#include "pg_conn.h"
+#include "base/fs_util.h"
+#include "postgres/pg_conn.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

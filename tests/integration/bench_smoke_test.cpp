@@ -14,8 +14,8 @@
 #include <regex>
 #include <string>
 
-#include "fs_util.h"
-#include "process.h"
+#include "base/fs_util.h"
+#include "base/process.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

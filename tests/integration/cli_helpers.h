@@ -13,11 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "base/config.h"
+#include "base/fs_util.h"
+#include "base/process.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "config.h"
-#include "fs_util.h"
-#include "process.h"
+#include "postgres/cluster.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

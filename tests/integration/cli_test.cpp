@@ -12,11 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/config.h"
+#include "base/fs_util.h"
 #include "build_info.h"
 #include "cli_helpers.h"
-#include "cluster.h"
-#include "config.h"
-#include "fs_util.h"
+#include "postgres/cluster.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

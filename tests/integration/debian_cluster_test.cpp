@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/fs_util.h"
 #include "fixtures.h"
-#include "fs_util.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -14,10 +14,10 @@
 #include <thread>
 
 #include "agent_job_helpers.h"
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "fs_util.h"
-#include "pg_conn.h"
+#include "postgres/cluster.h"
+#include "postgres/pg_conn.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -3,9 +3,9 @@
 // the agent refuses bad configuration.
 #include <gtest/gtest.h>
 
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "fs_util.h"
+#include "postgres/cluster.h"
 #include "rpc/agent_client.h"
 #include "test_cluster.h"
 

@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "agent_job_helpers.h"
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "catalog.h"
-#include "cluster.h"
-#include "fs_util.h"
+#include "postgres/catalog.h"
+#include "postgres/cluster.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -17,11 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "agent_job_helpers.h"
-#include "catalog.h"
+#include "base/fs_util.h"
+#include "base/process.h"
 #include "fixtures.h"
-#include "fs_util.h"
-#include "reflink.h"
-#include "process.h"
+#include "postgres/catalog.h"
+#include "storage/reflink.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "catalog.h"
+#include "base/fs_util.h"
 #include "fixtures.h"
-#include "fs_util.h"
+#include "postgres/catalog.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

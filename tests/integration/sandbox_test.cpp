@@ -6,9 +6,9 @@
 
 #include <sstream>
 
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "cluster.h"
-#include "fs_util.h"
+#include "postgres/cluster.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

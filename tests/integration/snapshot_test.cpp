@@ -7,12 +7,12 @@
 #include <nlohmann/json.hpp>
 
 #include "agent_job_helpers.h"
+#include "base/config.h"
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "catalog.h"
-#include "config.h"
-#include "fs_util.h"
-#include "retention.h"
+#include "postgres/catalog.h"
 #include "rpc/agent_client.h"
+#include "snapshots/retention.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

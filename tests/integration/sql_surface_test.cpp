@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "config.h"
-#include "fs_util.h"
+#include "base/config.h"
+#include "base/fs_util.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

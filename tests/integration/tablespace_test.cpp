@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "agent_job_helpers.h"
-#include "catalog.h"
+#include "base/fs_util.h"
 #include "fixtures.h"
-#include "fs_util.h"
+#include "postgres/catalog.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

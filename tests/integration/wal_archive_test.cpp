@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "agent_job_helpers.h"
+#include "base/fs_util.h"
 #include "build_info.h"
-#include "fs_util.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {

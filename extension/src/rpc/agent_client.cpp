@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
@@ -62,6 +63,18 @@ AgentCallError FromStatus(const grpc::Status& s) {
       break;
   }
   return e;
+}
+
+// How a failed job failed, from what its result says (the agent's jobs mark a failed check with
+// "checks_failed" and a rollback refused before it began with stage "precheck"); a verification
+// that failed otherwise could not run.
+JobFailureKind FailureKindOf(const std::string& kind, const std::string& result_json) {
+  nlohmann::json result = nlohmann::json::parse(result_json.empty() ? "{}" : result_json, nullptr, false);
+  if (!result.is_object()) result = nlohmann::json::object();
+  if (result.value("checks_failed", false)) return JobFailureKind::kChecksFailed;
+  if (result.value("stage", "") == "precheck") return JobFailureKind::kRefused;
+  if (kind == JobKindName(JobKind::kVerify)) return JobFailureKind::kCouldNotRun;
+  return JobFailureKind::kFailed;
 }
 
 class GrpcAgentClient final : public AgentClient {
@@ -171,6 +184,7 @@ class GrpcAgentClient final : public AgentClient {
       out.state = resp.state() == v1::JOB_STATE_RUNNING     ? "running"
                   : resp.state() == v1::JOB_STATE_SUCCEEDED ? "succeeded"
                                                             : "failed";
+      out.failure = out.state == "failed" ? FailureKindOf(out.kind, out.result_json) : JobFailureKind::kNone;
       out.events.clear();
       for (const auto& e : resp.events())
         out.events.push_back(AgentEvent{e.seq(), e.at(), e.phase(), e.level(), e.message(), e.detail_json()});

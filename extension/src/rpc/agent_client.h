@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/job_kinds.h"
+
 namespace safe_upgrade {
 
 struct AgentCallError {
@@ -46,6 +48,8 @@ struct AgentJob {
   std::vector<AgentEvent> events;
   int64_t next_cursor = 0;
   double progress = -1;
+  // For a failed job: how it failed (kNone otherwise).
+  JobFailureKind failure = JobFailureKind::kNone;
 };
 
 struct AgentJournal {

@@ -1,0 +1,53 @@
+// The gRPC service: validates requests, maps them onto jobs, and maps errors onto grpc::Status
+// in one place.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/config.h"
+#include "base/job.h"
+#include "base/journal.h"
+#include "safe_upgrade/v1/agent.grpc.pb.h"
+
+namespace safe_upgrade {
+
+class AgentService final : public v1::Agent::CallbackService {
+ public:
+  // Callers are authorized before a call reaches the service: on the Unix socket by the listener
+  // (peer credentials, per connection), on TCP by gRPC (TLS client certificates).
+  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier);
+
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* req,
+                                 v1::PingResponse* resp) override;
+  grpc::ServerUnaryReactor* StartSnapshot(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                          v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartDryRun(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                        v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartPrepareRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                 v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartApply(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                       v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartVerify(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                        v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                          v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req,
+                                   v1::Job* resp) override;
+  grpc::ServerUnaryReactor* GetUpgradeJournal(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                              v1::UpgradeJournal* resp) override;
+  grpc::ServerUnaryReactor* GetInstalledVersions(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                                 v1::InstalledVersions* resp) override;
+
+ private:
+  template <typename F>
+  grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body);
+  grpc::ServerUnaryReactor* StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
+                                     const v1::UpgradeRef* req, v1::JobRef* resp);
+  const AgentConfig& config_;
+  JobManager& jobs_;
+  Journal& journal_;
+  uint64_t system_identifier_;
+};
+
+}  // namespace safe_upgrade

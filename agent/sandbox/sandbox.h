@@ -1,0 +1,67 @@
+// A sandbox: a local PostgreSQL cluster with WAL archiving through the agent, the extension
+// preloaded and created, and an agent serving it, all inside one directory. `safe-upgrade
+// sandbox` and the test harness both build on it.
+//
+// DIR holds data/, postgres.log, agent.log, agent.pid, agent.toml, env, bin/ (a copy of the
+// agent binary, so that the postgres OS user can run it wherever the build lives), run/ (the
+// server's socket), agent/ (the agent's socket, 0700), snapshots/, wal_archive/, work/.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "base/config.h"
+
+namespace safe_upgrade {
+
+struct SandboxOptions {
+  int port = 0;                                       // 0: keep the recorded port, or pick a free one
+  std::string agent_binary;                           // default: safe-upgrade-agent next to this executable
+  std::map<std::string, std::string> extra_settings;  // postgresql.conf lines (values already quoted)
+  std::map<std::string, std::string> agent_env;       // e.g. SAFE_UPGRADE_FAILPOINT for tests
+  bool start_agent = true;
+  // Let root call the agent on its socket (tests that drive the agent directly run as root).
+  bool allow_root_callers = false;
+  bool create_extension = true;
+  // Called with short progress lines ("initdb", "server started", ...).
+  void (*progress)(const std::string&) = nullptr;
+};
+
+struct SandboxInfo {
+  std::string dir, data_dir, socket_dir, agent_socket, agent_config_path, env_path, os_user;
+  int port = 0;
+  AgentConfig agent_config;
+  std::string ConnInfo(const std::string& dbname = "postgres") const;
+};
+
+class SandboxError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Creates the sandbox, or (re)starts whatever of it is not running. Refuses a non-empty
+// directory that is not a sandbox, touching nothing.
+SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options = {});
+// Stops the agent and the server. Keeps the files.
+void SandboxDown(const std::string& dir);
+// Reads an existing sandbox's layout; throws SandboxError when dir is not one.
+SandboxInfo SandboxOpen(const std::string& dir);
+// "PGHOST=... PGPORT=... PGUSER=... PGDATABASE=..." lines.
+std::string SandboxEnvLines(const SandboxInfo& info, bool with_export);
+
+// The layout of a sandbox in abs_dir (an absolute path), without touching the disk.
+SandboxInfo SandboxLayout(const std::string& abs_dir, int port);
+// Copies the agent's binary to info.agent_config.agent_binary (DIR/bin/safe-upgrade-agent).
+void SandboxInstallAgent(const SandboxInfo& info, const std::string& source);
+// The postgresql.conf settings that tie a server to the sandbox's agent: WAL archiving through its
+// wal-push, the extension preloaded, the worker pointed at the agent's socket (values quoted).
+std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info);
+
+// Agent process control inside a sandbox.
+void SandboxStartAgent(const SandboxInfo& info, const std::map<std::string, std::string>& env = {});
+// Sends the signal (SIGTERM: clean stop, SIGKILL: crash) and waits until the agent is gone.
+void SandboxStopAgent(const SandboxInfo& info, int signal_number);
+bool SandboxAgentRunning(const SandboxInfo& info);
+long SandboxAgentPid(const SandboxInfo& info);
+
+}  // namespace safe_upgrade

@@ -1,0 +1,78 @@
+// Ephemeral clones for dry runs: a copy of a snapshot, started as an isolated primary (its own
+// port and socket directory, no TCP, no archiving, never following production, the scheduler
+// off), used for one upgrade attempt and then destroyed.
+//
+// Every clone is journaled (the upgrade's "clones" list) before its directory exists, so that an
+// agent that crashed mid-dry-run finds and removes it at its next start.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/config.h"
+#include "base/job.h"
+#include "base/journal.h"
+#include "postgres/pg_conn.h"
+
+namespace safe_upgrade {
+
+class Clone {
+ public:
+  // Nothing happens until Create(). The clone lives in <work_dir>/clones/dryrun-<upgrade id>. It
+  // copies the snapshot's data directory, or source_data_dir (the snapshot job's own check of a
+  // snapshot not yet published).
+  Clone(JobContext& ctx, std::string snapshot_id, std::string source_data_dir = "");
+  // Tears down whatever exists (never throws).
+  ~Clone();
+  Clone(const Clone&) = delete;
+  Clone& operator=(const Clone&) = delete;
+
+  // Journals the clone, checks free space and copies the snapshot (reporting progress between
+  // progress_from and progress_to), then writes the clone's isolation settings.
+  void Create(double progress_from = 0.0, double progress_to = 0.5);
+  // Starts it with pg_ctl and waits until it has recovered to consistency and accepts connections.
+  void Start();
+  // Reads the isolation settings back from the running clone; throws JobFailure naming the first
+  // one that is wrong. Returns {setting: value}.
+  nlohmann::json VerifyIsolation();
+  // To database datname of the clone (default: the control database).
+  std::unique_ptr<PgConn> Connect(const std::string& application_name, const std::string& datname = "") const;
+  // Stops (immediate: it is scratch), removes the directory and the journal entry. Idempotent.
+  void Teardown();
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& data_dir() const { return data_dir_; }
+  const std::string& socket_dir() const { return socket_dir_; }
+  const std::string& log_file() const { return log_file_; }
+  // The last lines of the clone's server log, for error messages.
+  std::string LogTail(size_t max_bytes = 3000) const;
+  nlohmann::json ToJson() const;
+
+ private:
+  void WriteSettings();
+  JobContext& ctx_;
+  std::string snapshot_id_, source_data_dir_;
+  std::string dir_, data_dir_, socket_dir_, log_file_;
+  int port_ = 0;
+  bool journaled_ = false;
+};
+
+// Scratch servers (dry-run clones, the parked rollback target): the postmaster running on
+// data_dir, or 0. Its pid must be a postgres started on that directory, so that a stale
+// postmaster.pid never makes us signal an unrelated process.
+long ScratchPostmaster(const std::string& data_dir);
+// Stops a scratch server immediately (SIGKILL if pg_ctl cannot), and waits until it is gone.
+void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir);
+// A copied postgresql.conf with the settings that would point a copy at production's files
+// commented out; relative includes of a file that lived in origin_dir are made absolute.
+std::string SanitizeCopiedConf(const std::string& text, const std::string& origin_dir);
+
+// At agent start: stops and removes every clone the journal lists (and any leftover directory
+// under <work_dir>/clones), since no job survives an agent restart.
+void RemoveOrphanedClones(const AgentConfig& config, Journal& journal);
+
+}  // namespace safe_upgrade

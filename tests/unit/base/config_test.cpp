@@ -1,0 +1,143 @@
+// Unit tests of the agent's configuration parsing and validation, and of job id validation.
+#include "base/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "base/fs_util.h"
+#include "base/job.h"
+
+namespace safe_upgrade {
+namespace {
+
+std::string ValidToml(const std::string& data_dir) {
+  return "[cluster]\ndata_directory = \"" + data_dir +
+         "\"\nport = 5432\n[agent]\nlisten = \"unix:/tmp/x/agent.sock\"\nsnapshot_dir = \"/tmp/s\"\n"
+         "wal_archive_dir = \"/tmp/w\"\n";
+}
+
+class FakeDataDir : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/su-unit-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    AtomicWriteFile(JoinPath(dir_, "PG_VERSION"), "15\n");
+  }
+  void TearDown() override { RemoveTree(dir_); }
+  std::string dir_;
+};
+
+TEST_F(FakeDataDir, valid_config_parses_with_defaults) {
+  AgentConfig c = ParseAgentConfig(ValidToml(dir_));
+  EXPECT_NO_THROW(ValidateAgentConfig(c));
+  EXPECT_EQ(c.database, "postgres");
+  EXPECT_EQ(c.control, "pg_ctl");
+  EXPECT_EQ(c.snapshot_retention, 3);
+  EXPECT_EQ(c.work_dir, "/tmp/work");
+}
+
+TEST_F(FakeDataDir, render_then_parse_round_trips) {
+  AgentConfig c = ParseAgentConfig(ValidToml(dir_));
+  c.backup_max_rate = "100M";
+  c.snapshot_retention = 5;
+  AgentConfig back = ParseAgentConfig(RenderAgentConfig(c));
+  EXPECT_EQ(back.data_directory, c.data_directory);
+  EXPECT_EQ(back.backup_max_rate, "100M");
+  EXPECT_EQ(back.snapshot_retention, 5);
+  EXPECT_EQ(back.listen, c.listen);
+}
+
+TEST(AgentConfig, missing_data_directory_names_the_key) {
+  AgentConfig c = ParseAgentConfig("[agent]\nlisten = \"unix:/tmp/a.sock\"\n");
+  try {
+    ValidateAgentConfig(c);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("cluster.data_directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(AgentConfig, data_directory_without_pg_version_is_refused) {
+  AgentConfig c = ParseAgentConfig(ValidToml("/tmp"));
+  try {
+    ValidateAgentConfig(c);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a PostgreSQL data directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(AgentConfig, wrong_type_names_the_key) {
+  try {
+    ParseAgentConfig("[cluster]\nport = \"fifty\"\n");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("cluster.port"), std::string::npos) << e.what();
+  }
+}
+
+TEST(AgentConfig, invalid_toml_reports_the_line) {
+  try {
+    ParseAgentConfig("[cluster]\ndata_directory = \n", "agent.toml");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(FakeDataDir, tcp_without_tls_is_refused_unless_insecure) {
+  AgentConfig c = ParseAgentConfig(ValidToml(dir_));
+  c.listen = "127.0.0.1:7777";
+  EXPECT_THROW(ValidateAgentConfig(c), ConfigError);
+  c.insecure_tcp = true;
+  EXPECT_NO_THROW(ValidateAgentConfig(c));
+}
+
+TEST_F(FakeDataDir, agent_binary_is_the_path_started_from_without_following_links) {
+  // A packaged binary is often a link to a versioned file that the next upgrade removes.
+  std::string versioned = JoinPath(dir_, "safe-upgrade-agent-1.2");
+  AtomicWriteFile(versioned, "#!/bin/sh\n", 0755);
+  std::string link = JoinPath(dir_, "safe-upgrade-agent");
+  ASSERT_EQ(symlink(versioned.c_str(), link.c_str()), 0);
+  EXPECT_EQ(ResolveStartedFrom(link), link);
+  ASSERT_EQ(chdir(dir_.c_str()), 0);
+  EXPECT_EQ(ResolveStartedFrom("./safe-upgrade-agent"), link);
+  std::string old_path = getenv("PATH") ? getenv("PATH") : "";
+  setenv("PATH", ("/nonexistent:" + dir_).c_str(), 1);
+  EXPECT_EQ(ResolveStartedFrom("safe-upgrade-agent"), link);
+  EXPECT_EQ(ResolveStartedFrom("no-such-agent"), "");
+  setenv("PATH", old_path.c_str(), 1);
+  ASSERT_EQ(chdir("/"), 0);
+}
+
+TEST_F(FakeDataDir, agent_binary_must_be_an_absolute_executable) {
+  AgentConfig c = ParseAgentConfig(ValidToml(dir_) + "agent_binary = \"bin/safe-upgrade-agent\"\n");
+  try {
+    ValidateAgentConfig(c);
+    FAIL() << "a relative agent_binary was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("agent.agent_binary"), std::string::npos) << e.what();
+  }
+}
+
+TEST(JobId, accepts_known_kinds_with_positive_ids) {
+  std::string kind;
+  int64_t id = 0;
+  ASSERT_TRUE(ParseJobId("snapshot-42", kind, id));
+  EXPECT_EQ(kind, "snapshot");
+  EXPECT_EQ(id, 42);
+  EXPECT_TRUE(ParseJobId("rollback-1", kind, id));
+}
+
+TEST(JobId, rejects_traversal_overlong_and_unknown_kinds) {
+  std::string kind;
+  int64_t id = 0;
+  for (const char* bad : {"", "snapshot-0", "snapshot--1", "../etc/passwd", "snapshot-1/../../x", "shell-1",
+                          "snapshot-1 ", "snapshot-99999999999999999999999", "snapshot-1\n"}) {
+    EXPECT_FALSE(ParseJobId(bad, kind, id)) << bad;
+  }
+  EXPECT_FALSE(ParseJobId(std::string(100, 'a'), kind, id));
+}
+
+}  // namespace
+}  // namespace safe_upgrade
