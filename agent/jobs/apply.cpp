@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "base/elapsed.h"
 #include "base/fs_util.h"
 #include "checks/archive_proof.h"
 #include "checks/health_checks.h"
@@ -25,10 +26,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-int64_t MsSince(Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
-}
 
 std::string DescribeBlocker(const json& b) {
   auto or_none = [&](const char* key) {

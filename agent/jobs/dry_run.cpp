@@ -5,6 +5,7 @@
 #include <map>
 #include <regex>
 
+#include "base/elapsed.h"
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
 #include "postgres/catalog.h"
@@ -15,10 +16,6 @@ namespace safe_upgrade {
 namespace {
 
 using nlohmann::json;
-
-int64_t MsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
-}
 
 // The journal may name the snapshot (the snapshot job writes it); otherwise the default name.
 // Either way it must look like one of ours, since it becomes a path.

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <functional>
+
 #include "base/fs_util.h"
 #include "base/job.h"
 
@@ -14,6 +16,17 @@ std::string ValidToml(const std::string& data_dir) {
   return "[cluster]\ndata_directory = \"" + data_dir +
          "\"\nport = 5432\n[agent]\nlisten = \"unix:/tmp/x/agent.sock\"\nsnapshot_dir = \"/tmp/s\"\n"
          "wal_archive_dir = \"/tmp/w\"\n";
+}
+
+// body must throw a ConfigError whose message names part; failure says what was accepted.
+void ExpectConfigError(const std::function<void()>& body, const std::string& part,
+                       const char* failure = "expected ConfigError") {
+  try {
+    body();
+    FAIL() << failure;
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
 }
 
 class FakeDataDir : public ::testing::Test {
@@ -49,40 +62,20 @@ TEST_F(FakeDataDir, render_then_parse_round_trips) {
 
 TEST(AgentConfig, missing_data_directory_names_the_key) {
   AgentConfig c = ParseAgentConfig("[agent]\nlisten = \"unix:/tmp/a.sock\"\n");
-  try {
-    ValidateAgentConfig(c);
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("cluster.data_directory"), std::string::npos) << e.what();
-  }
+  ExpectConfigError([&] { ValidateAgentConfig(c); }, "cluster.data_directory");
 }
 
 TEST(AgentConfig, data_directory_without_pg_version_is_refused) {
   AgentConfig c = ParseAgentConfig(ValidToml("/tmp"));
-  try {
-    ValidateAgentConfig(c);
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("not a PostgreSQL data directory"), std::string::npos) << e.what();
-  }
+  ExpectConfigError([&] { ValidateAgentConfig(c); }, "not a PostgreSQL data directory");
 }
 
 TEST(AgentConfig, wrong_type_names_the_key) {
-  try {
-    ParseAgentConfig("[cluster]\nport = \"fifty\"\n");
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("cluster.port"), std::string::npos) << e.what();
-  }
+  ExpectConfigError([&] { ParseAgentConfig("[cluster]\nport = \"fifty\"\n"); }, "cluster.port");
 }
 
 TEST(AgentConfig, invalid_toml_reports_the_line) {
-  try {
-    ParseAgentConfig("[cluster]\ndata_directory = \n", "agent.toml");
-    FAIL() << "expected ConfigError";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
-  }
+  ExpectConfigError([&] { ParseAgentConfig("[cluster]\ndata_directory = \n", "agent.toml"); }, "line 2");
 }
 
 TEST_F(FakeDataDir, tcp_without_tls_is_refused_unless_insecure) {
@@ -112,12 +105,8 @@ TEST_F(FakeDataDir, agent_binary_is_the_path_started_from_without_following_link
 
 TEST_F(FakeDataDir, agent_binary_must_be_an_absolute_executable) {
   AgentConfig c = ParseAgentConfig(ValidToml(dir_) + "agent_binary = \"bin/safe-upgrade-agent\"\n");
-  try {
-    ValidateAgentConfig(c);
-    FAIL() << "a relative agent_binary was accepted";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("agent.agent_binary"), std::string::npos) << e.what();
-  }
+  ExpectConfigError([&] { ValidateAgentConfig(c); }, "agent.agent_binary",
+                    "a relative agent_binary was accepted");
 }
 
 TEST(JobId, accepts_known_kinds_with_positive_ids) {

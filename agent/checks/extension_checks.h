@@ -1,0 +1,25 @@
+// The built-in checks of the extension itself after an upgrade: it is at the target version, its
+// C libraries load, its functions resolve and pass their language's validator, and (for the
+// PostGIS family) PostGIS's own report finds no problem.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checks/check_result.h"
+#include "postgres/pg_conn.h"
+
+namespace safe_upgrade {
+
+CheckResult CheckVersion(PgConn& conn, const std::string& extname, const std::string& target_version);
+std::vector<CheckResult> CheckFunctions(PgConn& conn, const std::string& extname);
+// Only for the PostGIS family, when postgis is installed.
+std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname);
+
+// Runs the validator PostgreSQL itself runs at CREATE FUNCTION on function oid of language; a
+// failure is a string, a lost connection an exception. Languages without one pass.
+std::optional<std::string> ValidateFunction(PgConn& conn, const std::string& oid,
+                                            const std::string& language);
+
+}  // namespace safe_upgrade
