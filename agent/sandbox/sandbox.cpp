@@ -16,6 +16,7 @@
 #include "build_info.h"
 #include "postgres/cluster.h"
 #include "postgres/pg_conn.h"
+#include "postgres/socket_only.h"
 
 namespace fs = std::filesystem;
 
@@ -252,10 +253,9 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   if (!SandboxAgentRunning(info))
     SandboxInstallAgent(info, options.agent_binary.empty() ? DefaultAgentBinary() : options.agent_binary);
   std::map<std::string, std::string> settings = SandboxAgentSettings(info);
-  settings.insert({{"port", std::to_string(info.port)},
-                   {"listen_addresses", "''"},
-                   {"unix_socket_directories", ConfQuote(info.socket_dir)},
-                   {"log_line_prefix", "'%m [%p] %q%a '"}});
+  auto socket_only = SocketOnlySettings(info.port, info.socket_dir);
+  settings.insert(socket_only.begin(), socket_only.end());
+  settings.insert({"log_line_prefix", "'%m [%p] %q%a '"});
   for (const auto& [k, v] : options.extra_settings) settings[k] = v;
   info.agent_config.allow_root = options.allow_root_callers;
   WriteManagedSettings(info.data_dir, settings);

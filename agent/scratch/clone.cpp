@@ -19,6 +19,7 @@
 #include "base/process.h"
 #include "postgres/catalog.h"
 #include "postgres/cluster.h"
+#include "postgres/socket_only.h"
 #include "postgres/tablespaces.h"
 #include "storage/reflink.h"
 
@@ -29,71 +30,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kClonePrefix = "dryrun-";
-constexpr const char* kTmpSocketPrefix = "/tmp/su-clone-";
 // sun_path is 108 bytes; the socket file is "<dir>/.s.PGSQL.<port>".
 constexpr size_t kMaxSocketDirLength = 90;
-
-std::string Normal(const std::string& p) { return fs::path(p).lexically_normal().string(); }
-
-// True when path lies strictly inside dir (lexically; both absolute).
-bool Inside(const std::string& path, const std::string& dir) {
-  std::string p = Normal(path), d = Normal(dir);
-  if (!d.empty() && d.back() != '/') d += '/';
-  return p.size() > d.size() && p.compare(0, d.size(), d) == 0;
-}
-
-// Whether pid is a live (not zombie) postgres started on that data directory.
-bool IsPostmasterOf(long pid, const std::string& data_dir) {
-  if (pid <= 0 || !ProcessAlive(static_cast<pid_t>(pid))) return false;
-  std::string cmdline = ReadFileOr("/proc/" + std::to_string(pid) + "/cmdline");
-  std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
-  return cmdline.find(data_dir) != std::string::npos;
-}
-
-bool WaitGone(long pid, const std::string& data_dir, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (IsPostmasterOf(pid, data_dir)) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
-// Removes a clone's directories; refuses anything that is not one of our scratch locations.
-void DestroyClone(int64_t upgrade_id, const AgentConfig& config, const std::string& dir,
-                  const std::string& socket_dir) {
-  if (!Inside(dir, config.ClonesDir()) || fs::path(dir).filename().string().rfind(kClonePrefix, 0) != 0) {
-    spdlog::error("upgrade {}: refusing to remove \"{}\": not a dry-run clone under {}", upgrade_id, dir,
-                  config.ClonesDir());
-    return;
-  }
-  StopScratchServer(upgrade_id, config.bin_dir, JoinPath(dir, "data"));
-  if (PathExists(dir)) RemoveTree(dir);
-  if (!socket_dir.empty() && !Inside(socket_dir, dir) && Normal(socket_dir).rfind(kTmpSocketPrefix, 0) == 0 &&
-      PathExists(socket_dir))
-    RemoveTree(socket_dir);
-}
-
-std::string Trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  auto e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
-}
-
-std::string Lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// The setting name a postgresql.conf line assigns ("" for comments and blank lines).
-std::string ConfKey(const std::string& line) {
-  std::string t = Trim(line);
-  if (t.empty() || t[0] == '#') return "";
-  auto end = t.find_first_of(" \t=");
-  return Lower(t.substr(0, end));
-}
 
 void WriteText(const std::string& path, const std::string& text, mode_t mode = 0600) {
   AtomicWriteFile(path, text, mode);
@@ -106,7 +44,7 @@ void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
   if (fs::is_symlink(JoinPath(data_dir, "pg_wal")))
     MoveWalOut(data_dir, JoinPath(clone_dir, "pg_wal"), false);
   for (const auto& ts : ReadExternalLayout(data_dir, "").tablespaces)
-    if (!Inside(ts.location, snapshot_dir))
+    if (!PathInside(ts.location, snapshot_dir))
       throw JobFailure("the snapshot's tablespace " + ts.oid + " points to " + ts.location +
                        ", outside the snapshot; a clone would write into it, so the dry run refuses");
   CopyLinkedTablespaces(
@@ -115,58 +53,6 @@ void MaterializeLinks(const std::string& clone_dir, const std::string& data_dir,
 }
 
 }  // namespace
-
-// The postmaster of a clone, if one runs. Its pid must be a postgres started on that data
-// directory, so that a stale postmaster.pid never makes us signal some unrelated process.
-long ScratchPostmaster(const std::string& data_dir) {
-  std::ifstream in(JoinPath(data_dir, "postmaster.pid"));
-  long pid = 0;
-  if (!(in >> pid)) return 0;
-  return IsPostmasterOf(pid, data_dir) ? pid : 0;
-}
-
-void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir) {
-  long pid = ScratchPostmaster(data_dir);
-  if (!pid) return;
-  try {
-    ServerControl(bin_dir, data_dir, "pg_ctl").Stop("immediate", std::chrono::seconds(30));
-  } catch (const std::exception& e) {
-    spdlog::warn("upgrade {}: pg_ctl stop of the scratch server in {} failed: {}", upgrade_id, data_dir,
-                 e.what());
-  }
-  // pg_ctl returns once postmaster.pid is gone, a moment before the process itself; its files
-  // are removed only after it has exited.
-  if (WaitGone(pid, data_dir, std::chrono::seconds(10))) return;
-  kill(static_cast<pid_t>(pid), SIGKILL);
-  WaitGone(pid, data_dir, std::chrono::seconds(10));
-}
-
-// A copied postgresql.conf must not point the clone at production's files: those settings are
-// commented out (ours come from postgresql.auto.conf). Relative includes of a config file that
-// lived elsewhere are made absolute so they still resolve.
-std::string SanitizeCopiedConf(const std::string& text, const std::string& origin_dir) {
-  static const std::vector<std::string> disabled = {"data_directory", "hba_file", "ident_file",
-                                                    "external_pid_file", "config_file"};
-  std::istringstream in(text);
-  std::ostringstream out;
-  for (std::string line; std::getline(in, line);) {
-    std::string key = ConfKey(line);
-    if (std::find(disabled.begin(), disabled.end(), key) != disabled.end()) {
-      out << "# disabled in a safe-upgrade dry-run clone: " << line << "\n";
-      continue;
-    }
-    if (!origin_dir.empty() && (key == "include" || key == "include_dir" || key == "include_if_exists")) {
-      auto q1 = line.find('\'');
-      auto q2 = q1 == std::string::npos ? q1 : line.find('\'', q1 + 1);
-      if (q2 != std::string::npos && line[q1 + 1] != '/') {
-        out << line.substr(0, q1 + 1) << origin_dir << "/" << line.substr(q1 + 1) << "\n";
-        continue;
-      }
-    }
-    out << line << "\n";
-  }
-  return out.str();
-}
 
 Clone::Clone(JobContext& ctx, std::string snapshot_id, std::string source_data_dir)
     : ctx_(ctx), snapshot_id_(std::move(snapshot_id)), source_data_dir_(std::move(source_data_dir)) {
@@ -224,7 +110,7 @@ void Clone::Create(double progress_from, double progress_to) {
                      Megabytes(free_bytes) + " are free");
 
   EnsureDir(dir_, 0700);
-  if (Inside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+  if (PathInside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
   ctx_.Info("clone", "copying snapshot " + snapshot_id_ + " (" + Megabytes(total) + ") into " + data_dir_,
             {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}});
 
@@ -261,37 +147,38 @@ void Clone::WriteSettings() {
   WriteText(hba, "# safe-upgrade dry-run clone: unix socket in a 0700 directory only\nlocal all all trust\n");
   WriteText(ident, "");
 
-  std::vector<std::pair<std::string, std::string>> settings = {
-      {"port", std::to_string(port_)},
-      {"listen_addresses", "''"},
-      {"unix_socket_directories", ConfQuote(socket_dir_)},
-      {"unix_socket_permissions", "0700"},
-      {"hba_file", ConfQuote(hba)},
-      {"ident_file", ConfQuote(ident)},
-      // Never archive into production's WAL archive, never follow or restore from anything.
-      {"archive_mode", "off"},
-      {"archive_command", "''"},
-      {"archive_library", "''"},
-      {"restore_command", "''"},
-      {"primary_conninfo", "''"},
-      {"primary_slot_name", "''"},
-      // A primary with synchronous standbys configured would wait forever at COMMIT.
-      {"synchronous_standby_names", "''"},
-      // The scheduler must not act in the clone, nor reach the real agent.
-      {"safe_upgrade.enabled", "off"},
-      {"safe_upgrade.agent_address", ConfQuote("unix:" + JoinPath(dir_, "no-agent.sock"))},
-      // Scratch that shares the host with production: small, quiet, no durability.
-      {"shared_buffers", "'128MB'"},
-      {"huge_pages", "'off'"},
-      {"autovacuum", "off"},
-      {"fsync", "off"},
-      {"full_page_writes", "off"},
-      {"synchronous_commit", "off"},
-      {"ssl", "off"},
-      {"logging_collector", "off"},
-      {"log_destination", "'stderr'"},
-      {"cluster_name", ConfQuote("safe-upgrade dry run " + std::to_string(ctx_.upgrade_id()))},
-  };
+  auto socket_only = SocketOnlySettings(port_, socket_dir_);
+  std::vector<std::pair<std::string, std::string>> settings(socket_only.begin(), socket_only.end());
+  settings.insert(
+      settings.end(),
+      {
+          {"unix_socket_permissions", "0700"},
+          {"hba_file", ConfQuote(hba)},
+          {"ident_file", ConfQuote(ident)},
+          // Never archive into production's WAL archive, never follow or restore from anything.
+          {"archive_mode", "off"},
+          {"archive_command", "''"},
+          {"archive_library", "''"},
+          {"restore_command", "''"},
+          {"primary_conninfo", "''"},
+          {"primary_slot_name", "''"},
+          // A primary with synchronous standbys configured would wait forever at COMMIT.
+          {"synchronous_standby_names", "''"},
+          // The scheduler must not act in the clone, nor reach the real agent.
+          {"safe_upgrade.enabled", "off"},
+          {"safe_upgrade.agent_address", ConfQuote("unix:" + JoinPath(dir_, "no-agent.sock"))},
+          // Scratch that shares the host with production: small, quiet, no durability.
+          {"shared_buffers", "'128MB'"},
+          {"huge_pages", "'off'"},
+          {"autovacuum", "off"},
+          {"fsync", "off"},
+          {"full_page_writes", "off"},
+          {"synchronous_commit", "off"},
+          {"ssl", "off"},
+          {"logging_collector", "off"},
+          {"log_destination", "'stderr'"},
+          {"cluster_name", ConfQuote("safe-upgrade dry run " + std::to_string(ctx_.upgrade_id()))},
+      });
   std::string auto_conf = JoinPath(data_dir_, "postgresql.auto.conf");
   std::string text = ReadFileOr(auto_conf);
   if (!text.empty() && text.back() != '\n') text += "\n";
@@ -392,50 +279,6 @@ void Clone::Teardown() {
     }
   }
   port_ = 0;
-}
-
-void RemoveOrphanedClones(const AgentConfig& config, Journal& journal) {
-  for (int64_t id : journal.UpgradeIds()) {
-    json doc;
-    try {
-      doc = journal.Load(id);
-    } catch (const std::exception& e) {
-      spdlog::error("upgrade {}: could not read the journal: {}", id, e.what());
-      continue;
-    }
-    if (!doc.contains("clones") || !doc["clones"].is_array() || doc["clones"].empty()) continue;
-    json kept = json::array();
-    for (const auto& c : doc["clones"]) {
-      std::string path = c.value("path", "");
-      try {
-        DestroyClone(id, config, path, c.value("socket_dir", ""));
-        spdlog::warn("upgrade {}: removed the dry-run clone {} (port {}) left by an interrupted dry run", id,
-                     path, c.value("port", 0));
-      } catch (const std::exception& e) {
-        spdlog::error("upgrade {}: could not remove the orphaned clone {}: {}", id, path, e.what());
-        kept.push_back(c);
-      }
-    }
-    journal.Update(id, [&](json& d) { d["clones"] = kept; });
-  }
-  // Anything else under clones/ is scratch from a crash before the journal was written.
-  if (!IsDirectory(config.ClonesDir())) return;
-  for (const auto& entry : fs::directory_iterator(config.ClonesDir())) {
-    std::string name = entry.path().filename().string();
-    if (!entry.is_directory() || name.rfind(kClonePrefix, 0) != 0) continue;
-    int64_t id = 0;
-    try {
-      id = std::stoll(name.substr(std::string(kClonePrefix).size()));
-    } catch (...) {
-    }
-    try {
-      DestroyClone(id, config, entry.path().string(), "");
-      spdlog::warn("upgrade {}: removed the leftover dry-run clone directory {}", id, entry.path().string());
-    } catch (const std::exception& e) {
-      spdlog::error("upgrade {}: could not remove the leftover clone directory {}: {}", id,
-                    entry.path().string(), e.what());
-    }
-  }
 }
 
 }  // namespace safe_upgrade

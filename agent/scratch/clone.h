@@ -3,7 +3,7 @@
 // off), used for one upgrade attempt and then destroyed.
 //
 // Every clone is journaled (the upgrade's "clones" list) before its directory exists, so that an
-// agent that crashed mid-dry-run finds and removes it at its next start.
+// agent that crashed mid-dry-run finds and removes it at its next start (clone_removal.h).
 #pragma once
 
 #include <chrono>
@@ -15,7 +15,10 @@
 #include "base/config.h"
 #include "base/job.h"
 #include "base/journal.h"
+#include "postgres/copied_conf.h"
 #include "postgres/pg_conn.h"
+#include "scratch/clone_removal.h"
+#include "scratch/scratch_server.h"
 
 namespace safe_upgrade {
 
@@ -60,19 +63,5 @@ class Clone {
   int port_ = 0;
   bool journaled_ = false;
 };
-
-// Scratch servers (dry-run clones, the parked rollback target): the postmaster running on
-// data_dir, or 0. Its pid must be a postgres started on that directory, so that a stale
-// postmaster.pid never makes us signal an unrelated process.
-long ScratchPostmaster(const std::string& data_dir);
-// Stops a scratch server immediately (SIGKILL if pg_ctl cannot), and waits until it is gone.
-void StopScratchServer(int64_t upgrade_id, const std::string& bin_dir, const std::string& data_dir);
-// A copied postgresql.conf with the settings that would point a copy at production's files
-// commented out; relative includes of a file that lived in origin_dir are made absolute.
-std::string SanitizeCopiedConf(const std::string& text, const std::string& origin_dir);
-
-// At agent start: stops and removes every clone the journal lists (and any leftover directory
-// under <work_dir>/clones), since no job survives an agent restart.
-void RemoveOrphanedClones(const AgentConfig& config, Journal& journal);
 
 }  // namespace safe_upgrade

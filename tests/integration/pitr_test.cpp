@@ -14,6 +14,7 @@
 #include "build_info.h"
 #include "postgres/catalog.h"
 #include "postgres/cluster.h"
+#include "postgres/socket_only.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -126,16 +127,15 @@ class Pitr : public ::testing::Test {
         ShellQuote(agent) + " wal-fetch --config " + ShellQuote(c().info().agent_config_path) + " %f %p";
     // Replaces the sandbox's managed block copied with the backup (its archive_command, port,
     // socket directory and preload list are production's).
-    WriteManagedSettings(data, {{"port", std::to_string(port)},
-                                {"listen_addresses", "''"},
-                                {"unix_socket_directories", ConfQuote(run)},
-                                {"archive_mode", "off"},
-                                {"restore_command", ConfQuote(restore_command)},
-                                {"recovery_target_name", ConfQuote(target_name)},
-                                {"recovery_target_action", "'promote'"},
-                                {"shared_preload_libraries", "''"},
-                                {"safe_upgrade.enabled", "off"},
-                                {"log_line_prefix", "'%m [%p] '"}});
+    auto settings = SocketOnlySettings(port, run);
+    settings.insert({{"archive_mode", "off"},
+                     {"restore_command", ConfQuote(restore_command)},
+                     {"recovery_target_name", ConfQuote(target_name)},
+                     {"recovery_target_action", "'promote'"},
+                     {"shared_preload_libraries", "''"},
+                     {"safe_upgrade.enabled", "off"},
+                     {"log_line_prefix", "'%m [%p] '"}});
+    WriteManagedSettings(data, settings);
     AtomicWriteFile(JoinPath(data, "recovery.signal"), "", 0600);
     EXPECT_FALSE(PathExists(JoinPath(data, "standby.signal")));
     ChownTree(root, c().info().os_user);
