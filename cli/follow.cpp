@@ -24,7 +24,11 @@
 #include "commands.h"
 #include "db.h"
 #include "output.h"
+#include "renderers.h"
+#include "state_words.h"
+#include "timeline.h"
 #include "upgrade_doc.h"
+#include "upgrade_json.h"
 
 namespace safe_upgrade::cli {
 namespace {

@@ -128,6 +128,13 @@ std::string JsonString(const json& j, const char* key, const std::string& fallba
   return it->get<std::string>();
 }
 
+const json& JsonMember(const json& j, const char* key) {
+  static const json empty = json::object();
+  if (!j.is_object()) return empty;
+  auto it = j.find(key);
+  return it == j.end() ? empty : *it;
+}
+
 std::optional<double> JsonNumber(const json& j, const char* key) {
   if (!j.is_object()) return std::nullopt;
   auto it = j.find(key);

@@ -35,6 +35,8 @@ std::string JsonText(const nlohmann::json& value);
 std::string JsonString(const nlohmann::json& j, const char* key, const std::string& fallback = "");
 // j[key] as a number when it is a number (or a numeric string), else nullopt.
 std::optional<double> JsonNumber(const nlohmann::json& j, const char* key);
+// j[key], or an empty object when j is not an object or has no such key.
+const nlohmann::json& JsonMember(const nlohmann::json& j, const char* key);
 
 class Table {
  public:

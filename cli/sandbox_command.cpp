@@ -2,12 +2,29 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <iostream>
+#include <string>
 
 #include "commands.h"
 #include "sandbox/sandbox.h"
 
 namespace safe_upgrade::cli {
+namespace {
+
+// Runs one subcommand's body: kExitOk when it returns, kExitFailure (with the error, after
+// prefix) when it throws.
+void Run(int& exit_code, const std::string& prefix, const std::function<void()>& body) {
+  try {
+    body();
+    exit_code = kExitOk;
+  } catch (const std::exception& e) {
+    std::cerr << "safe-upgrade: " << prefix << e.what() << "\n";
+    exit_code = kExitFailure;
+  }
+}
+
+}  // namespace
 
 void AddSandboxCommands(CLI::App& app, int& exit_code) {
   auto* sandbox = app.add_subcommand("sandbox", "a local PostgreSQL cluster with the extension and an agent");
@@ -19,7 +36,7 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
   up->add_option("--dir", dir, "sandbox directory")->required();
   up->add_option("--port", port, "port for the server (default: a free one)")->check(CLI::Range(1024, 65535));
   up->callback([&exit_code] {
-    try {
+    Run(exit_code, "sandbox up failed: ", [] {
       SandboxOptions options;
       options.port = port;
       options.progress = [](const std::string& line) { std::cerr << "sandbox: " << line << "\n"; };
@@ -29,37 +46,22 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
                 << "  agent:   " << info.agent_config.listen << "\n"
                 << "  logs:    " << info.dir << "/postgres.log, " << info.dir << "/agent.log\n"
                 << "connect with:  set -a; . " << info.env_path << "; set +a; psql\n";
-      exit_code = kExitOk;
-    } catch (const std::exception& e) {
-      std::cerr << "safe-upgrade: sandbox up failed: " << e.what() << "\n";
-      exit_code = kExitFailure;
-    }
+    });
   });
 
   auto* down = sandbox->add_subcommand("down", "stop the sandbox's agent and server (files are kept)");
   down->add_option("--dir", dir, "sandbox directory")->required();
   down->callback([&exit_code] {
-    try {
+    Run(exit_code, "sandbox down failed: ", [] {
       SandboxDown(dir);
       std::cout << "sandbox in " << dir << " is stopped\n";
-      exit_code = kExitOk;
-    } catch (const std::exception& e) {
-      std::cerr << "safe-upgrade: sandbox down failed: " << e.what() << "\n";
-      exit_code = kExitFailure;
-    }
+    });
   });
 
   auto* env = sandbox->add_subcommand("env", "print shell lines to connect to the sandbox (eval \"$(...)\")");
   env->add_option("--dir", dir, "sandbox directory")->required();
-  env->callback([&exit_code] {
-    try {
-      std::cout << SandboxEnvLines(SandboxOpen(dir), true);
-      exit_code = kExitOk;
-    } catch (const std::exception& e) {
-      std::cerr << "safe-upgrade: " << e.what() << "\n";
-      exit_code = kExitFailure;
-    }
-  });
+  env->callback(
+      [&exit_code] { Run(exit_code, "", [] { std::cout << SandboxEnvLines(SandboxOpen(dir), true); }); });
 }
 
 }  // namespace safe_upgrade::cli

@@ -8,7 +8,9 @@
 #include "db.h"
 #include "follow.h"
 #include "output.h"
+#include "renderers.h"
 #include "upgrade_doc.h"
+#include "upgrade_json.h"
 
 namespace safe_upgrade::cli {
 namespace {

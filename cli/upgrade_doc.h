@@ -1,14 +1,12 @@
 // One upgrade as the command line sees it, read from the catalog tables (upgrades, events,
-// restore_points, which are part of the contract), and its renderings: the status view, the
-// outcome summary, the dry-run summary, the plan report and the --json document.
+// restore_points, upgrade_databases, which are part of the contract). Its renderings are in
+// renderers.h (for people) and upgrade_json.h (--json); its phases in timeline.h.
 #pragma once
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <ostream>
 #include <string>
-#include <vector>
 
 #include "postgres/pg_conn.h"
 
@@ -33,34 +31,5 @@ struct UpgradeDoc {
 std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after_event_id = 0);
 // The in-flight upgrade, else the most recent one; nullopt when there are none.
 std::optional<int64_t> CurrentUpgradeId(PgConn& conn);
-
-bool IsTerminalState(const std::string& state);
-// The `run` exit code for a terminal state (0, 1, 3, 4, 5).
-int ExitCodeForState(const std::string& state);
-// What a state means, in a few plain words.
-std::string StateMeaning(const std::string& state);
-
-// A state transition event ("state a -> b", detail {"from", "to"}); returns the new state.
-std::optional<std::string> TransitionTarget(const nlohmann::json& event);
-
-struct PhaseSpan {
-  std::string state, started_at;
-  double start_epoch = 0;
-  std::optional<double> duration_s;  // nullopt for the final state of a finished upgrade
-};
-// The states the upgrade went through, from its transition events (doc.events must be all of them).
-std::vector<PhaseSpan> PhaseTimeline(const UpgradeDoc& doc);
-
-// The --json document of `run` and `status` (fields documented in docs/cli.md).
-nlohmann::json DocToJson(const UpgradeDoc& doc);
-
-// Outcome paragraph of a finished upgrade: what happened, phase durations, drift, data-loss window.
-void PrintOutcome(std::ostream& out, const UpgradeDoc& doc);
-// The dry run's health checks and catalog drift (used before asking for approval, and by status).
-void PrintDryRunSummary(std::ostream& out, const nlohmann::json& dry_run);
-// The full status view: header, phases, restore point, reports, events.
-void PrintStatus(std::ostream& out, const UpgradeDoc& doc);
-// The readable plan report, verdict first.
-void PrintPlan(std::ostream& out, const nlohmann::json& plan);
 
 }  // namespace safe_upgrade::cli

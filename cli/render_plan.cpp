@@ -1,0 +1,91 @@
+// The readable report of safe_upgrade.plan() (see renderers.h). The document is ours (plan() in
+// sql/, keys documented in docs/usage.md): it is read by its keys, and whatever it gains later is
+// still shown, generically, after the known sections.
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "output.h"
+#include "render_parts.h"
+#include "renderers.h"
+
+namespace safe_upgrade::cli {
+
+using nlohmann::json;
+
+void PrintPlan(std::ostream& out, const json& plan) {
+  if (!plan.is_object()) {
+    PrintJsonValue(out, plan, "");
+    return;
+  }
+  // Each key is shown once: by its section, or at the end with the keys no section knows.
+  std::set<std::string> done;
+  auto take = [&](const char* key) -> const json* {
+    if (!plan.contains(key) || done.count(key)) return nullptr;
+    done.insert(key);
+    return &plan[key];
+  };
+
+  // Verdict first: the answer to "may I upgrade?" ("ok" or "blocked"), with its reasons.
+  if (const json* verdict = take("verdict")) out << "verdict: " << JsonText(*verdict) << "\n";
+  for (const char* key : {"reasons", "hints"}) {
+    const json* items = take(key);
+    if (!items) continue;
+    if (items->is_array()) {
+      if (items->empty()) continue;
+      out << "  " << key << ":\n";
+      for (const auto& r : *items) out << "  - " << OneLine(PlainItem(r)) << "\n";
+    } else {
+      out << "  " << key << ": " << JsonText(*items) << "\n";
+    }
+  }
+  // The extension and versions in one line (installed_version is null when the databases differ).
+  {
+    std::string ext = JsonString(plan, "extname");
+    std::string from = JsonString(plan, "installed_version");
+    std::string to = JsonString(plan, "target_version");
+    if (!ext.empty() || !from.empty() || !to.empty()) {
+      out << "\nextension: " << ext << "  installed " << (from.empty() ? "-" : from) << "  target "
+          << (to.empty() ? "-" : to) << "\n";
+      for (const char* k : {"extname", "installed_version", "target_version"}) done.insert(k);
+    }
+  }
+  struct Section {
+    const char* title;
+    const char* key;
+  };
+  const Section sections[] = {
+      {"update path", "update_path"},      {"requires", "requires"},       {"required by", "required_by"},
+      {"dependent objects", "dependents"}, {"PITR prerequisites", "pitr"}, {"rollback cost", "rollback"},
+  };
+  for (const auto& s : sections) {
+    const json* value = take(s.key);
+    if (!value) continue;
+    bool scalars = value->is_array() &&
+                   std::all_of(value->begin(), value->end(), [](const json& v) { return v.is_primitive(); });
+    if (value->is_primitive() || scalars) {
+      // Short lists read best on one line; an update path as the hops it takes.
+      std::string text;
+      for (const auto& v : *value)
+        text += (text.empty() ? "" : std::string(s.key) == "update_path" ? " -> " : ", ") + JsonText(v);
+      if (value->is_primitive()) text = JsonText(*value);
+      out << "\n" << s.title << ": " << (text.empty() ? "(none)" : text) << "\n";
+      continue;
+    }
+    out << "\n" << s.title << ":\n";
+    PrintJsonValue(out, *value, "  ");
+  }
+  for (auto it = plan.begin(); it != plan.end(); ++it) {
+    if (done.count(it.key())) continue;
+    std::string title = it.key();
+    std::replace(title.begin(), title.end(), '_', ' ');
+    if (it->is_primitive()) {
+      out << "\n" << title << ": " << (it->is_null() ? "none" : JsonText(*it)) << "\n";
+    } else {
+      out << "\n" << title << ":\n";
+      PrintJsonValue(out, *it, "  ");
+    }
+  }
+}
+
+}  // namespace safe_upgrade::cli
