@@ -92,20 +92,22 @@ QueryResult ToQueryResult(PGresult* res) {
 }
 }  // namespace
 
-std::string PgConn::QuoteIdent(const std::string& identifier) const {
-  char* q = PQescapeIdentifier(conn_, identifier.c_str(), identifier.size());
-  if (!q) throw PgError("22000", PQerrorMessage(conn_));
-  std::string out(q);
-  PQfreemem(q);
+namespace {
+// The string libpq's escaping returned (freed here), or its error.
+std::string TakeEscaped(PGconn* conn, char* escaped) {
+  if (!escaped) throw PgError("22000", PQerrorMessage(conn));
+  std::string out(escaped);
+  PQfreemem(escaped);
   return out;
+}
+}  // namespace
+
+std::string PgConn::QuoteIdent(const std::string& identifier) const {
+  return TakeEscaped(conn_, PQescapeIdentifier(conn_, identifier.c_str(), identifier.size()));
 }
 
 std::string PgConn::QuoteLiteral(const std::string& literal) const {
-  char* q = PQescapeLiteral(conn_, literal.c_str(), literal.size());
-  if (!q) throw PgError("22000", PQerrorMessage(conn_));
-  std::string out(q);
-  PQfreemem(q);
-  return out;
+  return TakeEscaped(conn_, PQescapeLiteral(conn_, literal.c_str(), literal.size()));
 }
 
 namespace {
@@ -165,16 +167,7 @@ QueryResult PgConn::Exec(const std::string& sql, const std::vector<std::optional
                                nullptr, nullptr, 0);
   auto status = PQresultStatus(res);
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) ThrowFromResult(res, conn_);
-  QueryResult out;
-  int ncols = PQnfields(res), nrows = PQntuples(res);
-  for (int c = 0; c < ncols; ++c) out.columns.emplace_back(PQfname(res, c));
-  for (int r = 0; r < nrows; ++r) {
-    Row row;
-    for (int c = 0; c < ncols; ++c)
-      row.push_back(PQgetisnull(res, r, c) ? std::nullopt
-                                           : std::optional<std::string>(PQgetvalue(res, r, c)));
-    out.rows.push_back(std::move(row));
-  }
+  QueryResult out = ToQueryResult(res);
   PQclear(res);
   return out;
 }

@@ -96,13 +96,16 @@ class Fd {
   int fd_;
 };
 
-size_t ReadFull(int fd, unsigned char* buf, size_t len, const std::string& path) {
+// Runs io (read or write) until len bytes are done, retrying EINTR; a read stops early at the
+// end of the file (io returns 0).
+template <typename Io>
+size_t Full(Io io, size_t len, const char* what, const std::string& path) {
   size_t done = 0;
   while (done < len) {
-    ssize_t n = read(fd, buf + done, len - done);
+    ssize_t n = io(done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      ThrowErrno("could not read", path);
+      ThrowErrno(what, path);
     }
     if (n == 0) break;
     done += static_cast<size_t>(n);
@@ -110,16 +113,13 @@ size_t ReadFull(int fd, unsigned char* buf, size_t len, const std::string& path)
   return done;
 }
 
+size_t ReadFull(int fd, unsigned char* buf, size_t len, const std::string& path) {
+  return Full([&](size_t done) { return read(fd, buf + done, len - done); }, len, "could not read", path);
+}
+
 void WriteFull(int fd, const unsigned char* buf, size_t len, const std::string& path) {
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = write(fd, buf + done, len - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ThrowErrno("could not write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
+  auto write_some = [&](size_t done) { return write(fd, buf + done, len - done); };
+  if (Full(write_some, len, "could not write", path) < len) ThrowErrno("could not write", path);
 }
 
 // Copies src to a new file tmp (which must not exist), fsyncing it when durable is set.

@@ -8,6 +8,7 @@
 
 #include "base/fs_util.h"
 #include "fault_report.h"
+#include "pg_errors.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -157,13 +158,10 @@ TEST(ArchiveNotWritable, the_preflight_names_the_archive_and_begin_refuses) {
   EXPECT_NE(plan.find("\"verdict\": \"blocked\""), std::string::npos) << plan;
   EXPECT_NE(plan.find("WAL archive"), std::string::npos) << plan;
   auto conn = c.Connect();
-  try {
-    conn->Exec("SELECT safe_upgrade.begin('hstore', '1.8')");
-    ADD_FAILURE() << "begin() accepted an upgrade with an unwritable archive";
-  } catch (const PgError& e) {
-    EXPECT_EQ(e.sqlstate(), "55000");
-    EXPECT_NE(e.Full().find("WAL archive"), std::string::npos) << e.Full();
-  }
+  // begin() must refuse an upgrade with an unwritable archive.
+  PgError e = ErrorOf(*conn, "SELECT safe_upgrade.begin('hstore', '1.8')");
+  EXPECT_EQ(e.sqlstate(), "55000");
+  EXPECT_NE(e.Full().find("WAL archive"), std::string::npos) << e.Full();
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.upgrades"), "0");
   chmod(archive.c_str(), 0700);
 }

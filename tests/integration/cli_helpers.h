@@ -138,4 +138,24 @@ inline void RequireExtension(const TestCluster& c, const std::string& name) {
       << name << " is not installed; run: make -C tests/fixtures install (as root)";
 }
 
+// hstore 1.4 with data and a view that uses its operators, as a real schema would.
+inline void CreateHstoreSchema(const TestCluster& c) {
+  c.Exec(
+      "CREATE EXTENSION hstore VERSION '1.4';"
+      "CREATE TABLE accounts (id serial PRIMARY KEY, attrs hstore);"
+      "INSERT INTO accounts (attrs) SELECT hstore(ARRAY['plan', 'n'], ARRAY['pro', g::text]) "
+      "  FROM generate_series(1, 2000) g;"
+      "CREATE VIEW pro_accounts AS SELECT id FROM accounts WHERE attrs -> 'plan' = 'pro';");
+}
+
+// The `status ID --json` output of a finished upgrade: its state, the `run` exit code for that
+// state, and a section that must be an object.
+inline void ExpectStatusJson(const ProcessResult& status, const std::string& state, int exit_code,
+                             const char* section) {
+  nlohmann::json s = ParseJson(status.out);
+  EXPECT_EQ(s.value("state", ""), state);
+  EXPECT_EQ(s.value("exit_code", -1), exit_code);
+  EXPECT_TRUE(s[section].is_object()) << status.out;
+}
+
 }  // namespace safe_upgrade::testing

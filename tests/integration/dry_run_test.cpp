@@ -41,9 +41,23 @@ void AddCheck(const TestCluster& c, const std::string& name, const std::string& 
       {name, sql, extname, timeout});
 }
 
+struct Check {
+  std::string name, sql, extname, timeout = "30 seconds";
+};
+void AddChecks(const TestCluster& c, const std::vector<Check>& checks) {
+  for (const auto& check : checks) AddCheck(c, check.name, check.sql, check.extname, check.timeout);
+}
+
 FinishedJob DryRun(const TestCluster& c, int64_t id) {
   SetState(c, id, "dry_running");
   return RunAgentJob(c, "dryrun", id);
+}
+
+// A queued upgrade of extname from 1.0 to 1.1 (one hop), with its snapshot taken.
+int64_t SnapshottedUpgrade(const TestCluster& c, const std::string& extname) {
+  int64_t id = InsertUpgrade(c, extname, "1.0", "1.1", {"1.0", "1.1"}, "queued");
+  TakeSnapshot(c, id);
+  return id;
 }
 
 std::string CloneDir(const TestCluster& c, int64_t id) {
@@ -171,8 +185,7 @@ TEST(DryRun, upgrade_that_drops_a_function_a_view_uses_blocks_naming_the_view) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_dropfn");
   c.Exec("CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer");
-  int64_t id = InsertUpgrade(c, "su_fixture_dropfn", "1.0", "1.1", {"1.0", "1.1"}, "queued");
-  TakeSnapshot(c, id);
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_dropfn");
 
   auto job = DryRun(c, id);
   ASSERT_EQ(job.state, "failed") << job.EventText();
@@ -192,10 +205,9 @@ TEST(DryRun, upgrade_that_drops_a_function_a_view_uses_blocks_naming_the_view) {
 TEST(DryRun, user_health_check_returning_false_blocks_the_upgrade) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_badcheck");
-  AddCheck(c, "double_still_doubles", "SELECT su_badcheck_double(21) = 42", "su_fixture_badcheck");
-  AddCheck(c, "other_extension_check_is_not_run", "SELECT false", "hstore");
-  int64_t id = InsertUpgrade(c, "su_fixture_badcheck", "1.0", "1.1", {"1.0", "1.1"}, "queued");
-  TakeSnapshot(c, id);
+  AddChecks(c, {{"double_still_doubles", "SELECT su_badcheck_double(21) = 42", "su_fixture_badcheck"},
+                {"other_extension_check_is_not_run", "SELECT false", "hstore"}});
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_badcheck");
 
   auto job = DryRun(c, id);
   ASSERT_EQ(job.state, "failed") << job.EventText();
@@ -214,11 +226,11 @@ TEST(DryRun, user_health_check_returning_false_blocks_the_upgrade) {
 TEST(DryRun, health_check_that_errors_or_runs_past_its_timeout_fails_with_that_message) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_counter");
-  AddCheck(c, "check_that_errors", "SELECT 1 / 0 = 1", "su_fixture_counter");
-  AddCheck(c, "check_that_is_too_slow", "SELECT pg_sleep(60) IS NOT NULL", "su_fixture_counter", "1 second");
-  AddCheck(c, "check_with_two_statements", "SELECT true; SELECT true", "su_fixture_counter");
-  int64_t id = InsertUpgrade(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"}, "queued");
-  TakeSnapshot(c, id);
+  AddChecks(c,
+            {{"check_that_errors", "SELECT 1 / 0 = 1", "su_fixture_counter"},
+             {"check_that_is_too_slow", "SELECT pg_sleep(60) IS NOT NULL", "su_fixture_counter", "1 second"},
+             {"check_with_two_statements", "SELECT true; SELECT true", "su_fixture_counter"}});
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_counter");
 
   auto started = std::chrono::steady_clock::now();
   auto job = DryRun(c, id);
@@ -280,12 +292,12 @@ std::set<std::string> ArchiveFiles(const TestCluster& c) {
 TEST(DryRun, clone_is_isolated_from_production_and_gone_afterwards) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_counter");
-  // Runs in the clone: a WAL switch there would reach production's archive if the clone archived.
-  AddCheck(c, "clone_switches_wal", "SELECT pg_switch_wal() IS NOT NULL", "su_fixture_counter");
-  // Keeps the clone up long enough for this test to look at it from outside.
-  AddCheck(c, "clone_stays_up_a_moment", "SELECT pg_sleep(4) IS NOT NULL", "su_fixture_counter");
-  int64_t id = InsertUpgrade(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"}, "queued");
-  TakeSnapshot(c, id);
+  AddChecks(c, {// Runs in the clone: a WAL switch there would reach production's archive if the clone
+                // archived.
+                {"clone_switches_wal", "SELECT pg_switch_wal() IS NOT NULL", "su_fixture_counter"},
+                // Keeps the clone up long enough for this test to look at it from outside.
+                {"clone_stays_up_a_moment", "SELECT pg_sleep(4) IS NOT NULL", "su_fixture_counter"}});
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_counter");
   ASSERT_TRUE(WaitUntil(
       [&] {
         return c.Scalar("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") == "0";
@@ -371,8 +383,7 @@ TEST(DryRun, orphaned_clone_is_removed_when_the_agent_restarts_after_a_crash) {
   options.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "dryrun:after_clone_start"}};
   TestCluster c(options);
   c.Exec("CREATE EXTENSION su_fixture_counter");
-  int64_t id = InsertUpgrade(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"}, "queued");
-  TakeSnapshot(c, id);
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_counter");
 
   SetState(c, id, "dry_running");
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);

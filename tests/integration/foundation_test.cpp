@@ -5,6 +5,7 @@
 
 #include "base/fs_util.h"
 #include "build_info.h"
+#include "pg_errors.h"
 #include "postgres/cluster.h"
 #include "rpc/agent_client.h"
 #include "test_cluster.h"
@@ -85,14 +86,10 @@ TEST(Worker, worker_stops_cleanly_with_the_server) {
 TEST(Extension, load_without_shared_preload_libraries_fails_with_a_hint) {
   TestCluster c({.settings = {{"shared_preload_libraries", "''"}}, .start_agent = false, .create_extension = false});
   auto conn = c.Connect();
-  try {
-    conn->Exec("LOAD 'safe_upgrade'");
-    FAIL() << "LOAD succeeded";
-  } catch (const PgError& e) {
-    EXPECT_EQ(e.sqlstate(), "55000");
-    EXPECT_NE(e.message().find("shared_preload_libraries"), std::string::npos) << e.message();
-    EXPECT_NE(e.hint().find("shared_preload_libraries"), std::string::npos) << e.hint();
-  }
+  PgError e = ErrorOf(*conn, "LOAD 'safe_upgrade'");
+  EXPECT_EQ(e.sqlstate(), "55000");
+  EXPECT_NE(e.message().find("shared_preload_libraries"), std::string::npos) << e.message();
+  EXPECT_NE(e.hint().find("shared_preload_libraries"), std::string::npos) << e.hint();
 }
 
 TEST(Extension, create_extension_makes_the_catalog_and_the_operator_role) {
@@ -132,6 +129,12 @@ TEST(Agent, stops_cleanly_on_sigterm_and_releases_its_socket) {
 
 class AgentBadConfig : public ::testing::Test {
  protected:
+  // A complete agent configuration but for its data directory, which the tests get wrong.
+  static std::string ConfigWithDataDirectory(const std::string& data_directory) {
+    return "[cluster]\ndata_directory = \"" + data_directory +
+           "\"\n[agent]\nlisten = \"unix:/tmp/x.sock\"\nsnapshot_dir = \"/tmp/s\"\nwal_archive_dir = "
+           "\"/tmp/w\"\n";
+  }
   ProcessResult RunAgentWith(const std::string& toml) {
     char tmpl[] = "/tmp/su-badcfg-XXXXXX";
     dir_ = mkdtemp(tmpl);
@@ -146,16 +149,14 @@ class AgentBadConfig : public ::testing::Test {
 };
 
 TEST_F(AgentBadConfig, missing_data_directory_is_refused_naming_the_key) {
-  auto r = RunAgentWith("[cluster]\ndata_directory = \"/nonexistent/data\"\n[agent]\nlisten = \"unix:/tmp/x.sock\"\n"
-                        "snapshot_dir = \"/tmp/s\"\nwal_archive_dir = \"/tmp/w\"\n");
+  auto r = RunAgentWith(ConfigWithDataDirectory("/nonexistent/data"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("cluster.data_directory"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("/nonexistent/data"), std::string::npos) << r.err;
 }
 
 TEST_F(AgentBadConfig, wrong_data_directory_is_refused_naming_the_key) {
-  auto r = RunAgentWith("[cluster]\ndata_directory = \"/tmp\"\n[agent]\nlisten = \"unix:/tmp/x.sock\"\n"
-                        "snapshot_dir = \"/tmp/s\"\nwal_archive_dir = \"/tmp/w\"\n");
+  auto r = RunAgentWith(ConfigWithDataDirectory("/tmp"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("cluster.data_directory"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("not a PostgreSQL data directory"), std::string::npos) << r.err;

@@ -14,6 +14,7 @@
 
 #include "base/config.h"
 #include "base/fs_util.h"
+#include "pg_errors.h"
 #include "test_cluster.h"
 
 namespace safe_upgrade::testing {
@@ -26,22 +27,22 @@ bool AgentReachable(const TestCluster& c) {
   return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "true";
 }
 
+// The agent answers within 30 s (its status row says reachable).
+bool AgentAnswers(const TestCluster& c) {
+  return WaitUntil([&] { return AgentReachable(c); }, std::chrono::seconds(30));
+}
+
+// hstore 1.4, the extension every test upgrades; true once the agent answers.
+bool InstallHstoreAndWaitForAgent(const TestCluster& c) {
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  return AgentAnswers(c);
+}
+
 bool AgentUnreachable(const TestCluster& c) {
   return c.Scalar("SELECT reachable::text FROM safe_upgrade.agent_status()") == "false";
 }
 
 // Runs sql and returns the error it raised; fails the test when it succeeds.
-PgError ErrorOf(PgConn& conn, const std::string& sql, const std::vector<std::optional<std::string>>& params = {}) {
-  try {
-    auto r = conn.Exec(sql, params);
-    ADD_FAILURE() << "expected an error from: " << sql << " (it returned "
-                  << (r.rows.empty() || !r.rows[0][0] ? std::string("nothing") : *r.rows[0][0]) << ")";
-  } catch (const PgError& e) {
-    return e;
-  }
-  return PgError("", "");
-}
-
 std::string Describe(const PgError& e) {
   return e.sqlstate() + " " + e.message() + " | DETAIL: " + e.detail() + " | HINT: " + e.hint();
 }
@@ -69,7 +70,7 @@ TEST(PlanHstore, plan_lists_the_column_gist_index_and_view_that_use_hstore_and_t
       "CREATE INDEX docs_attrs_gist ON docs USING gist (attrs);"
       "CREATE VIEW doc_keys AS SELECT id, akeys(attrs) AS keys FROM docs;"
       "CREATE VIEW doc_ids AS SELECT id FROM docs;");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(AgentAnswers(c));
 
   json plan = Plan(c, "hstore", "1.8");
   EXPECT_EQ(plan["installed_version"], "1.4");
@@ -153,7 +154,7 @@ TEST(PlanFdw, plan_on_postgres_fdw_lists_its_foreign_server_and_foreign_table) {
 TEST(BeginErrors, unknown_extension_unknown_version_and_current_version_are_refused_with_sqlstate_and_hint) {
   TestCluster c;
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext;");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(AgentAnswers(c));
   auto conn = c.Connect();
 
   PgError e = ErrorOf(*conn, "SELECT safe_upgrade.begin('no_such_extension', '1.0')");
@@ -190,16 +191,21 @@ TEST(BeginErrors, unknown_extension_unknown_version_and_current_version_are_refu
   EXPECT_NE(e.hint().find("safe_upgrade.database"), std::string::npos) << Describe(e);
 }
 
-TEST(BeginPitr, begin_on_a_cluster_with_archive_mode_off_is_refused_with_55000) {
-  TestCluster c({.settings = {{"archive_mode", "off"}}});
-  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+// begin() of hstore 1.8 is refused with 55000, its detail and hint saying why, and queues nothing.
+void ExpectBeginRefusedWith55000(const TestCluster& c, const std::string& detail_part,
+                                 const std::string& hint_part) {
   auto conn = c.Connect();
   PgError e = ErrorOf(*conn, "SELECT safe_upgrade.begin('hstore', '1.8')");
   EXPECT_EQ(e.sqlstate(), "55000") << Describe(e);
-  EXPECT_NE(e.detail().find("archive_mode is off"), std::string::npos) << Describe(e);
-  EXPECT_NE(e.hint().find("archive_mode = on"), std::string::npos) << Describe(e);
+  EXPECT_NE(e.detail().find(detail_part), std::string::npos) << Describe(e);
+  EXPECT_NE(e.hint().find(hint_part), std::string::npos) << Describe(e);
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.upgrades"), "0");
+}
+
+TEST(BeginPitr, begin_on_a_cluster_with_archive_mode_off_is_refused_with_55000) {
+  TestCluster c({.settings = {{"archive_mode", "off"}}});
+  ASSERT_TRUE(InstallHstoreAndWaitForAgent(c));
+  ExpectBeginRefusedWith55000(c, "archive_mode is off", "archive_mode = on");
   json plan = Plan(c, "hstore", "1.8");
   EXPECT_EQ(plan["verdict"], "blocked");
   EXPECT_EQ(plan["reasons"].size(), 1u) << plan["reasons"].dump(2);
@@ -207,19 +213,13 @@ TEST(BeginPitr, begin_on_a_cluster_with_archive_mode_off_is_refused_with_55000) 
 
 TEST(BeginPitr, begin_while_the_agent_is_stopped_is_refused_with_55000_and_works_once_it_is_back) {
   TestCluster c({.settings = {{"safe_upgrade.agent_check_interval", "'200ms'"}, {"safe_upgrade.enabled", "off"}}});
-  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(InstallHstoreAndWaitForAgent(c));
   c.StopAgent();
   ASSERT_TRUE(WaitUntil([&] { return AgentUnreachable(c); }, 30s));
-  auto conn = c.Connect();
-  PgError e = ErrorOf(*conn, "SELECT safe_upgrade.begin('hstore', '1.8')");
-  EXPECT_EQ(e.sqlstate(), "55000") << Describe(e);
-  EXPECT_NE(e.detail().find("agent is unreachable"), std::string::npos) << Describe(e);
-  EXPECT_NE(e.hint().find("safe-upgrade-agent"), std::string::npos) << Describe(e);
-  EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.upgrades"), "0");
+  ExpectBeginRefusedWith55000(c, "agent is unreachable", "safe-upgrade-agent");
 
   c.StartAgent();
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(AgentAnswers(c));
   EXPECT_GT(std::stoll(c.Scalar("SELECT safe_upgrade.begin('hstore', '1.8')")), 0);
 }
 
@@ -255,7 +255,7 @@ TEST(BeginPrivileges, a_role_outside_safe_upgrade_operator_gets_42501_and_an_ope
       "CREATE TABLE docs (id int, attrs hstore);"
       "CREATE ROLE su_nobody LOGIN;"
       "CREATE ROLE su_op LOGIN IN ROLE safe_upgrade_operator;");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(AgentAnswers(c));
 
   PgConn nobody(ConnInfoAs(c, "su_nobody"));
   for (const char* sql : {"SELECT safe_upgrade.begin('hstore', '1.8')", "SELECT safe_upgrade.cancel(1)",
@@ -298,8 +298,7 @@ TEST(BeginPrivileges, a_role_outside_safe_upgrade_operator_gets_42501_and_an_ope
 TEST(BeginConcurrency, twenty_concurrent_begins_give_exactly_one_upgrade_and_nineteen_55006) {
   // The scheduler is off, so the winner stays queued (in flight) while the others race it.
   TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
-  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(InstallHstoreAndWaitForAgent(c));
 
   // A SHARE lock on the table lets every begin() pass its "already in flight?" check (nothing is
   // committed yet) and then holds all twenty at their INSERT, so that they really do meet at the
@@ -364,8 +363,7 @@ TEST(BeginConcurrency, twenty_concurrent_begins_give_exactly_one_upgrade_and_nin
 
 TEST(SqlWait, wait_refuses_inside_the_transaction_that_created_the_upgrade_and_follows_it_after_commit) {
   TestCluster c({.settings = {{"safe_upgrade.enabled", "off"}}});
-  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
-  ASSERT_TRUE(WaitUntil([&] { return AgentReachable(c); }, 30s));
+  ASSERT_TRUE(InstallHstoreAndWaitForAgent(c));
   auto conn = c.Connect();
   conn->ExecScript("BEGIN");
   std::string id = conn->Exec("SELECT safe_upgrade.begin('hstore', '1.8')").Scalar();
