@@ -2,7 +2,8 @@
 # Documentation check (part of `make check`): every name a user can type must be documented in
 # README.md or docs/*.md. The names are read from the sources, so adding a setting, a flag, a
 # subcommand or an SQL function without documenting it fails the check:
-#   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp;
+#   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp (called
+#     through the boundary guard, as PgGuard(&DefineCustom*Variable, "safe_upgrade.x", ...));
 #   - agent settings: Read(tbl, "section", "key", ...) in agent/base/config.cpp;
 #   - CLI subcommands (add_subcommand("x", ...)) and flags (add_option/add_flag("--x")) in cli/*.cpp;
 #   - SQL functions: CREATE FUNCTION in sql/ (every *.sql below it), except names starting with "_";
@@ -25,8 +26,8 @@ documented() {
 }
 quote() { sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"; }
 
-gucs=$(grep -oE 'DefineCustom[A-Za-z]+Variable\("safe_upgrade\.[a-z_]+"' extension/src/pg/module.cpp |
-  sed -E 's/.*\("//; s/"$//' | sort -u)
+gucs=$(grep -oE 'DefineCustom[A-Za-z]+Variable(\(|, )"safe_upgrade\.[a-z_]+"' extension/src/pg/module.cpp |
+  sed -E 's/[^"]*"//; s/"$//' | sort -u)
 [ -n "$gucs" ] || { echo "docs_check: found no GUCs in extension/src/pg/module.cpp"; exit 1; }
 for g in $gucs; do documented "setting" "$g" "$(quote "$g")"; done
 
