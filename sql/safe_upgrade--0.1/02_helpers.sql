@@ -24,6 +24,15 @@ AS $fn$
   SELECT ARRAY['succeeded', 'validated', 'blocked', 'failed', 'rolled_back', 'rollback_failed', 'cancelled']
 $fn$;
 
+-- The upgrade of extension $1 that is in flight, if any (upgrades_one_in_flight allows one).
+CREATE FUNCTION @extschema@._in_flight_upgrade(extname name)
+RETURNS TABLE (id bigint, state text) LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT u.id, u.state FROM @extschema@.upgrades u
+   WHERE u.extname = $1 AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1
+$fn$;
+
 -- A user-supplied value as it may appear inside an error message: one short line, control
 -- characters shown as "?".
 CREATE FUNCTION @extschema@._for_message(value text)
@@ -102,4 +111,18 @@ BEGIN
   END IF;
   RETURN v_row;
 END
+$fn$;
+
+-- _require_operator($2), then the row of upgrade $1 locked FOR UPDATE (_upgrade_or_error).
+CREATE FUNCTION @extschema@._upgrade_to_change(upgrade_id bigint, action text)
+RETURNS @extschema@.upgrades LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT @extschema@._require_operator($2); SELECT @extschema@._upgrade_or_error($1, true) $fn$;
+
+-- Records what an operator asked of an upgrade (an event) and wakes the worker at commit.
+CREATE FUNCTION @extschema@._record_request(upgrade_id bigint, phase text, level text, message text, detail jsonb)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail) VALUES ($1, $2, $3, $4, $5);
+  SELECT @extschema@._wake_worker_at_commit();
 $fn$;

@@ -1,6 +1,16 @@
 -- safe_upgrade--0.1.sql, part 04: begin() options, checked and normalized.
 -- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
 
+-- Raises 22023: option $1 must be $2, not the value $3; $4 is the hint.
+CREATE FUNCTION @extschema@._invalid_option(option text, expected text, value jsonb, hint text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  RAISE EXCEPTION USING ERRCODE = '22023',
+    MESSAGE = format('option "%s" must be %s, not %s', $1, $2, @extschema@._for_message($3::text)), HINT = $4;
+END
+$fn$;
+
 -- begin() options with their defaults filled in and their values checked and normalized:
 -- booleans as JSON booleans, not_before as a timestamp, lock_timeout as "<n>ms" (what both an
 -- interval and the lock_timeout setting accept), max_lock_retries as a JSON number.
@@ -47,48 +57,33 @@ BEGIN
     ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') IN ('true', 'on', 'false', 'off') THEN
       v_out := v_out || jsonb_build_object(v_key, lower(v_value #>> '{}') IN ('true', 'on'));
     ELSE
-      RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('option "%s" must be a boolean, not %s', v_key, @extschema@._for_message(v_value::text)),
-        HINT = format('Use true or false, for example ''{"%s": true}''.', v_key);
+      PERFORM @extschema@._invalid_option(v_key, 'a boolean', v_value,
+        format('Use true or false, for example ''{"%s": true}''.', v_key));
     END IF;
   END LOOP;
 
+  -- not_before and lock_timeout: a JSON string cast to its type (NULL when it does not cast), or
+  -- the default when the option is absent or null.
   v_value := v_in -> 'not_before';
+  v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+  BEGIN v_ts := v_text::timestamptz; EXCEPTION WHEN data_exception THEN v_ts := NULL; END;
   IF v_value IS NULL OR v_value = 'null'::jsonb THEN
     v_ts := now();
-  ELSE
-    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
-    BEGIN
-      v_ts := v_text::timestamptz;
-    EXCEPTION WHEN data_exception THEN
-      v_ts := NULL;
-    END;
-    IF v_ts IS NULL OR NOT isfinite(v_ts) THEN
-      RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('option "not_before" must be a timestamp, not %s', @extschema@._for_message(v_value::text)),
-        HINT = 'Use a finite timestamp with a time zone, for example ''{"not_before": "2030-01-01 02:00:00+00"}''.';
-    END IF;
+  ELSIF v_ts IS NULL OR NOT isfinite(v_ts) THEN
+    PERFORM @extschema@._invalid_option('not_before', 'a timestamp', v_value,
+      'Use a finite timestamp with a time zone, for example ''{"not_before": "2030-01-01 02:00:00+00"}''.');
   END IF;
   v_out := v_out || jsonb_build_object('not_before', v_ts);
 
   v_value := v_in -> 'lock_timeout';
-  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
-    v_interval := interval '2 seconds';
-  ELSE
-    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
-    BEGIN
-      v_interval := v_text::interval;
-    EXCEPTION WHEN data_exception THEN
-      v_interval := NULL;
-    END;
-  END IF;
+  v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+  BEGIN v_interval := v_text::interval; EXCEPTION WHEN data_exception THEN v_interval := NULL; END;
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN v_interval := interval '2 seconds'; END IF;
   v_ms := round(extract(epoch FROM v_interval) * 1000);
   IF v_ms IS NULL OR v_ms < 1 OR v_ms > 3600000 THEN
-    RAISE EXCEPTION USING ERRCODE = '22023',
-      MESSAGE = format('option "lock_timeout" must be an interval between 1ms and 1 hour, not %s',
-                       @extschema@._for_message(v_value::text)),
-      HINT = 'Use an interval string, for example ''{"lock_timeout": "2s"}''; '
-             'the upgrade gives up waiting for a lock after it and retries.';
+    PERFORM @extschema@._invalid_option('lock_timeout', 'an interval between 1ms and 1 hour', v_value,
+      'Use an interval string, for example ''{"lock_timeout": "2s"}''; '
+      'the upgrade gives up waiting for a lock after it and retries.');
   END IF;
   v_out := v_out || jsonb_build_object('lock_timeout', v_ms::bigint || 'ms');
 
@@ -101,10 +96,8 @@ BEGIN
     v_int := (v_value #>> '{}')::numeric;
   END IF;
   IF v_int IS NULL OR v_int <> trunc(v_int) OR v_int < 0 OR v_int > 100 THEN
-    RAISE EXCEPTION USING ERRCODE = '22023',
-      MESSAGE = format('option "max_lock_retries" must be an integer between 0 and 100, not %s',
-                       @extschema@._for_message(v_value::text)),
-      HINT = 'Use a whole number, for example ''{"max_lock_retries": 5}''.';
+    PERFORM @extschema@._invalid_option('max_lock_retries', 'an integer between 0 and 100', v_value,
+      'Use a whole number, for example ''{"max_lock_retries": 5}''.');
   END IF;
   v_out := v_out || jsonb_build_object('max_lock_retries', v_int::integer);
 
@@ -114,11 +107,9 @@ BEGIN
   ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') IN ('auto', 'ready', 'cold') THEN
     v_out := v_out || jsonb_build_object('rollback_target', lower(v_value #>> '{}'));
   ELSE
-    RAISE EXCEPTION USING ERRCODE = '22023',
-      MESSAGE = format('option "rollback_target" must be auto, ready or cold, not %s',
-                       @extschema@._for_message(v_value::text)),
-      HINT = 'Use "auto" (a parked target when the disk allows), "ready" (require one) or "cold" '
-             '(restore the snapshot), for example ''{"rollback_target": "cold"}''.';
+    PERFORM @extschema@._invalid_option('rollback_target', 'auto, ready or cold', v_value,
+      'Use "auto" (a parked target when the disk allows), "ready" (require one) or "cold" '
+      '(restore the snapshot), for example ''{"rollback_target": "cold"}''.');
   END IF;
 
   v_value := v_in -> 'databases';
@@ -126,11 +117,9 @@ BEGIN
     IF jsonb_typeof(v_value) <> 'array' OR jsonb_array_length(v_value) = 0
        OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_value) x
                    WHERE jsonb_typeof(x) <> 'string' OR btrim(x #>> '{}') = '') THEN
-      RAISE EXCEPTION USING ERRCODE = '22023',
-        MESSAGE = format('option "databases" must be a non-empty JSON array of database names, not %s',
-                         @extschema@._for_message(v_value::text)),
-        HINT = 'Name the databases to upgrade, for example ''{"databases": ["app", "reporting"]}'', '
-               'or leave the option out to upgrade the extension in every database that has it.';
+      PERFORM @extschema@._invalid_option('databases', 'a non-empty JSON array of database names', v_value,
+        'Name the databases to upgrade, for example ''{"databases": ["app", "reporting"]}'', '
+        'or leave the option out to upgrade the extension in every database that has it.');
     END IF;
     IF (SELECT count(DISTINCT x) <> count(*) FROM jsonb_array_elements_text(v_value) x) THEN
       RAISE EXCEPTION USING ERRCODE = '22023',

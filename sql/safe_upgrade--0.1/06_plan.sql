@@ -8,9 +8,9 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+  v_selection jsonb := @extschema@._select_databases($1, $2, NULL);
   v_ext name := $1;
   v_target text := $2;
-  v_selection jsonb;
   v_databases jsonb;
   v_versions text[];
   v_paths jsonb[];
@@ -26,7 +26,6 @@ DECLARE
   v_data_free bigint;
   v_auto_mode text;
 BEGIN
-  v_selection := @extschema@._select_databases(v_ext, v_target, NULL);
   -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
   -- connect to (their count otherwise).
   SELECT coalesce(jsonb_agg(CASE WHEN pg_catalog.has_database_privilege(session_user, d ->> 'datname', 'CONNECT')
@@ -53,8 +52,7 @@ BEGIN
   v_pitr := @extschema@._prerequisites();
   SELECT coalesce(array_agg(x), '{}') INTO v_reasons FROM jsonb_array_elements_text(v_pitr -> 'reasons') x;
   SELECT coalesce(array_agg(x), '{}') INTO v_hints FROM jsonb_array_elements_text(v_pitr -> 'hints') x;
-  SELECT u.id, u.state INTO v_in_flight FROM @extschema@.upgrades u
-   WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+  SELECT f.id, f.state INTO v_in_flight FROM @extschema@._in_flight_upgrade(v_ext) f;
   IF FOUND THEN
     v_reasons := v_reasons || format('upgrade %s of %s is already in flight (%s)',
                                      v_in_flight.id, v_ext, v_in_flight.state);

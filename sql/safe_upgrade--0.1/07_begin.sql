@@ -8,6 +8,7 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
+  v_id bigint;
   v_ext name := $1;
   v_target text := $2;
   v_selection jsonb;
@@ -19,7 +20,6 @@ DECLARE
   v_pitr jsonb;
   v_reasons text;
   v_hints text;
-  v_id bigint;
   v_constraint text;
 BEGIN
   PERFORM @extschema@._require_operator('begin an upgrade');
@@ -34,8 +34,7 @@ BEGIN
     INTO v_from, v_path, v_databases
     FROM jsonb_array_elements(v_selection -> 'databases') d;
 
-  SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
-   WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+  SELECT f.id, f.state INTO v_other FROM @extschema@._in_flight_upgrade(v_ext) f;
   IF FOUND THEN
     RAISE EXCEPTION USING ERRCODE = '55006',
       MESSAGE = format('upgrade %s of extension "%s" is already in flight (%s)', v_other.id, v_ext, v_other.state),
@@ -61,12 +60,9 @@ BEGIN
     RETURNING id INTO v_id;
   EXCEPTION WHEN unique_violation THEN
     GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
-    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN
-      RAISE;
-    END IF;
+    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN RAISE; END IF;
     -- Another session's begin() committed first; this statement's snapshot shows its row.
-    SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
-     WHERE u.extname = v_ext AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+    SELECT f.id, f.state INTO v_other FROM @extschema@._in_flight_upgrade(v_ext) f;
     RAISE EXCEPTION USING ERRCODE = '55006',
       MESSAGE = format('upgrade %s of extension "%s" is already in flight (%s)',
                        coalesce(v_other.id::text, 'another'), v_ext, coalesce(v_other.state, 'queued')),

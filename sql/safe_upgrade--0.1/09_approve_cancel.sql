@@ -6,12 +6,9 @@ CREATE FUNCTION @extschema@.approve(upgrade_id bigint)
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
 DECLARE
-  v_row @extschema@.upgrades;
+  v_row @extschema@.upgrades := @extschema@._upgrade_to_change($1, 'approve an upgrade');
 BEGIN
-  PERFORM @extschema@._require_operator('approve an upgrade');
-  v_row := @extschema@._upgrade_or_error($1, true);
   IF NOT coalesce((v_row.options ->> 'require_approval')::boolean, false) THEN
     RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('upgrade %s does not require approval', v_row.id),
       HINT = 'Only upgrades begun with ''{"require_approval": true}'' wait for approval; '
@@ -32,10 +29,8 @@ BEGIN
   END IF;
   UPDATE @extschema@.upgrades u SET approved_at = now(), approved_by = session_user, updated_at = now()
    WHERE u.id = v_row.id;
-  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
-  VALUES (v_row.id, 'approved', 'info', format('approved by %s', session_user),
-          jsonb_build_object('approved_by', session_user, 'state', v_row.state));
-  PERFORM @extschema@._wake_worker_at_commit();
+  PERFORM @extschema@._record_request(v_row.id, 'approved', 'info', format('approved by %s', session_user),
+                                      jsonb_build_object('approved_by', session_user, 'state', v_row.state));
   RETURN v_row.state;
 END
 $fn$;
@@ -45,13 +40,10 @@ CREATE FUNCTION @extschema@.cancel(upgrade_id bigint)
 RETURNS text LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
 DECLARE
-  v_row @extschema@.upgrades;
   v_has_restore_point boolean;
+  v_row @extschema@.upgrades := @extschema@._upgrade_to_change($1, 'cancel an upgrade');
 BEGIN
-  PERFORM @extschema@._require_operator('cancel an upgrade');
-  v_row := @extschema@._upgrade_or_error($1, true);
   v_has_restore_point := EXISTS (SELECT 1 FROM @extschema@.restore_points rp WHERE rp.upgrade_id = v_row.id);
   IF v_row.state = ANY (@extschema@._terminal_states()) THEN
     RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot cancel upgrade %s in state %s',
@@ -75,10 +67,9 @@ BEGIN
     RETURN v_row.state;  -- asked before; asking again changes nothing
   END IF;
   UPDATE @extschema@.upgrades u SET cancel_requested = true, updated_at = now() WHERE u.id = v_row.id;
-  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
-  VALUES (v_row.id, 'cancel_requested', 'info', format('cancellation requested by %s', session_user),
-          jsonb_build_object('requested_by', session_user, 'state', v_row.state));
-  PERFORM @extschema@._wake_worker_at_commit();
+  PERFORM @extschema@._record_request(
+    v_row.id, 'cancel_requested', 'info', format('cancellation requested by %s', session_user),
+    jsonb_build_object('requested_by', session_user, 'state', v_row.state));
   RETURN v_row.state;
 END
 $fn$;

@@ -8,15 +8,13 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-  v_row @extschema@.upgrades;
   v_rp @extschema@.restore_points;
+  v_row @extschema@.upgrades := @extschema@._upgrade_to_change($1, 'roll back an upgrade');
   v_later record;
   v_other record;
   v_constraint text;
   v_version text;
 BEGIN
-  PERFORM @extschema@._require_operator('roll back an upgrade');
-  v_row := @extschema@._upgrade_or_error($1, true);
   IF v_row.state NOT IN ('succeeded', 'failed', 'verifying') THEN
     RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('cannot roll back upgrade %s in state %s',
                                                               v_row.id, v_row.state),
@@ -76,23 +74,19 @@ BEGIN
      WHERE u.id = v_row.id;
   EXCEPTION WHEN unique_violation THEN
     GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
-    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN
-      RAISE;
-    END IF;
-    SELECT u.id, u.state INTO v_other FROM @extschema@.upgrades u
-     WHERE u.extname = v_row.extname AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1;
+    IF v_constraint IS DISTINCT FROM 'upgrades_one_in_flight' THEN RAISE; END IF;
+    SELECT f.id, f.state INTO v_other FROM @extschema@._in_flight_upgrade(v_row.extname) f;
     RAISE EXCEPTION USING ERRCODE = '55006',
       MESSAGE = format('cannot roll back upgrade %s: upgrade %s of extension "%s" is in flight',
                        v_row.id, coalesce(v_other.id::text, 'another'), v_row.extname),
       HINT = 'Wait for the other upgrade to finish (safe_upgrade.wait()) or cancel it, then roll back.';
   END;
-  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
-  VALUES (v_row.id, 'rolling_back', 'warning',
-          format('rollback to restore point %s requested by %s; every write committed after it will be lost',
-                 v_rp.name, session_user),
-          jsonb_build_object('requested_by', session_user, 'from', v_row.state, 'to', 'rolling_back',
-                             'restore_point', v_rp.name, 'lsn', v_rp.lsn::text));
-  PERFORM @extschema@._wake_worker_at_commit();
+  PERFORM @extschema@._record_request(
+    v_row.id, 'rolling_back', 'warning',
+    format('rollback to restore point %s requested by %s; every write committed after it will be lost',
+           v_rp.name, session_user),
+    jsonb_build_object('requested_by', session_user, 'from', v_row.state, 'to', 'rolling_back',
+                       'restore_point', v_rp.name, 'lsn', v_rp.lsn::text));
   RETURN 'rolling_back';
 END
 $fn$;

@@ -11,11 +11,11 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
   v_name text := $1;
+  v_id bigint;
   v_sql text := $2;
   v_ext name := $3;
   v_timeout interval := $4;
   v_database name := $5;
-  v_id bigint;
 BEGIN
   PERFORM @extschema@._require_operator('add a health check');
   IF v_name IS NULL OR btrim(v_name) = '' THEN

@@ -20,3 +20,5 @@ GRANT EXECUTE ON FUNCTION @extschema@.rollback(bigint) TO safe_upgrade_operator;
 GRANT EXECUTE ON FUNCTION @extschema@.add_health_check(text, text, name, interval, name) TO safe_upgrade_operator;
 -- Only the SECURITY DEFINER functions above need it.
 REVOKE ALL ON FUNCTION @extschema@._require_operator(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._upgrade_to_change(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._record_request(bigint, text, text, text, jsonb) FROM PUBLIC;
