@@ -72,8 +72,7 @@ $fn$;
 -- Raises 42501 unless the session user may change upgrades. EXECUTE on the mutating functions is
 -- already limited to safe_upgrade_operator; this also covers a grant made by mistake to someone else.
 CREATE FUNCTION @extschema@._require_operator(action text)
-RETURNS void LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = session_user AND r.rolsuper)
