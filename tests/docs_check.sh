@@ -2,11 +2,12 @@
 # Documentation check (part of `make check`): every name a user can type must be documented in
 # README.md or docs/*.md. The names are read from the sources, so adding a setting, a flag, a
 # subcommand or an SQL function without documenting it fails the check:
-#   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp;
+#   - GUCs: DefineCustom*Variable("safe_upgrade.x", ...) in extension/src/pg/module.cpp (called
+#     through the boundary guard, as PgGuard(&DefineCustom*Variable, "safe_upgrade.x", ...));
 #   - agent settings: Read(tbl, "section", "key", ...) in agent/base/config.cpp;
 #   - CLI subcommands (add_subcommand("x", ...)) and flags (add_option/add_flag("--x")) in cli/*.cpp;
-#   - SQL functions: CREATE FUNCTION in sql/*.sql, except names starting with "_";
-#   - begin() options: the list _normalize_options() accepts (c_keys in sql/*.sql).
+#   - SQL functions: CREATE FUNCTION in sql/ (every *.sql below it), except names starting with "_";
+#   - begin() options: the list _normalize_options() accepts (c_keys in sql/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +26,8 @@ documented() {
 }
 quote() { sed 's/[][\.*^$+?(){}|/]/\\&/g' <<<"$1"; }
 
-gucs=$(grep -oE 'DefineCustom[A-Za-z]+Variable\("safe_upgrade\.[a-z_]+"' extension/src/pg/module.cpp |
-  sed -E 's/.*\("//; s/"$//' | sort -u)
+gucs=$(grep -oE 'DefineCustom[A-Za-z]+Variable(\(|, )"safe_upgrade\.[a-z_]+"' extension/src/pg/module.cpp |
+  sed -E 's/[^"]*"//; s/"$//' | sort -u)
 [ -n "$gucs" ] || { echo "docs_check: found no GUCs in extension/src/pg/module.cpp"; exit 1; }
 for g in $gucs; do documented "setting" "$g" "$(quote "$g")"; done
 
@@ -48,12 +49,12 @@ flags=$(grep -ohE 'add_(option|flag)\("[^"]*"' cli/*.cpp | grep -oE -- '--[a-z][
 [ -n "$flags" ] || { echo "docs_check: found no flags in cli/"; exit 1; }
 for f in $flags; do documented "flag" "$f" "$(quote "$f")([^a-z0-9-]|\$)"; done
 
-functions=$(grep -ohiE 'CREATE[[:space:]]+(OR[[:space:]]+REPLACE[[:space:]]+)?FUNCTION[[:space:]]+[@a-z_.]*[a-z0-9_]+[[:space:]]*\(' sql/*.sql |
+functions=$(grep -ohiE 'CREATE[[:space:]]+(OR[[:space:]]+REPLACE[[:space:]]+)?FUNCTION[[:space:]]+[@a-z_.]*[a-z0-9_]+[[:space:]]*\(' -r --include='*.sql' sql/ |
   sed -E 's/[[:space:]]*\($//; s/.*[[:space:].]//' | grep -v '^_' | sort -u)
 [ -n "$functions" ] || { echo "docs_check: found no SQL functions in sql/"; exit 1; }
 for fn in $functions; do documented "SQL function" "$fn" "$(quote "$fn")\("; done
 
-options=$(sed -n "/c_keys constant text\[\] := ARRAY\[/,/\];/p" sql/safe_upgrade--0.1.sql | grep -oE "'[a-z_]+'" | tr -d "'" | sort -u)
+options=$(find sql -name '*.sql' -exec sed -n "/c_keys constant text\[\] := ARRAY\[/,/\];/p" {} + | grep -oE "'[a-z_]+'" | tr -d "'" | sort -u)
 [ -n "$options" ] || { echo "docs_check: found no begin() options in sql/"; exit 1; }
 # Each option has a row in a table, as `name` | default | meaning.
 for o in $options; do documented "begin() option" "$o" '`'"$o"'` [|]'; done

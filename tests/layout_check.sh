@@ -3,7 +3,9 @@
 #   - the agent's folders are layers: a file includes headers of its own layer or of a lower one,
 #     never of a higher one (base < postgres < storage < checks < scratch < snapshots < jobs <
 #     daemon; the sandbox may use every layer but the daemon, and no layer may use the sandbox);
-#   - no source file outside tests/ (C++, SQL, shell, proto) is over 500 lines.
+#   - no source file outside tests/ (C++, SQL, shell, proto) is over 500 lines;
+#   - every .cpp in extension/src/core and extension/src/rpc includes core/cpp_only.h, which
+#     fails the build when a PostgreSQL server header reaches the file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,11 @@ for dir in agent/*/; do
   done < <(grep -nE '^#include "[a-z_]+/' "$dir"*.{h,cpp} 2>/dev/null || true)
 done
 
+while read -r file; do
+  grep -q '^#include "core/cpp_only.h"' "$file" ||
+    problems+=("$file: does not include core/cpp_only.h (pure C++ files must prove that postgres.h stays out)")
+done < <(find extension/src/core extension/src/rpc -name '*.cpp' | sort)
+
 max_lines=500
 while read -r file; do
   lines=$(wc -l <"$file")
@@ -40,4 +47,4 @@ if [ ${#problems[@]} -gt 0 ]; then
   printf 'layout_check: %s\n' "${problems[@]}"
   exit 1
 fi
-echo "layout_check: the agent's layers include only downwards; no file outside tests/ is over $max_lines lines"
+echo "layout_check: the agent's layers include only downwards; core/ and rpc/ include core/cpp_only.h; no file outside tests/ is over $max_lines lines"

@@ -1,6 +1,8 @@
 // Catalog queries shared by the server and the agent (see catalog_queries.h).
 #include "core/catalog_queries.h"
 
+#include "core/cpp_only.h"  // no PostgreSQL server header may reach this file
+
 namespace safe_upgrade {
 
 const std::string& DependencyRowsQuery() {

@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "core/cpp_only.h"  // no PostgreSQL server header may reach this file
+
 namespace safe_upgrade {
 
 std::string RestorePointName(int64_t upgrade_id, uint64_t system_identifier) {

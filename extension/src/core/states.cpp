@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include "core/cpp_only.h"  // no PostgreSQL server header may reach this file
+
 namespace safe_upgrade {
 
 bool IsTerminalState(const std::string& state) {

@@ -1,5 +1,5 @@
 // SPI from C++: run parameterised SQL (parameters passed as text and cast in the query) and get
-// rows of optional strings back. PostgreSQL errors surface as PgException.
+// rows of optional strings back. PostgreSQL errors surface as PgException (boundary.h).
 #pragma once
 
 #include <optional>

@@ -1,6 +1,7 @@
 // The background worker: the database-side scheduler. Follows pg_cron's model: a latch loop
 // with config reload, one short transaction of work per upgrade per pass, and WaitLatch with
 // WL_EXIT_ON_PM_DEATH; it never sleeps. It is the only code in the server that talks to the agent.
+// Its main runs through RunFromPostgres and calls PostgreSQL only through PgGuard (boundary.h).
 #include "boundary.h"  // must be first: postgres.h
 
 extern "C" {
@@ -31,6 +32,7 @@ namespace {
 
 volatile sig_atomic_t got_sigterm = 0;
 
+// A signal handler: SetLatch is async-signal-safe and cannot raise an ERROR.
 void HandleSigterm(SIGNAL_ARGS) {
   int save_errno = errno;
   got_sigterm = 1;
@@ -43,6 +45,7 @@ std::string client_address;
 std::string client_key;
 std::string last_logged_problem;
 
+// before_shmem_exit callback: C++ only (the client's destructor), no PostgreSQL call.
 void ResetClient(int, Datum) { client.reset(); }
 
 std::string GucText(const char* value) { return value ? value : ""; }
@@ -60,12 +63,15 @@ void EnsureClient() {
   }
 }
 
+// on_shmem_exit callback.
 void ClearWorkerLatch(int, Datum) {
-  SharedState* s = Shared();
-  SpinLockAcquire(&s->mutex);
-  s->worker_latch = nullptr;
-  s->worker_pid = 0;
-  SpinLockRelease(&s->mutex);
+  RunFromPostgres([] {
+    SharedState* s = Shared();
+    SpinLockAcquire(&s->mutex);  // spinlocks cannot raise an ERROR (a stuck one is a PANIC)
+    s->worker_latch = nullptr;
+    s->worker_pid = 0;
+    SpinLockRelease(&s->mutex);
+  });
 }
 
 void CopyString(char* into, size_t size, const std::string& value) { snprintf(into, size, "%s", value.c_str()); }
@@ -76,13 +82,15 @@ void CheckAgent() {
   AgentPing ping;
   AgentCallError err = client->Ping(ping);
   SharedState* s = Shared();
+  TimestampTz now = PgGuard(&GetCurrentTimestamp);
   bool was_checked, was_reachable;
+  // Under the spinlock only plain stores and snprintf: nothing that can raise an ERROR.
   SpinLockAcquire(&s->mutex);
   was_checked = s->agent_checked;
   was_reachable = s->agent_reachable;
   s->agent_checked = true;
   s->agent_reachable = err.ok;
-  s->checked_at = GetCurrentTimestamp();
+  s->checked_at = now;
   CopyString(s->address, sizeof s->address, client_address);
   if (err.ok) {
     CopyString(s->agent_version, sizeof s->agent_version, ping.agent_version);
@@ -109,57 +117,54 @@ void CheckAgent() {
   }
   SpinLockRelease(&s->mutex);
   if (err.ok && (!was_checked || !was_reachable))
-    ereport(LOG, (errmsg("safe_upgrade: agent at %s is reachable (version %s)", client_address.c_str(),
-                         ping.agent_version.c_str())));
+    LogLine(LOG, "safe_upgrade: agent at " + client_address + " is reachable (version " + ping.agent_version +
+                     ")");
   if (!err.ok && (!was_checked || was_reachable))
-    ereport(LOG, (errmsg("safe_upgrade: agent at %s is unreachable: %s", client_address.c_str(), err.message.c_str()),
-                  errhint("Start safe-upgrade-agent, or set safe_upgrade.agent_address to its address.")));
+    LogLine(LOG, "safe_upgrade: agent at " + client_address + " is unreachable: " + err.message,
+            "Start safe-upgrade-agent, or set safe_upgrade.agent_address to its address.");
 }
 
 void LogProblemOnce(const std::string& problem) {
   if (problem == last_logged_problem) return;
   last_logged_problem = problem;
-  ereport(WARNING, (errmsg("safe_upgrade: %s", problem.c_str())));
+  LogLine(WARNING, "safe_upgrade: " + problem);
 }
 
-}  // namespace
-}  // namespace safe_upgrade::pg
-
-using namespace safe_upgrade::pg;
-
-void safe_upgrade_worker_main(Datum) {
+void WorkerMain() {
+  // Installing handlers and unblocking signals cannot raise an ERROR.
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
   pqsignal(SIGTERM, HandleSigterm);
   BackgroundWorkerUnblockSignals();
-  BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
-  pgstat_report_appname("safe_upgrade scheduler");
+  PgGuard(&BackgroundWorkerInitializeConnection, static_cast<const char*>(guc_database),
+          static_cast<const char*>(nullptr), static_cast<uint32>(0));
+  PgGuard(&pgstat_report_appname, "safe_upgrade scheduler");
 
   SharedState* s = Shared();
   SpinLockAcquire(&s->mutex);
   s->worker_latch = MyLatch;
   s->worker_pid = MyProcPid;
   SpinLockRelease(&s->mutex);
-  on_shmem_exit(ClearWorkerLatch, 0);
-  before_shmem_exit(ResetClient, 0);
+  PgGuard(&on_shmem_exit, &ClearWorkerLatch, Datum(0));
+  PgGuard(&before_shmem_exit, &ResetClient, Datum(0));
 
-  ereport(LOG, (errmsg("safe_upgrade: scheduler started in database \"%s\"", guc_database)));
+  LogLine(LOG, std::string("safe_upgrade: scheduler started in database \"") + guc_database + "\"");
   TimestampTz next_check = 0;
   while (!got_sigterm) {
-    CHECK_FOR_INTERRUPTS();
+    CheckForInterrupts();
     if (ConfigReloadPending) {
       ConfigReloadPending = false;
-      ProcessConfigFile(PGC_SIGHUP);
+      PgGuard(&ProcessConfigFile, PGC_SIGHUP);
       next_check = 0;  // a new address or interval applies at once
     }
     bool busy = false;
     try {
       EnsureClient();
-      TimestampTz now = GetCurrentTimestamp();
+      TimestampTz now = PgGuard(&GetCurrentTimestamp);
       if (now >= next_check) {
         CheckAgent();
         next_check = TimestampTzPlusMilliseconds(now, guc_agent_check_interval_ms);
       }
-      if (guc_enabled && !RecoveryInProgress()) busy = RunSchedulerPass(*client);
+      if (guc_enabled && !PgGuard(&RecoveryInProgress)) busy = RunSchedulerPass(*client);
       last_logged_problem.clear();
     } catch (const std::exception& e) {
       LogProblemOnce(e.what());
@@ -171,10 +176,19 @@ void safe_upgrade_worker_main(Datum) {
     SpinLockRelease(&s->mutex);
     if (busy && !reachable) next_check = 0;
     long timeout = busy && reachable ? guc_poll_interval_ms : guc_agent_check_interval_ms;
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout, PG_WAIT_EXTENSION);
-    ResetLatch(MyLatch);
+    (void)PgGuard(&WaitLatch, MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout,
+                  static_cast<uint32>(PG_WAIT_EXTENSION));
+    PgGuard(&ResetLatch, MyLatch);
   }
-  ereport(LOG, (errmsg("safe_upgrade: scheduler shutting down")));
+  LogLine(LOG, "safe_upgrade: scheduler shutting down");
   client.reset();
+}
+
+}  // namespace
+}  // namespace safe_upgrade::pg
+
+void safe_upgrade_worker_main(Datum) {
+  safe_upgrade::pg::RunFromPostgres(safe_upgrade::pg::WorkerMain);
+  // Outside every C++ frame: proc_exit does not return.
   proc_exit(0);
 }

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/cpp_only.h"  // no PostgreSQL server header may reach this file
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 
 namespace safe_upgrade {

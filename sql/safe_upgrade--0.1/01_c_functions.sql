@@ -1,0 +1,35 @@
+-- safe_upgrade--0.1.sql, part 01: the functions implemented in C++.
+-- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
+
+-- ---------------------------------------------------------------------------------------------
+-- Functions implemented in C++ (extension/src/pg)
+-- ---------------------------------------------------------------------------------------------
+
+-- What the background worker last saw of the agent. data_directory is shown only to roles that may
+-- read the server's own data_directory setting (superusers, pg_read_all_settings).
+CREATE FUNCTION @extschema@.agent_status(
+  OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
+  OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
+  OUT worker_pid integer, OUT snapshot_free_bytes bigint, OUT disk_reserve_bytes bigint,
+  OUT wal_archive_writable boolean, OUT data_free_bytes bigint,
+  OUT wal_archive_newest text, OUT wal_archive_oldest text, OUT wal_needed_from text,
+  OUT wal_archive_files bigint, OUT wal_archive_bytes bigint,
+  OUT snapshot_method_configured text, OUT snapshot_method text, OUT snapshot_method_reason text,
+  OUT snapshot_method_possible boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
+LANGUAGE C STRICT VOLATILE;
+
+-- Wakes the background worker when the calling transaction commits.
+CREATE FUNCTION @extschema@._wake_worker_at_commit()
+RETURNS void
+AS 'MODULE_PATHNAME', 'safe_upgrade_wake_worker_at_commit'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION @extschema@._wake_worker_at_commit() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@._wake_worker_at_commit() TO safe_upgrade_operator;
+
+-- Deterministic restore point name for an upgrade: su_<id>_<short system identifier>.
+CREATE FUNCTION @extschema@.restore_point_name(upgrade_id bigint)
+RETURNS text
+AS 'MODULE_PATHNAME', 'safe_upgrade_restore_point_name'
+LANGUAGE C STRICT STABLE;

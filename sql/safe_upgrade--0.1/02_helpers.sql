@@ -1,0 +1,127 @@
+-- safe_upgrade--0.1.sql, part 02: the state lists and the small internal helpers the SQL surface shares.
+-- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
+
+-- ---------------------------------------------------------------------------------------------
+-- SQL surface (plpgsql). Every function pins search_path and qualifies every name, so objects
+-- that a user creates in another schema can never stand in for ours or the catalog's. No
+-- function builds SQL text from its arguments: values reach queries as plpgsql variables (bind
+-- parameters).
+-- ---------------------------------------------------------------------------------------------
+
+-- The states, in one place.
+CREATE FUNCTION @extschema@._in_flight_states()
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT ARRAY['queued', 'snapshotting', 'dry_running', 'awaiting_approval', 'scheduled',
+               'applying', 'verifying', 'rolling_back']
+$fn$;
+
+CREATE FUNCTION @extschema@._terminal_states()
+RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT ARRAY['succeeded', 'validated', 'blocked', 'failed', 'rolled_back', 'rollback_failed', 'cancelled']
+$fn$;
+
+-- The upgrade of extension $1 that is in flight, if any (upgrades_one_in_flight allows one).
+CREATE FUNCTION @extschema@._in_flight_upgrade(extname name)
+RETURNS TABLE (id bigint, state text) LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT u.id, u.state FROM @extschema@.upgrades u
+   WHERE u.extname = $1 AND u.state = ANY (@extschema@._in_flight_states()) ORDER BY u.id LIMIT 1
+$fn$;
+
+-- A user-supplied value as it may appear inside an error message: one short line, control
+-- characters shown as "?".
+CREATE FUNCTION @extschema@._for_message(value text)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT regexp_replace(CASE WHEN length($1) > 64 THEN left($1, 64) || '...' ELSE $1 END, '[[:cntrl:]]', '?', 'g')
+$fn$;
+
+-- What extension $2 looks like in database $1, for an upgrade to version $3 (see
+-- extension/src/core/catalog_queries.h): installed_version, update_path, missing_requires,
+-- required_by, dependents. Another database is read by a short-lived background worker.
+CREATE FUNCTION @extschema@._database_inventory(datname name, extname name, target_version text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'safe_upgrade_database_inventory'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- The dependency snapshot of this database: every user object that depends on a member of the
+-- extension, directly or through other user objects (a foreign table through its server, a view
+-- through a view, an index through a column of the extension's type), one row per dependency
+-- edge. A view is reported as the view, not as its _RETURN rule. The agent runs the same query
+-- on the clone after the upgrade, so "before" and "after" rows compare like with like.
+CREATE FUNCTION @extschema@.dependency_rows(extname name)
+RETURNS TABLE (object_type text, object_schema text, object_identity text,
+               depends_on_type text, depends_on_identity text, deptype "char")
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT r.object_type, r.object_schema, r.object_identity, r.depends_on_type, r.depends_on_identity,
+         r.deptype::"char"
+    FROM jsonb_to_recordset(@extschema@._database_inventory(current_database(), $1, NULL) -> 'dependents')
+         AS r (object_type text, object_schema text, object_identity text, depends_on_type text,
+               depends_on_identity text, deptype text)
+   ORDER BY 1, 2, 3, 4, 5, 6
+$fn$;
+
+-- Raises 42501 unless the session user may change upgrades. EXECUTE on the mutating functions is
+-- already limited to safe_upgrade_operator; this also covers a grant made by mistake to someone else.
+CREATE FUNCTION @extschema@._require_operator(action text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = session_user AND r.rolsuper)
+     AND NOT pg_catalog.pg_has_role(session_user, 'safe_upgrade_operator', 'MEMBER') THEN
+    RAISE EXCEPTION USING ERRCODE = '42501',
+      MESSAGE = format('permission denied to %s', $1),
+      HINT = format('Only superusers and members of safe_upgrade_operator may do this; '
+                    'ask an administrator to run GRANT safe_upgrade_operator TO %I.',
+                    session_user);
+  END IF;
+END
+$fn$;
+
+-- Loads an upgrade row or raises 22023; FOR UPDATE when the caller is about to change it.
+CREATE FUNCTION @extschema@._upgrade_or_error(upgrade_id bigint, for_update boolean)
+RETURNS @extschema@.upgrades LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_row @extschema@.upgrades;
+BEGIN
+  IF $1 IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'upgrade id must not be null',
+      HINT = 'Pass the id that safe_upgrade.begin() returned.';
+  END IF;
+  IF $2 THEN
+    SELECT * INTO v_row FROM @extschema@.upgrades u WHERE u.id = $1 FOR UPDATE;
+  ELSE
+    SELECT * INTO v_row FROM @extschema@.upgrades u WHERE u.id = $1;
+  END IF;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('upgrade %s does not exist', $1),
+      HINT = 'List the upgrades with SELECT id, extname, state FROM safe_upgrade.upgrades ORDER BY id DESC.';
+  END IF;
+  RETURN v_row;
+END
+$fn$;
+
+-- _require_operator($2), then the row of upgrade $1 locked FOR UPDATE (_upgrade_or_error).
+CREATE FUNCTION @extschema@._upgrade_to_change(upgrade_id bigint, action text)
+RETURNS @extschema@.upgrades LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $fn$ SELECT @extschema@._require_operator($2); SELECT @extschema@._upgrade_or_error($1, true) $fn$;
+
+-- Records what an operator asked of an upgrade (an event) and wakes the worker at commit.
+CREATE FUNCTION @extschema@._record_request(upgrade_id bigint, phase text, level text, message text, detail jsonb)
+RETURNS void LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail) VALUES ($1, $2, $3, $4, $5);
+  SELECT @extschema@._wake_worker_at_commit();
+$fn$;

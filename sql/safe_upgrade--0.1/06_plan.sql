@@ -1,0 +1,120 @@
+-- safe_upgrade--0.1.sql, part 06: plan().
+-- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
+
+-- Read-only preflight report: what begin() would do, what it needs, and what a rollback costs.
+CREATE FUNCTION @extschema@.plan(extname name, target_version text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_selection jsonb := @extschema@._select_databases($1, $2, NULL);
+  v_ext name := $1;
+  v_target text := $2;
+  v_databases jsonb;
+  v_versions text[];
+  v_paths jsonb[];
+  v_requires jsonb;
+  v_required_by jsonb;
+  v_dependents jsonb;
+  v_untouched jsonb;
+  v_pitr jsonb;
+  v_in_flight record;
+  v_reasons text[];
+  v_hints text[];
+  v_snapshot_bytes bigint;
+  v_data_free bigint;
+  v_auto_mode text;
+BEGIN
+  -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
+  -- connect to (their count otherwise).
+  SELECT coalesce(jsonb_agg(CASE WHEN pg_catalog.has_database_privilege(session_user, d ->> 'datname', 'CONNECT')
+                                 THEN d ELSE d - 'dependents' || jsonb_build_object(
+                                   'dependents', '[]'::jsonb,
+                                   'dependents_hidden', jsonb_array_length(d -> 'dependents')) END
+                            ORDER BY d ->> 'datname'), '[]'::jsonb)
+    INTO v_databases FROM jsonb_array_elements(v_selection -> 'databases') d;
+  SELECT array_agg(DISTINCT d ->> 'installed_version'), array_agg(DISTINCT d -> 'update_path')
+    INTO v_versions, v_paths FROM jsonb_array_elements(v_databases) d;
+  SELECT coalesce(jsonb_agg(r ORDER BY r), '[]'::jsonb) INTO v_requires
+    FROM pg_catalog.pg_available_extension_versions v, unnest(v.requires) AS r
+   WHERE v.name = v_ext AND v.version = v_target;
+  SELECT coalesce(jsonb_agg(DISTINCT x), '[]'::jsonb) INTO v_required_by
+    FROM jsonb_array_elements(v_databases) d, jsonb_array_elements(d -> 'required_by') x;
+  SELECT coalesce(jsonb_agg(r || jsonb_build_object('datname', d ->> 'datname')
+                            ORDER BY d ->> 'datname', r ->> 'object_type', r ->> 'object_identity'), '[]'::jsonb)
+    INTO v_dependents FROM jsonb_array_elements(v_databases) d, jsonb_array_elements(d -> 'dependents') r;
+  SELECT coalesce(jsonb_agg(db.datname::text ORDER BY db.datname), '[]'::jsonb) INTO v_untouched
+    FROM pg_catalog.pg_database db
+   WHERE NOT db.datistemplate
+     AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(v_databases) d WHERE d ->> 'datname' = db.datname::text);
+
+  v_pitr := @extschema@._prerequisites();
+  SELECT coalesce(array_agg(x), '{}') INTO v_reasons FROM jsonb_array_elements_text(v_pitr -> 'reasons') x;
+  SELECT coalesce(array_agg(x), '{}') INTO v_hints FROM jsonb_array_elements_text(v_pitr -> 'hints') x;
+  SELECT f.id, f.state INTO v_in_flight FROM @extschema@._in_flight_upgrade(v_ext) f;
+  IF FOUND THEN
+    v_reasons := v_reasons || format('upgrade %s of %s is already in flight (%s)',
+                                     v_in_flight.id, v_ext, v_in_flight.state);
+    v_hints := v_hints || format('Wait for upgrade %s with safe_upgrade.wait(%s), '
+                                 'or cancel it with safe_upgrade.cancel(%s).',
+                                 v_in_flight.id, v_in_flight.id, v_in_flight.id);
+  END IF;
+
+  v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
+  v_data_free := (v_pitr ->> 'data_free_bytes')::bigint;
+  v_auto_mode := CASE WHEN v_data_free IS NULL THEN 'unknown (the agent is unreachable)'
+                      WHEN v_data_free >= v_snapshot_bytes + coalesce((v_pitr ->> 'disk_reserve_bytes')::bigint, 0)
+                      THEN 'ready' ELSE 'cold' END;
+  RETURN jsonb_build_object(
+    'extname', v_ext,
+    -- One version and path when every database to upgrade agrees; null otherwise (see databases).
+    'installed_version', CASE WHEN cardinality(v_versions) = 1 THEN v_versions[1] END,
+    'target_version', v_target,
+    'update_path', CASE WHEN cardinality(v_paths) = 1 THEN v_paths[1] END,
+    'databases', (SELECT jsonb_agg(jsonb_build_object(
+                    'datname', d ->> 'datname', 'installed_version', d ->> 'installed_version',
+                    'update_path', d -> 'update_path', 'required_by', d -> 'required_by',
+                    'dependents', jsonb_array_length(d -> 'dependents') + coalesce((d ->> 'dependents_hidden')::int, 0))
+                    ORDER BY d ->> 'datname')
+                  FROM jsonb_array_elements(v_databases) d),
+    'skipped_databases', v_selection -> 'skipped',
+    'requires', v_requires,
+    'required_by', v_required_by,
+    'dependents', v_dependents,
+    'pitr', v_pitr - 'reasons' - 'hints',
+    'rollback', jsonb_build_object(
+      'method', 'point-in-time recovery: restore the snapshot taken before the upgrade, '
+                'then replay the archived WAL up to the restore point created just before the apply',
+      'snapshot_bytes', v_snapshot_bytes,
+      'rollback_target', jsonb_build_object(
+        'option', 'rollback_target',
+        'default', 'auto',
+        'auto_would_use', v_auto_mode,
+        'ready_disk_bytes', v_snapshot_bytes,
+        'data_free_bytes', v_data_free,
+        'ready', format('a copy of the snapshot (%s) next to the data directory follows the WAL archive and parks '
+                        'at the restore point while the upgrade is applied and verified; a rollback is then '
+                        'stop, swap and start, seconds whatever the database size',
+                        pg_catalog.pg_size_pretty(v_snapshot_bytes)),
+        'cold', 'the rollback restores the snapshot and replays WAL; no extra disk until then, '
+                'but the downtime grows with the database size'),
+      'cost', CASE WHEN v_auto_mode = 'ready'
+                   THEN format('with the parked target (rollback_target auto or ready): stop, swap and start, '
+                               'seconds; it holds %s more disk next to the data directory during the apply '
+                               'and verification; the server restarts on a new timeline',
+                               pg_catalog.pg_size_pretty(v_snapshot_bytes))
+                   ELSE format('restore snapshot of %s bytes (%s) + WAL replay up to the restore point; '
+                               'the server is down meanwhile and restarts on a new timeline',
+                               v_snapshot_bytes, pg_catalog.pg_size_pretty(v_snapshot_bytes)) END,
+      'loses', 'every write committed after the restore point, in every database of the cluster, '
+               'including writes made by the upgraded version and writes to databases this upgrade does not '
+               'change; the data directory it replaces is kept aside, not deleted',
+      'databases_rewound_but_not_upgraded', v_untouched),
+    'in_flight_upgrade', CASE WHEN v_in_flight.id IS NULL THEN NULL
+                              ELSE jsonb_build_object('id', v_in_flight.id, 'state', v_in_flight.state) END,
+    'verdict', CASE WHEN cardinality(v_reasons) = 0 THEN 'ok' ELSE 'blocked' END,
+    'reasons', to_jsonb(v_reasons),
+    'hints', to_jsonb(v_hints));
+END
+$fn$;
