@@ -1,4 +1,5 @@
-// Journal implementation.
+// Journal implementation: the files, their lock and their atomic rewrite; the document's JSON is
+// journal_json.cpp's.
 #include "base/journal.h"
 
 #include <filesystem>
@@ -13,20 +14,33 @@ std::string Journal::PathFor(int64_t upgrade_id) const {
   return JoinPath(dir_, "upgrade-" + std::to_string(upgrade_id) + ".json");
 }
 
-nlohmann::json Journal::Load(int64_t upgrade_id) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::string path = PathFor(upgrade_id);
-  if (!PathExists(path)) return nlohmann::json::object();
-  return nlohmann::json::parse(ReadFile(path));
+std::optional<JournalDoc> Journal::Read(const std::string& path) const {
+  if (!PathExists(path)) return std::nullopt;
+  try {
+    return JournalDocFromJson(nlohmann::json::parse(ReadFile(path)));
+  } catch (const std::exception& e) {
+    throw JournalError("journal file " + path + " cannot be read: " + e.what());
+  }
 }
 
-nlohmann::json Journal::Update(int64_t upgrade_id, const std::function<void(nlohmann::json&)>& change) {
+std::optional<JournalDoc> Journal::Find(int64_t upgrade_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Read(PathFor(upgrade_id));
+}
+
+JournalDoc Journal::Load(int64_t upgrade_id) const {
+  JournalDoc doc = Find(upgrade_id).value_or(JournalDoc{});
+  doc.upgrade_id = upgrade_id;
+  return doc;
+}
+
+JournalDoc Journal::Update(int64_t upgrade_id, const std::function<void(JournalDoc&)>& change) {
   std::lock_guard<std::mutex> lock(mu_);
   std::string path = PathFor(upgrade_id);
-  nlohmann::json doc = PathExists(path) ? nlohmann::json::parse(ReadFile(path)) : nlohmann::json::object();
-  doc["upgrade_id"] = upgrade_id;
+  JournalDoc doc = Read(path).value_or(JournalDoc{});
+  doc.upgrade_id = upgrade_id;
   change(doc);
-  AtomicWriteFile(path, doc.dump(2) + "\n");
+  AtomicWriteFile(path, ToJson(doc).dump(2) + "\n");
   return doc;
 }
 

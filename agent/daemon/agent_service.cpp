@@ -241,10 +241,15 @@ grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerCo
   return Handle(ctx, "GetUpgradeJournal", [&] {
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
-    auto doc = journal_.Load(req->upgrade_id());
+    std::optional<JournalDoc> journaled;
+    try {
+      journaled = journal_.Find(req->upgrade_id());
+    } catch (const JournalError& e) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, e.what());
+    }
     // An upgrade the journal does not know must at least be in the catalog. One the journal knows
     // may be missing from it: a rollback rewinds the catalog to before the upgrade was begun.
-    if (doc.empty()) {
+    if (!journaled) {
       try {
         auto conn = ConnectProduction(config_, "safe-upgrade-agent");
         if (!CatalogState(*conn, req->upgrade_id())) return UnknownUpgrade(req->upgrade_id());
@@ -253,10 +258,11 @@ grpc::ServerUnaryReactor* AgentService::GetUpgradeJournal(grpc::CallbackServerCo
       }
     }
     resp->set_upgrade_id(req->upgrade_id());
-    resp->set_apply(doc.value("apply", "none"));
-    resp->set_rollback(doc.value("rollback", "none"));
-    resp->set_rollback_step(doc.value("rollback_step", ""));
-    resp->set_snapshot_id(doc.value("snapshot_id", ""));
+    const JournalDoc doc = journaled.value_or(JournalDoc{});
+    resp->set_apply(ToString(doc.apply));
+    resp->set_rollback(ToString(doc.rollback));
+    resp->set_rollback_step(doc.rollback_step);
+    resp->set_snapshot_id(doc.snapshot_id);
     return grpc::Status::OK;
   });
 }

@@ -56,20 +56,20 @@ void PrepareUnixSocket(const std::string& path) {
 }
 
 // The journaled rollback that is in progress, if any (its data directory may be moved aside).
-nlohmann::json RollbackInProgress(const AgentConfig& config) {
+std::optional<JournalDoc> RollbackInProgress(const AgentConfig& config) {
   std::string dir = config.JournalDir();
-  if (config.work_dir.empty() || !IsDirectory(dir)) return nullptr;
+  if (config.work_dir.empty() || !IsDirectory(dir)) return std::nullopt;
   Journal journal(dir);
   for (int64_t id : journal.UpgradeIds()) {
-    auto doc = journal.Load(id);
-    if (doc.value("rollback", "none") == "in_progress") return doc;
+    JournalDoc doc = journal.Load(id);
+    if (doc.rollback == RollbackState::kInProgress) return doc;
   }
-  return nullptr;
+  return std::nullopt;
 }
 
 int Serve(const std::string& config_path, const std::string& argv0) {
   AgentConfig config;
-  nlohmann::json rollback;
+  std::optional<JournalDoc> rollback;
   try {
     config = ParseAgentConfig(ReadFile(config_path), config_path);
     // Resolved now, while argv[0] still names the file we run: recovery settings written later
@@ -79,7 +79,7 @@ int Serve(const std::string& config_path, const std::string& argv0) {
       throw ConfigError("agent.agent_binary: cannot tell where the agent was started from (" + argv0 +
                         "); set it to the agent's installed path");
     rollback = RollbackInProgress(config);
-    ValidateAgentConfig(config, /*data_directory_may_be_missing=*/!rollback.is_null());
+    ValidateAgentConfig(config, /*data_directory_may_be_missing=*/rollback.has_value());
   } catch (const std::exception& e) {
     fprintf(stderr, "safe-upgrade-agent: invalid configuration: %s\n", e.what());
     return 2;
@@ -103,8 +103,9 @@ int Serve(const std::string& config_path, const std::string& argv0) {
     if (PathExists(config.data_directory)) {
       facts = ReadControlData(config.bin_dir, config.data_directory);
     } else {
-      facts.system_identifier =
-          std::stoull(rollback["rollback_context"].value("system_identifier", std::string("0")));
+      std::string sysid =
+          rollback && rollback->rollback_context ? rollback->rollback_context->system_identifier : "";
+      facts.system_identifier = std::stoull(sysid.empty() ? std::string("0") : sysid);
       spdlog::warn("the data directory {} is moved aside by an interrupted rollback; resuming it",
                    config.data_directory);
     }

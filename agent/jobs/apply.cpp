@@ -136,11 +136,11 @@ class BlockerWatch {
   int attempt_ = 0, max_tries_ = 0;
 };
 
-void JournalApply(JobContext& ctx, const std::string& state, const json& extra = json::object()) {
-  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
-    doc["apply"] = state;
-    doc["apply_" + state + "_at"] = NowIso8601();
-    for (auto it = extra.begin(); it != extra.end(); ++it) doc[it.key()] = it.value();
+void JournalApply(JobContext& ctx, ApplyState state, const std::optional<std::string>& error = std::nullopt) {
+  ctx.journal().Update(ctx.upgrade_id(), [&](JournalDoc& doc) {
+    doc.apply = state;
+    doc.apply_at[state] = NowIso8601();
+    if (error) doc.apply_error = error;
   });
 }
 
@@ -181,9 +181,9 @@ std::chrono::milliseconds Backoff(int attempt) {
 }
 
 // The journal's word for how far the apply got in every database.
-std::string ApplyState(size_t committed, size_t databases) {
-  if (committed == 0) return "not_committed";
-  return committed == databases ? "committed" : "partially_committed";
+ApplyState ApplyStateOf(size_t committed, size_t databases) {
+  if (committed == 0) return ApplyState::kNotCommitted;
+  return committed == databases ? ApplyState::kCommitted : ApplyState::kPartiallyCommitted;
 }
 
 struct DatabaseApply {
@@ -208,9 +208,9 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
   UpgradeOutcome outcome;
   int attempt = 0;
   const int apply_pid = conn.BackendPid();
-  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
-    doc["apply_databases"][db.datname] = "started";
-    doc["apply_backend_pid"] = apply_pid;
+  ctx.journal().Update(ctx.upgrade_id(), [&](JournalDoc& doc) {
+    doc.apply_databases[db.datname] = DatabaseApplyState::kStarted;
+    doc.apply_backend_pid = apply_pid;
   });
   ctx.Info("applying",
            "applying " + upgrade.extname + " " + db.from_version + " -> " + upgrade.to_version +
@@ -245,8 +245,9 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
   out.committed = outcome.committed;
   if (!out.committed && outcome.commit_outcome_unknown)
     out.committed = ResolveLostCommit(ctx, upgrade, db.datname, apply_pid);
-  ctx.journal().Update(ctx.upgrade_id(), [&](json& doc) {
-    doc["apply_databases"][db.datname] = out.committed ? "committed" : "not_committed";
+  ctx.journal().Update(ctx.upgrade_id(), [&](JournalDoc& doc) {
+    doc.apply_databases[db.datname] =
+        out.committed ? DatabaseApplyState::kCommitted : DatabaseApplyState::kNotCommitted;
   });
   out.result = outcome.ToJson();
   out.result["datname"] = db.datname;
@@ -287,7 +288,7 @@ json RunApplyJob(JobContext& ctx) {
   const std::string sid = std::to_string(id);
   auto started = Clock::now();
 
-  std::string already = ctx.journal().Load(id).value("apply", "none");
+  std::string already = ToString(ctx.journal().Load(id).apply);
   if (already != "none")
     throw JobFailure("upgrade " + sid + " was already applied once (journal: apply " + already +
                          "); an upgrade is applied to production at most once, so it is not applied again",
@@ -328,13 +329,13 @@ json RunApplyJob(JobContext& ctx) {
 
   // Claim the one application: check and set in one journal update, durable before BEGIN.
   std::string seen;
-  ctx.journal().Update(id, [&](json& doc) {
-    seen = doc.value("apply", "none");
-    if (seen != "none") return;
-    doc["apply"] = "started";
-    doc["apply_started_at"] = NowIso8601();
-    doc["apply_job"] = ctx.job_id();
-    doc["apply_databases"] = json::object();
+  ctx.journal().Update(id, [&](JournalDoc& doc) {
+    seen = ToString(doc.apply);
+    if (doc.apply != ApplyState::kNone) return;
+    doc.apply = ApplyState::kStarted;
+    doc.apply_at[ApplyState::kStarted] = NowIso8601();
+    doc.apply_job = ctx.job_id();
+    doc.apply_databases.clear();
   });
   if (seen != "none")
     throw JobFailure(
@@ -360,7 +361,7 @@ json RunApplyJob(JobContext& ctx) {
     }
   } catch (const std::exception& e) {
     // BEGIN itself failed (a connection is gone): COMMIT was never sent there.
-    JournalApply(ctx, ApplyState(committed.size(), upgrade.databases.size()), {{"apply_error", e.what()}});
+    JournalApply(ctx, ApplyStateOf(committed.size(), upgrade.databases.size()), std::string(e.what()));
     throw;
   }
 
@@ -372,13 +373,12 @@ json RunApplyJob(JobContext& ctx) {
   result.update(flat);
   if (failure.empty()) {
     ctx.Failpoint("apply:after_commit");
-    JournalApply(ctx, "committed");
+    JournalApply(ctx, ApplyState::kCommitted);
     result["committed"] = true;
     return result;
   }
 
-  std::string state = ApplyState(committed.size(), upgrade.databases.size());
-  JournalApply(ctx, state, {{"apply_error", failure}});
+  JournalApply(ctx, ApplyStateOf(committed.size(), upgrade.databases.size()), failure);
   result["committed"] = false;
   result["partially_committed"] = !committed.empty();
   if (committed.empty()) {

@@ -20,8 +20,7 @@ using nlohmann::json;
 // The journal may name the snapshot (the snapshot job writes it); otherwise the default name.
 // Either way it must look like one of ours, since it becomes a path.
 std::string SnapshotIdOf(JobContext& ctx) {
-  auto doc = ctx.journal().Load(ctx.upgrade_id());
-  std::string id = doc.value("snapshot_id", "");
+  std::string id = ctx.journal().Load(ctx.upgrade_id()).snapshot_id;
   static const std::regex valid("^snap-[0-9]{1,18}(-[0-9A-Za-z]{1,32})?$");
   if (id.empty() || !std::regex_match(id, valid)) id = SnapshotIdFor(ctx.upgrade_id());
   return id;

@@ -270,7 +270,7 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   if (taken.detail.contains("tablespace_map")) meta["tablespace_map"] = taken.detail["tablespace_map"];
 
   Publish(dir, partial, data_dir, meta_path, meta, layout);
-  ctx.journal().Update(upgrade_id, [&](nlohmann::json& doc) { doc["snapshot_id"] = snapshot_id; });
+  ctx.journal().Update(upgrade_id, [&](JournalDoc& doc) { doc.snapshot_id = snapshot_id; });
   nlohmann::json detail = taken.detail;
   detail.erase("tablespace_map");
   detail["duration_s"] = Round1(duration_s);

@@ -22,16 +22,16 @@ void RecoverOnStartup(JobManager& jobs, Journal& journal, const AgentConfig& con
     spdlog::info("rollback targets not checked at start (the catalog is not reachable: {})", e.what());
   }
   for (int64_t id : journal.UpgradeIds()) {
-    nlohmann::json doc;
+    JournalDoc doc;
     try {
       doc = journal.Load(id);
     } catch (const std::exception& e) {
       spdlog::error("upgrade {}: unreadable journal entry: {}", id, e.what());
       continue;
     }
-    if (doc.value("rollback", "none") == "in_progress") {
+    if (doc.rollback == RollbackState::kInProgress) {
       spdlog::warn("upgrade {}: a rollback was interrupted at step \"{}\"; resuming it", id,
-                   doc.value("rollback_step", ""));
+                   doc.rollback_step);
       try {
         jobs.Start("rollback", id, RunRollbackJob);
       } catch (const std::exception& e) {

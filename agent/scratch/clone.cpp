@@ -86,13 +86,8 @@ void Clone::Create(double progress_from, double progress_to) {
 
   // Journaled before anything exists on disk, so a crash at any later point leaves a clone that
   // the next agent start finds and removes.
-  json entry = {
-      {"path", dir_},         {"data_dir", data_dir_},       {"socket_dir", socket_dir_}, {"port", port_},
-      {"job", ctx_.job_id()}, {"snapshot_id", snapshot_id_}, {"created_at", NowIso8601()}};
-  ctx_.journal().Update(ctx_.upgrade_id(), [&](json& doc) {
-    if (!doc.contains("clones") || !doc["clones"].is_array()) doc["clones"] = json::array();
-    doc["clones"].push_back(entry);
-  });
+  JournaledClone entry{dir_, data_dir_, socket_dir_, port_, ctx_.job_id(), snapshot_id_, NowIso8601()};
+  ctx_.journal().Update(ctx_.upgrade_id(), [&](JournalDoc& doc) { doc.clones.push_back(entry); });
   journaled_ = true;
 
   std::string source = source_data_dir_.empty() ? SnapshotDataDir(config, snapshot_id_) : source_data_dir_;
@@ -264,12 +259,11 @@ void Clone::Teardown() {
   }
   if (journaled_) {
     try {
-      ctx_.journal().Update(ctx_.upgrade_id(), [&](json& doc) {
-        if (!doc.contains("clones") || !doc["clones"].is_array()) return;
-        json kept = json::array();
-        for (const auto& c : doc["clones"])
-          if (c.value("path", "") != dir_) kept.push_back(c);
-        doc["clones"] = kept;
+      ctx_.journal().Update(ctx_.upgrade_id(), [&](JournalDoc& doc) {
+        std::vector<JournaledClone> kept;
+        for (const auto& c : doc.clones)
+          if (c.path != dir_) kept.push_back(c);
+        doc.clones = kept;
       });
       journaled_ = false;
       ctx_.Info("clone", "clone on port " + std::to_string(port_) + " stopped and removed");

@@ -13,7 +13,6 @@ namespace fs = std::filesystem;
 
 namespace safe_upgrade {
 
-using nlohmann::json;
 
 std::string NormalPath(const std::string& path) { return fs::path(path).lexically_normal().string(); }
 
@@ -39,27 +38,27 @@ void DestroyClone(int64_t upgrade_id, const AgentConfig& config, const std::stri
 
 void RemoveOrphanedClones(const AgentConfig& config, Journal& journal) {
   for (int64_t id : journal.UpgradeIds()) {
-    json doc;
+    JournalDoc doc;
     try {
       doc = journal.Load(id);
     } catch (const std::exception& e) {
       spdlog::error("upgrade {}: could not read the journal: {}", id, e.what());
       continue;
     }
-    if (!doc.contains("clones") || !doc["clones"].is_array() || doc["clones"].empty()) continue;
-    json kept = json::array();
-    for (const auto& c : doc["clones"]) {
-      std::string path = c.value("path", "");
+    if (doc.clones.empty()) continue;
+    std::vector<JournaledClone> kept;
+    for (const auto& c : doc.clones) {
+      const std::string& path = c.path;
       try {
-        DestroyClone(id, config, path, c.value("socket_dir", ""));
+        DestroyClone(id, config, path, c.socket_dir);
         spdlog::warn("upgrade {}: removed the dry-run clone {} (port {}) left by an interrupted dry run", id,
-                     path, c.value("port", 0));
+                     path, c.port);
       } catch (const std::exception& e) {
         spdlog::error("upgrade {}: could not remove the orphaned clone {}: {}", id, path, e.what());
         kept.push_back(c);
       }
     }
-    journal.Update(id, [&](json& d) { d["clones"] = kept; });
+    journal.Update(id, [&](JournalDoc& d) { d.clones = kept; });
   }
   // Anything else under clones/ is scratch from a crash before the journal was written.
   if (!IsDirectory(config.ClonesDir())) return;

@@ -69,9 +69,9 @@ std::optional<ClusterFacts> ControlFacts(const AgentConfig& config, const std::s
 // says "shut down" on a new timeline, and that timeline's history file says it branched off the
 // restore point's timeline at the restore point's LSN (the end of the restore point record, where
 // recovery stops). A target promoted anywhere else, or never promoted, is not parked.
-bool ParkedAt(const AgentConfig& config, const json& target, const RestorePointAt& rp, std::string& reason,
-              json& facts_out) {
-  std::string data_dir = target.value("dir", "");
+bool ParkedAt(const AgentConfig& config, const RollbackTargetRecord& target, const RestorePointAt& rp,
+              std::string& reason, json& facts_out) {
+  const std::string& data_dir = target.dir;
   if (!IsDirectory(data_dir)) {
     reason = "its directory " + data_dir + " is gone";
     return false;
@@ -264,19 +264,20 @@ class Preparation {
       socket_dir = tmpl;
     }
     int port = FindFreePort();
-    json target = {{"dir", dir},
-                   {"run_dir", run_dir},
-                   {"socket_dir", socket_dir},
-                   {"log", JoinPath(run_dir, "postgres.log")},
-                   {"port", port},
-                   {"restore_point", restore_point_},
-                   {"snapshot_id", snapshot_id},
-                   {"layout", layout.ToJson()},
-                   {"state", "copying"},
-                   {"created_at", NowIso8601()}};
+    RollbackTargetRecord target;
+    target.dir = dir;
+    target.run_dir = run_dir;
+    target.socket_dir = socket_dir;
+    target.log = JoinPath(run_dir, "postgres.log");
+    target.port = port;
+    target.restore_point = restore_point_;
+    target.snapshot_id = snapshot_id;
+    target.layout = layout.ToJson();
+    target.state = TargetState::kCopying;
+    target.created_at = NowIso8601();
     // Journaled before anything exists on disk, so a crash at any later point leaves nothing
     // the agent does not know about.
-    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
+    ctx_.journal().Update(id_, [&](JournalDoc& doc) { doc.rollback_target = target; });
 
     EnsureDir(config_.ClonesDir(), 0700);
     EnsureDir(run_dir, 0700);
@@ -292,15 +293,14 @@ class Preparation {
     // Now, while production still serves and before the restore point exists, so that the
     // downtime of a rollback never pays for it: after the swap production runs on these files.
     SyncStats synced = SyncTree(dir);
-    target["synced"] = {
-        {"files", synced.files}, {"directories", synced.directories}, {"seconds", synced.seconds}};
+    target.synced = RollbackTargetRecord::Synced{synced.files, synced.directories, synced.seconds};
     ctx_.Info(kPhase,
               "rollback target synced to disk: " + std::to_string(synced.files) + " files in " +
                   std::to_string(synced.seconds).substr(0, 5) + " s",
-              target["synced"]);
+              {{"files", synced.files}, {"directories", synced.directories}, {"seconds", synced.seconds}});
     Start(target, port, socket_dir, meta.value("timeline", 1u));
-    target["state"] = "following";
-    ctx_.journal().Update(id_, [&](json& doc) { doc["rollback_target"] = target; });
+    target.state = TargetState::kFollowing;
+    ctx_.journal().Update(id_, [&](JournalDoc& doc) { doc.rollback_target = target; });
     ctx_.Progress(1.0);
     ctx_.Info(kPhase,
               "rollback target ready in " + std::to_string(copy_s).substr(0, 5) +
@@ -320,8 +320,9 @@ class Preparation {
     AtomicWriteFile(JoinPath(dir, "standby.signal"), "", 0600);
   }
 
-  void Start(const json& target, int port, const std::string& socket_dir, uint32_t meta_timeline) {
-    std::string dir = target["dir"], log = target["log"];
+  void Start(const RollbackTargetRecord& target, int port, const std::string& socket_dir,
+             uint32_t meta_timeline) {
+    const std::string &dir = target.dir, &log = target.log;
     std::vector<std::string> options = ExternalConfigOptions(config_, dir);
     for (auto& o : ServerOptions(config_, id_, port, socket_dir)) options.push_back(std::move(o));
     // Not waiting: a target whose restore point is already archived parks (exits) at once,
@@ -368,18 +369,17 @@ std::string RollbackTargetDir(const AgentConfig& config, int64_t upgrade_id) {
 
 json RunPrepareRollbackJob(JobContext& ctx) { return Preparation(ctx).Run(); }
 
-ParkedState ParkRollbackTarget(const AgentConfig& config, const json& target, const RestorePointAt& rp,
-                               std::chrono::seconds timeout) {
+ParkedState ParkRollbackTarget(const AgentConfig& config, const RollbackTargetRecord& target,
+                               const RestorePointAt& rp, std::chrono::seconds timeout) {
   const std::string& restore_point = rp.name;
   ParkedState out;
-  std::string dir = target.value("dir", "");
-  std::string state = target.value("state", "");
-  if (state != "following" && state != "parked") {
-    out.reason = "it was never started (journal state \"" + state + "\")";
+  const std::string& dir = target.dir;
+  if (target.state != TargetState::kFollowing && target.state != TargetState::kParked) {
+    out.reason = "it was never started (journal state \"" + ToString(target.state) + "\")";
     return out;
   }
-  if (target.value("restore_point", "") != restore_point) {
-    out.reason = "it waits for restore point " + target.value("restore_point", "") + ", not " + restore_point;
+  if (target.restore_point != restore_point) {
+    out.reason = "it waits for restore point " + target.restore_point + ", not " + restore_point;
     return out;
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -409,19 +409,20 @@ ParkedState ParkRollbackTarget(const AgentConfig& config, const json& target, co
 }
 
 void ParkBeforeApply(JobContext& ctx, const RestorePointAt& rp, const std::string& rollback_target_option) {
-  json doc = ctx.journal().Load(ctx.upgrade_id());
-  if (!doc.contains("rollback_target") || !doc["rollback_target"].is_object()) return;
-  const json target = doc["rollback_target"];
-  if (target.value("state", "") == "parked") return;
+  const std::optional<RollbackTargetRecord> journaled = ctx.journal().Load(ctx.upgrade_id()).rollback_target;
+  if (!journaled) return;
+  const RollbackTargetRecord& target = *journaled;
+  if (target.state == TargetState::kParked) return;
   // It replays what production wrote since the snapshot; production serves meanwhile.
   auto timeout = std::chrono::seconds(std::clamp(ctx.config().job_timeout_s, 60, 600));
   ParkedState parked = ParkRollbackTarget(ctx.config(), target, rp, timeout);
   json detail = parked.facts;
-  detail["dir"] = target.value("dir", "");
+  detail["dir"] = target.dir;
   if (parked.parked) {
-    ctx.journal().Update(ctx.upgrade_id(), [&](json& d) {
-      d["rollback_target"]["state"] = "parked";
-      d["rollback_target"]["parked"] = parked.facts;
+    ctx.journal().Update(ctx.upgrade_id(), [&](JournalDoc& d) {
+      if (!d.rollback_target) d.rollback_target = target;
+      d.rollback_target->state = TargetState::kParked;
+      d.rollback_target->parked = parked.facts;
     });
     ctx.Info("applying",
              "the rollback target was promoted at restore point " + rp.name + " (timeline " +
@@ -443,16 +444,16 @@ void ParkBeforeApply(JobContext& ctx, const RestorePointAt& rp, const std::strin
 
 void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t upgrade_id,
                            const std::string& why) {
-  json doc = journal.Load(upgrade_id);
+  const std::optional<RollbackTargetRecord> journaled = journal.Load(upgrade_id).rollback_target;
   std::string dir = RollbackTargetDir(config, upgrade_id);
   std::string run_dir = RunDir(config, upgrade_id);
   std::string socket_dir;
   ExternalLayout layout;
   bool swapped = false;
-  if (doc.contains("rollback_target") && doc["rollback_target"].is_object()) {
-    swapped = doc["rollback_target"].value("state", "") == "swapped";
-    socket_dir = doc["rollback_target"].value("socket_dir", "");
-    layout = ExternalLayout::FromJson(doc["rollback_target"].value("layout", json::object()));
+  if (journaled) {
+    swapped = journaled->state == TargetState::kSwapped;
+    socket_dir = journaled->socket_dir;
+    layout = ExternalLayout::FromJson(journaled->layout);
   }
   // A swapped-in target is production now; only its journal entry and scratch go.
   if (!swapped && IsDirectory(dir)) {
@@ -465,8 +466,7 @@ void DiscardRollbackTarget(const AgentConfig& config, Journal& journal, int64_t 
   if (IsDirectory(run_dir)) RemoveTree(run_dir);
   if (!socket_dir.empty() && socket_dir.rfind("/tmp/su-ready-", 0) == 0 && IsDirectory(socket_dir))
     RemoveTree(socket_dir);
-  if (doc.contains("rollback_target"))
-    journal.Update(upgrade_id, [](json& d) { d.erase("rollback_target"); });
+  if (journaled) journal.Update(upgrade_id, [](JournalDoc& d) { d.rollback_target.reset(); });
 }
 
 void ReleaseRollbackTarget(JobContext& ctx, const std::string& phase, const std::string& why) {
@@ -482,7 +482,7 @@ void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal,
   for (int64_t id : journal.UpgradeIds()) {
     if (keep.count(id)) continue;
     try {
-      if (!journal.Load(id).contains("rollback_target")) continue;
+      if (!journal.Load(id).rollback_target) continue;
       DiscardRollbackTarget(config, journal, id, "the upgrade can no longer roll back through it");
     } catch (const std::exception& e) {
       spdlog::error("upgrade {}: could not remove the rollback target: {}", id, e.what());

@@ -58,7 +58,7 @@ struct RestorePointAt {
 // says it branched off rp's timeline at rp's LSN (from pg_controldata and the history file, never
 // from the log). A parked target's history file is marked for archiving. Production is never
 // touched.
-ParkedState ParkRollbackTarget(const AgentConfig& config, const nlohmann::json& target,
+ParkedState ParkRollbackTarget(const AgentConfig& config, const RollbackTargetRecord& target,
                                const RestorePointAt& rp, std::chrono::seconds timeout);
 
 // For the apply, before production is touched: parks the upgrade's target (if it has one) and

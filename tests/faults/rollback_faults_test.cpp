@@ -29,6 +29,16 @@ int64_t BeginDoomedUpgrade(const TestCluster& c) {
   return id;
 }
 
+// Prepares the fixture, begins an upgrade with begin and waits until the agent's failpoint has
+// killed it. Returns the upgrade id.
+int64_t UntilTheFailpointKillsTheAgent(TestCluster& c, int64_t (*begin)(const TestCluster&)) {
+  c.ExpectCrashes();
+  PrepareRollbackFixture(c);
+  int64_t id = begin(c);
+  EXPECT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
+  return id;
+}
+
 class AgentKilledDuringRollback : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_with_data_intact) {
@@ -51,11 +61,43 @@ TEST_P(AgentKilledDuringRollback, resumes_after_restart_and_ends_rolled_back_wit
   EXPECT_TRUE(IsDirectory(aside)) << aside;
 }
 
+// Every step of the rollback's table that has a body (the end record "done" is written last).
+std::vector<std::string> StepsToKillAfter() {
+  std::vector<std::string> out;
+  for (const auto& step : RollbackStepTable())
+    if (step.run) out.push_back(step.name);
+  return out;
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryJournaledStep, AgentKilledDuringRollback,
-                         ::testing::Values("prechecked", "target_checked", "window_recorded", "stopped",
-                                           "moved_aside", "restored", "configured", "promoted", "verified",
-                                           "settings_removed", "outcome_written"),
+                         ::testing::ValuesIn(StepsToKillAfter()),
                          [](const auto& info) { return info.param; });
+
+TEST(AgentRestartedAtAnUnknownRollbackStep, it_ends_rollback_failed_naming_the_step_and_is_not_skipped) {
+  RecordFault(
+      "agent SIGKILLed after the rollback journaled `prechecked`; the journal's step then renamed to one "
+      "no agent has, and the agent restarted",
+      "`rollback_failed` naming the step and where production is; production untouched and running");
+  TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:prechecked"}}});
+  int64_t id = UntilTheFailpointKillsTheAgent(c, BeginDoomedUpgrade);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  std::string path = JoinPath(c.info().agent_config.JournalDir(), "upgrade-" + std::to_string(id) + ".json");
+  auto journal = ReadJournal(c, id);
+  ASSERT_EQ(journal.value("rollback_step", ""), "prechecked") << journal.dump();
+  journal["rollback_step"] = "prechecked_by_a_newer_agent";
+  AtomicWriteFile(path, journal.dump(2), 0600);
+  ChownTree(path, c.info().os_user);
+  c.StartAgent();  // without the failpoint
+  ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id) << c.AgentLog();
+  std::string error =
+      c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  EXPECT_NE(error.find("\"prechecked_by_a_newer_agent\""), std::string::npos) << error;
+  EXPECT_NE(error.find("the server is running"), std::string::npos) << error;
+  EXPECT_EQ(ReadJournal(c, id).value("rollback", ""), "rollback_failed");
+  // Nothing was stopped or moved: the upgrade is still applied.
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "2.0");
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM marks WHERE batch = 1"), "50");
+}
 
 TEST(AgentKilledWhilePreparingTheRollbackTarget, the_target_is_prepared_again_and_the_rollback_uses_it) {
   RecordFault("agent SIGKILLed right after copying the rollback target, then restarted",
@@ -179,10 +221,8 @@ TEST(AgentKilledWhilePuttingTheOriginalBack,
       "then restarted",
       "`rollback_failed`; the original data directory is running; the rollback is not run again");
   TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "rollback:after:original_back"}}});
-  c.ExpectCrashes();
-  PrepareRollbackFixture(c);
-  int64_t id = BeginUpgradeWhoseRecoveryFails(c);
-  ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 600s)) << "the failpoint never fired";
+  int64_t id = UntilTheFailpointKillsTheAgent(c, BeginUpgradeWhoseRecoveryFails);
+  ASSERT_FALSE(::testing::Test::HasFailure());
   c.StartAgent();  // without the failpoint
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "rollback_failed") << c.Events(id) << c.AgentLog();
   ExpectOriginalRunningAfterFailedRecovery(c, id);
