@@ -69,7 +69,7 @@ class Rollback {
     std::string status = doc.value("rollback", "none");
     if (status == "rolled_back" || status == "rollback_failed")
       throw JobFailure("upgrade " + std::to_string(id_) + " was already rolled back (" + status + ")",
-                       {{"stage", "precheck"}});
+                       {{"stage", "precheck"}}, JobFailureKind::kRefused);
     step_ = status == "in_progress" ? StepIndex(doc.value("rollback_step", "")) : -1;
     if (doc.contains("rollback_context")) rc_ = doc["rollback_context"];
     // Journaled by an agent that recorded the window before checking the target: nothing was
@@ -86,13 +86,13 @@ class Rollback {
       Do("target_checked", [&] { CheckRollbackTarget(); });
       // Right before the stop, after the wait for the target: writes accepted until here are lost.
       Do("window_recorded", [&] { RecordWindow(); });
-    } catch (const JobFailure&) {
+    } catch (const JobFailure& f) {
       ForgetRollback();
-      throw;
+      throw JobFailure(f.what(), f.detail(), JobFailureKind::kRefused);
     } catch (const std::exception& e) {
       ForgetRollback();
       throw JobFailure(std::string("cannot roll back: ") + e.what() + "; production was not touched",
-                       {{"stage", "precheck"}});
+                       {{"stage", "precheck"}}, JobFailureKind::kRefused);
     }
     // From the stop on, any failure puts the original data directory back and starts it.
     try {

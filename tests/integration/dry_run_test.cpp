@@ -43,7 +43,7 @@ void AddCheck(const TestCluster& c, const std::string& name, const std::string& 
 
 FinishedJob DryRun(const TestCluster& c, int64_t id) {
   SetState(c, id, "dry_running");
-  return RunAgentJob(c, "dryrun", id);
+  return RunAgentJob(c, JobKind::kDryRun, id);
 }
 
 std::string CloneDir(const TestCluster& c, int64_t id) {
@@ -295,7 +295,7 @@ TEST(DryRun, clone_is_isolated_from_production_and_gone_afterwards) {
   auto archive_before = ArchiveFiles(c);
 
   SetState(c, id, "dry_running");
-  auto running = std::async(std::launch::async, [&] { return RunAgentJob(c, "dryrun", id); });
+  auto running = std::async(std::launch::async, [&] { return RunAgentJob(c, JobKind::kDryRun, id); });
 
   // Production must never see the clone: no walsender (a standby), no foreign client.
   std::atomic<bool> done{false};
@@ -377,7 +377,7 @@ TEST(DryRun, orphaned_clone_is_removed_when_the_agent_restarts_after_a_crash) {
   SetState(c, id, "dry_running");
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);
   std::string job_id;
-  ASSERT_TRUE(client->StartJob("dryrun", id, job_id).ok);
+  ASSERT_TRUE(client->StartJob(JobKind::kDryRun, id, job_id).ok);
   ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 120s)) << "the failpoint did not kill the agent";
 
   auto clones = ReadJournal(c, id).value("clones", json::array());
