@@ -48,12 +48,13 @@ std::optional<std::string> CatalogState(PgConn& conn, int64_t upgrade_id) {
   return r.rows[0][0].value_or("");
 }
 
-// The admission check's connection: short timeouts, so that a production that hangs answers the
-// StartJob call within the caller's deadline (UNAVAILABLE) instead of holding the handler. It
-// stays in the handler on purpose: the caller must learn at once whether the job starts.
+// The admission check's connection. The check stays in the handler on purpose (the caller must
+// learn at once whether the job starts, and why not), so it is bounded: a connect timeout and a
+// statement timeout that end within the worker's 5 s deadline, after which a production that
+// hangs is UNAVAILABLE (call again) instead of a handler held for as long as libpq waits.
 std::unique_ptr<PgConn> ConnectForAdmission(const AgentConfig& config) {
-  auto conn = std::make_unique<PgConn>(config.ConnInfo("safe-upgrade-agent"), std::chrono::seconds(2));
-  conn->Exec("SET statement_timeout = '2s'");
+  auto conn = std::make_unique<PgConn>(config.ConnInfo("safe-upgrade-agent"), std::chrono::seconds(3));
+  conn->Exec("SET statement_timeout = '1s'");
   return conn;
 }
 
@@ -123,12 +124,13 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
     // The kind comes from the network: one this agent does not run is the caller's error, and
     // nothing runs for it.
     std::optional<JobKind> kind = FromProto(req->kind());
-    if (!kind)
-      return grpc::Status(
-          grpc::StatusCode::INVALID_ARGUMENT,
-          "job kind " + std::to_string(static_cast<int>(req->kind())) +
-              " is not one this agent runs (snapshot, dryrun, rollback_target, apply, verify, "
-              "rollback)");
+    if (!kind) {
+      std::string known;
+      for (JobKind k : kAllJobKinds) known += (known.empty() ? "" : ", ") + std::string(JobKindName(k));
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "job kind " + std::to_string(static_cast<int>(req->kind())) +
+                              " is not one this agent runs (" + known + ")");
+    }
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
     const JobSpec& spec = SpecOf(*kind);

@@ -29,7 +29,12 @@ bool RecentlyChanged(const struct timespec& mtime) {
 
 HostFactsRefresher::HostFactsRefresher(const AgentConfig& config, const JobManager& jobs)
     : config_(config), jobs_(jobs) {
-  Measure(true);
+  try {
+    Measure(true);
+  } catch (const std::exception& e) {
+    problem_ = e.what();
+    spdlog::warn("could not measure the host facts Ping reports: {}", e.what());
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -51,10 +56,13 @@ void HostFactsRefresher::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!wake_.wait_for(lock, kTick, [this] { return stopping_; })) {
     lock.unlock();
+    // Ping keeps answering with the last facts (and their age); the log says so once per problem.
     try {
       Measure(false);
+      problem_.clear();
     } catch (const std::exception& e) {
-      spdlog::warn("could not measure the host facts Ping reports: {}", e.what());
+      if (problem_ != e.what()) spdlog::warn("could not measure the host facts Ping reports: {}", e.what());
+      problem_ = e.what();
     }
     lock.lock();
   }

@@ -59,6 +59,7 @@ class HostFactsRefresher {
   struct timespec archive_mtime_ {};
   std::chrono::steady_clock::time_point scanned_at_, probed_at_;
   uint64_t generation_ = 0;
+  std::string problem_;
   std::thread thread_;
 };
 
