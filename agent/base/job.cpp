@@ -12,15 +12,18 @@
 
 namespace safe_upgrade {
 
-std::string JobId(const std::string& kind, int64_t upgrade_id) {
-  return kind + "-" + std::to_string(upgrade_id);
+std::string JobId(JobKind kind, int64_t upgrade_id) {
+  return std::string(JobKindName(kind)) + "-" + std::to_string(upgrade_id);
 }
 
-bool ParseJobId(const std::string& job_id, std::string& kind, int64_t& upgrade_id) {
-  static const std::regex re("^(snapshot|dryrun|rollback_target|apply|verify|rollback)-([1-9][0-9]{0,17})$");
+bool ParseJobId(const std::string& job_id, JobKind& kind, int64_t& upgrade_id) {
+  // The kind's name, then a positive id of at most 18 digits (no sign, no leading zero).
+  static const std::regex re("^([a-z_]+)-([1-9][0-9]{0,17})$");
   std::smatch m;
   if (job_id.size() > 40 || !std::regex_match(job_id, m, re)) return false;
-  kind = m[1];
+  std::optional<JobKind> parsed = ParseJobKind(m[1].str());
+  if (!parsed) return false;
+  kind = *parsed;
   upgrade_id = std::stoll(m[2]);
   return true;
 }
@@ -58,7 +61,7 @@ void JobManager::Shutdown() {
   threads_.clear();
 }
 
-std::string JobManager::Start(const std::string& kind, int64_t upgrade_id, JobBody body) {
+std::string JobManager::Start(JobKind kind, int64_t upgrade_id, JobBody body) {
   std::string id = JobId(kind, upgrade_id);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -72,33 +75,40 @@ std::string JobManager::Start(const std::string& kind, int64_t upgrade_id, JobBo
     rec.state.upgrade_id = upgrade_id;
     jobs_[id] = std::move(rec);
     active_ = id;
+    ++generation_;
   }
   spdlog::info("upgrade {}: job {} started", upgrade_id, id);
   threads_.emplace_back([this, id, kind, upgrade_id, body = std::move(body)] {
     JobContext ctx(*this, id, upgrade_id, config_, journal_);
+    const std::string phase(JobKindName(kind));
     JobStatus status = JobStatus::kSucceeded;
+    JobFailureKind failure = JobFailureKind::kNone;
     std::string error;
     nlohmann::json result = nlohmann::json::object();
     try {
       result = body(ctx);
     } catch (const JobFailure& f) {
       status = JobStatus::kFailed;
+      failure = f.kind() == JobFailureKind::kNone ? JobFailureKind::kFailed : f.kind();
       error = f.what();
-      // A failure's detail is also its result, so the worker can tell why (e.g. checks_failed).
+      // A failure's detail is also its result: the report a person reads (e.g. the failed checks).
       result = f.detail().is_object() ? f.detail() : nlohmann::json::object();
-      ctx.Event(kind, "error", error, f.detail());
+      ctx.Event(phase, "error", error, f.detail());
     } catch (const std::exception& e) {
       status = JobStatus::kFailed;
+      failure = JobFailureKind::kFailed;
       error = e.what();
-      ctx.Event(kind, "error", error);
+      ctx.Event(phase, "error", error);
     }
     std::lock_guard<std::mutex> lock(mu_);
     auto& st = jobs_[id].state;
     st.status = status;
+    st.failure = failure;
     st.error = error;
     st.result = result;
     if (status == JobStatus::kSucceeded) st.progress = 1;
     active_.clear();
+    ++generation_;
     spdlog::info("upgrade {}: job {} {}", upgrade_id, id,
                  status == JobStatus::kSucceeded ? "succeeded" : "failed");
   });

@@ -18,18 +18,24 @@
 
 #include "base/config.h"
 #include "base/journal.h"
+#include "core/job_kinds.h"
 
 namespace safe_upgrade {
 
-// A job failure that is the user's problem (bad upgrade, failed check), not the agent's.
+// A job failure that is the user's problem (bad upgrade, failed check), not the agent's. Its kind
+// travels to the worker with the job (GetJob), and decides the upgrade's next state; its detail
+// becomes the job's result. Any other exception out of a job is a failure of kind kFailed.
 class JobFailure : public std::runtime_error {
  public:
-  explicit JobFailure(const std::string& message, nlohmann::json detail = nlohmann::json::object())
-      : std::runtime_error(message), detail_(std::move(detail)) {}
+  explicit JobFailure(const std::string& message, nlohmann::json detail = nlohmann::json::object(),
+                      JobFailureKind kind = JobFailureKind::kFailed)
+      : std::runtime_error(message), detail_(std::move(detail)), kind_(kind) {}
   const nlohmann::json& detail() const { return detail_; }
+  JobFailureKind kind() const { return kind_; }
 
  private:
   nlohmann::json detail_;
+  JobFailureKind kind_;
 };
 
 struct JobEvent {
@@ -41,12 +47,14 @@ struct JobEvent {
 enum class JobStatus { kRunning, kSucceeded, kFailed };
 
 struct JobSnapshot {
-  std::string id, kind;
+  std::string id;
+  JobKind kind = JobKind::kSnapshot;
   int64_t upgrade_id = 0;
   JobStatus status = JobStatus::kRunning;
   std::vector<JobEvent> events;
   int64_t next_cursor = 0;
   std::string error;
+  JobFailureKind failure = JobFailureKind::kNone;  // for kFailed: how
   nlohmann::json result;
   double progress = -1;
 };
@@ -95,9 +103,12 @@ class JobManager {
   JobManager(const AgentConfig& config, Journal& journal);
   ~JobManager();
   // Starts a job unless one is running. Returns the job id, or throws BusyError.
-  std::string Start(const std::string& kind, int64_t upgrade_id, JobBody body);
+  std::string Start(JobKind kind, int64_t upgrade_id, JobBody body);
   std::optional<JobSnapshot> Get(const std::string& job_id, int64_t after_seq) const;
   std::string ActiveJobId() const;
+  // Counts job starts and ends: what a job may have changed on disk (snapshots, the archive's
+  // retention) is worth measuring again when it moves.
+  uint64_t Generation() const { return generation_.load(); }
   void Shutdown();
   bool stopping() const { return stopping_.load(); }
 
@@ -116,6 +127,7 @@ class JobManager {
   std::string active_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> generation_{0};
 };
 
 class BusyError : public std::runtime_error {
@@ -123,8 +135,9 @@ class BusyError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string JobId(const std::string& kind, int64_t upgrade_id);
-// Parses and validates "<kind>-<id>"; false when malformed.
-bool ParseJobId(const std::string& job_id, std::string& kind, int64_t& upgrade_id);
+// "<kind name>-<upgrade id>", e.g. "snapshot-42" (JobKindName).
+std::string JobId(JobKind kind, int64_t upgrade_id);
+// Parses and validates "<kind name>-<id>"; false when malformed or of no known kind.
+bool ParseJobId(const std::string& job_id, JobKind& kind, int64_t& upgrade_id);
 
 }  // namespace safe_upgrade

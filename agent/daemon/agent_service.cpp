@@ -1,21 +1,17 @@
 // gRPC service implementation. All exceptions become a grpc::Status here, and only here.
+// Status codes follow gRPC's doc/statuscodes.md, as the proto's header comment lists them.
 #include "daemon/agent_service.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <optional>
 
-#include "base/fs_util.h"
 #include "build_info.h"
-#include "jobs/jobs.h"
+#include "jobs/registry.h"
 #include "postgres/catalog.h"
 #include "postgres/pg_conn.h"
 #include "postgres/upgrade_runner.h"
-#include "postgres/wal_archive.h"
-#include "scratch/rollback_target.h"
-#include "snapshots/retention.h"
-#include "storage/reflink.h"
+#include "rpc/proto_kinds.h"
 
 namespace safe_upgrade {
 namespace {
@@ -44,48 +40,22 @@ v1::JobState ToProto(JobStatus s) {
   return v1::JOB_STATE_UNSPECIFIED;
 }
 
-// Every job the agent runs: its body, and the one catalog state its upgrade must be in for it to
-// start (the state machine's job-following states). Holding a client certificate is not enough
-// to snapshot, apply or roll back production: the catalog, which only the extension's SQL
-// functions and its worker change, must say that this step is due.
-struct JobKindSpec {
-  const char* kind;
-  const char* state;
-  nlohmann::json (*body)(JobContext&);
-  const char* how;  // how that state is reached, for the refusal; {id} is the upgrade id
-};
-
-const JobKindSpec kJobKinds[] = {
-    {"snapshot", "snapshotting", RunSnapshotJob,
-     "a snapshot is taken only when safe_upgrade.begin() starts an upgrade"},
-    {"dryrun", "dry_running", RunDryRunJob, "a dry run runs only right after the upgrade's snapshot"},
-    {"rollback_target", "scheduled", RunPrepareRollbackJob,
-     "a rollback target is prepared only while the upgrade is scheduled, before its restore point"},
-    {"apply", "applying", RunApplyJob,
-     "production is upgraded only once the restore point of a validated, scheduled upgrade is archived"},
-    {"verify", "verifying", RunVerifyJob, "production is verified only right after the upgrade's apply"},
-    {"rollback", "rolling_back", RunRollbackJob,
-     "a rollback starts only through safe_upgrade.rollback({id}) or a failed verification"},
-};
-
-const JobKindSpec* FindJobKind(const std::string& kind) {
-  for (const auto& spec : kJobKinds)
-    if (kind == spec.kind) return &spec;
-  return nullptr;
-}
-
-std::string WithId(std::string text, const std::string& id) {
-  for (auto pos = text.find("{id}"); pos != std::string::npos; pos = text.find("{id}", pos))
-    text.replace(pos, 4, id);
-  return text;
-}
-
 // The upgrade's state in the catalog; std::nullopt when the catalog has no such upgrade.
 std::optional<std::string> CatalogState(PgConn& conn, int64_t upgrade_id) {
   auto r = conn.Exec("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint",
                      {std::to_string(upgrade_id)});
   if (r.Empty()) return std::nullopt;
   return r.rows[0][0].value_or("");
+}
+
+// The admission check's connection. The check stays in the handler on purpose (the caller must
+// learn at once whether the job starts, and why not), so it is bounded: a connect timeout and a
+// statement timeout that end within the worker's 5 s deadline, after which a production that
+// hangs is UNAVAILABLE (call again) instead of a handler held for as long as libpq waits.
+std::unique_ptr<PgConn> ConnectForAdmission(const AgentConfig& config) {
+  auto conn = std::make_unique<PgConn>(config.ConnInfo("safe-upgrade-agent"), std::chrono::seconds(3));
+  conn->Exec("SET statement_timeout = '1s'");
+  return conn;
 }
 
 grpc::Status UnknownUpgrade(int64_t upgrade_id) {
@@ -95,12 +65,15 @@ grpc::Status UnknownUpgrade(int64_t upgrade_id) {
 }  // namespace
 
 AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal,
-                           uint64_t system_identifier)
-    : config_(config), jobs_(jobs), journal_(journal), system_identifier_(system_identifier) {}
+                           const HostFactsRefresher& facts, uint64_t system_identifier)
+    : config_(config), jobs_(jobs), journal_(journal), facts_(facts), system_identifier_(system_identifier) {}
 
 // Runs body and maps whatever it throws onto a status code.
 template <typename F>
 grpc::ServerUnaryReactor* AgentService::Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body) {
+  // Marks the answer as the agent's: a client tells an UNAVAILABLE from here (retry the call)
+  // from one of the transport (the agent cannot be reached).
+  ctx->AddTrailingMetadata("safe-upgrade-agent", kVersion);
   grpc::Status status;
   try {
     status = body();
@@ -119,93 +92,69 @@ grpc::ServerUnaryReactor* AgentService::Handle(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest*,
                                              v1::PingResponse* resp) {
   return Handle(ctx, "Ping", [&] {
+    HostFacts facts = facts_.Current();
     resp->set_agent_version(kVersion);
     resp->set_api_version(kApiVersion);
     resp->set_system_identifier(system_identifier_);
     resp->set_data_directory(config_.data_directory);
     resp->set_active_job_id(jobs_.ActiveJobId());
-    resp->set_snapshot_free_bytes(FreeBytes(config_.snapshot_dir));
-    resp->set_data_free_bytes(FreeBytes(Dirname(config_.data_directory)));
+    resp->set_snapshot_free_bytes(facts.snapshot_free_bytes);
+    resp->set_data_free_bytes(facts.data_free_bytes);
     resp->set_disk_reserve_bytes(config_.disk_reserve_mb * 1024 * 1024);
-    resp->set_wal_archive_writable(access(config_.wal_archive_dir.c_str(), W_OK) == 0);
-    WalArchiveSummary archive = SummarizeWalArchive(config_);
-    resp->set_wal_archive_newest(archive.newest_file);
-    resp->set_wal_archive_oldest(archive.oldest_segment);
-    resp->set_wal_archive_files(archive.files);
-    resp->set_wal_archive_bytes(archive.bytes);
+    resp->set_wal_archive_writable(facts.wal_archive_writable);
+    resp->set_wal_archive_newest(facts.archive.newest_file);
+    resp->set_wal_archive_oldest(facts.archive.oldest_segment);
+    resp->set_wal_archive_files(facts.archive.files);
+    resp->set_wal_archive_bytes(facts.archive.bytes);
     resp->set_wal_archive_reported(true);
-    SnapshotMethodChoice method = ChooseSnapshotMethod(config_);
-    resp->set_snapshot_method_configured(method.configured);
-    resp->set_snapshot_method(method.method);
-    resp->set_snapshot_method_reason(method.reason);
-    resp->set_snapshot_method_possible(method.possible);
-    if (auto needed = WalNeededFrom(config_); needed && archive.segment_bytes > 0)
-      resp->set_wal_needed_from(WalSegmentName(1, *needed, archive.segment_bytes));
+    resp->set_snapshot_method_configured(facts.method.configured);
+    resp->set_snapshot_method(facts.method.method);
+    resp->set_snapshot_method_reason(facts.method.reason);
+    resp->set_snapshot_method_possible(facts.method.possible);
+    resp->set_wal_needed_from(facts.wal_needed_from);
+    auto age = std::chrono::steady_clock::now() - facts.measured_at;
+    resp->set_facts_age_ms(std::chrono::duration_cast<std::chrono::milliseconds>(age).count());
     return grpc::Status::OK;
   });
 }
 
-grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
-                                                 const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return Handle(ctx, kind.c_str(), [&] {
-    // Job kinds come from the RPC methods, never from the request; an unknown one is a bug.
-    const JobKindSpec* spec = FindJobKind(kind);
-    if (!spec) return grpc::Status(grpc::StatusCode::INTERNAL, "no job kind " + kind);
+grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ctx,
+                                                 const v1::StartJobRequest* req, v1::JobRef* resp) {
+  return Handle(ctx, "StartJob", [&] {
+    // The kind comes from the network: one this agent does not run is the caller's error, and
+    // nothing runs for it.
+    std::optional<JobKind> kind = FromProto(req->kind());
+    if (!kind) {
+      std::string known;
+      for (JobKind k : kAllJobKinds) known += (known.empty() ? "" : ", ") + std::string(JobKindName(k));
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "job kind " + std::to_string(static_cast<int>(req->kind())) +
+                              " is not one this agent runs (" + known + ")");
+    }
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
+    const JobSpec& spec = SpecOf(*kind);
     // Existence and state, not just format: a job only ever runs for an upgrade that the catalog
     // says is at that job's step.
     try {
-      auto conn = ConnectProduction(config_, "safe-upgrade-agent");
+      auto conn = ConnectForAdmission(config_);
       auto state = CatalogState(*conn, req->upgrade_id());
       if (!state) return UnknownUpgrade(req->upgrade_id());
-      std::string id = std::to_string(req->upgrade_id());
-      if (*state != spec->state)
-        return grpc::Status(
-            grpc::StatusCode::FAILED_PRECONDITION,
-            "upgrade " + id + " is " + *state + ", not " + spec->state + "; " + WithId(spec->how, id));
-      // Rollback targets of upgrades that ended meanwhile only hold disk; a new job is the moment
-      // to give it back (unless a job runs, which may be using its own).
-      if (jobs_.ActiveJobId().empty())
-        DiscardRollbackTargetsExcept(config_, journal_, UpgradesThatMayRollBack(*conn));
+      std::string refusal = RefusalOf(spec, req->upgrade_id(), *state);
+      if (!refusal.empty()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, refusal);
     } catch (const PgError& e) {
       // Transient (the server restarts, refuses logins for a while): the caller retries.
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the catalog: " + e.message());
     }
-    resp->set_job_id(jobs_.Start(kind, req->upgrade_id(), spec->body));
+    resp->set_job_id(jobs_.Start(*kind, req->upgrade_id(), RequestedJobBody(spec)));
     return grpc::Status::OK;
   });
-}
-
-grpc::ServerUnaryReactor* AgentService::StartSnapshot(grpc::CallbackServerContext* ctx,
-                                                      const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "snapshot", req, resp);
-}
-grpc::ServerUnaryReactor* AgentService::StartDryRun(grpc::CallbackServerContext* ctx,
-                                                    const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "dryrun", req, resp);
-}
-grpc::ServerUnaryReactor* AgentService::StartPrepareRollback(grpc::CallbackServerContext* ctx,
-                                                             const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "rollback_target", req, resp);
-}
-grpc::ServerUnaryReactor* AgentService::StartApply(grpc::CallbackServerContext* ctx,
-                                                   const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "apply", req, resp);
-}
-grpc::ServerUnaryReactor* AgentService::StartVerify(grpc::CallbackServerContext* ctx,
-                                                    const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "verify", req, resp);
-}
-grpc::ServerUnaryReactor* AgentService::StartRollback(grpc::CallbackServerContext* ctx,
-                                                      const v1::UpgradeRef* req, v1::JobRef* resp) {
-  return StartJob(ctx, "rollback", req, resp);
 }
 
 grpc::ServerUnaryReactor* AgentService::GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req,
                                                v1::Job* resp) {
   return Handle(ctx, "GetJob", [&] {
-    std::string kind;
+    JobKind kind;
     int64_t upgrade_id = 0;
     if (!ParseJobId(req->job_id(), kind, upgrade_id))
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -215,7 +164,8 @@ grpc::ServerUnaryReactor* AgentService::GetJob(grpc::CallbackServerContext* ctx,
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           "no job " + req->job_id() + " since the agent started");
     resp->set_job_id(job->id);
-    resp->set_kind(job->kind);
+    resp->set_kind(ToProto(job->kind));
+    resp->set_failure(ToProto(job->failure));
     resp->set_upgrade_id(job->upgrade_id);
     resp->set_state(ToProto(job->status));
     resp->set_next_cursor(job->next_cursor);

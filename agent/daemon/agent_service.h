@@ -1,5 +1,6 @@
-// The gRPC service: validates requests, maps them onto jobs, and maps errors onto grpc::Status
-// in one place.
+// The gRPC service: validates requests, maps them onto jobs (jobs/registry.h), and maps errors
+// onto grpc::Status in one place. Handlers answer from memory or with one bounded catalog query;
+// the work is done on the jobs' threads and the host facts' refresher.
 #pragma once
 
 #include <memory>
@@ -8,6 +9,7 @@
 #include "base/config.h"
 #include "base/job.h"
 #include "base/journal.h"
+#include "daemon/host_facts.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 
 namespace safe_upgrade {
@@ -16,22 +18,13 @@ class AgentService final : public v1::Agent::CallbackService {
  public:
   // Callers are authorized before a call reaches the service: on the Unix socket by the listener
   // (peer credentials, per connection), on TCP by gRPC (TLS client certificates).
-  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, uint64_t system_identifier);
+  AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, const HostFactsRefresher& facts,
+               uint64_t system_identifier);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* req,
                                  v1::PingResponse* resp) override;
-  grpc::ServerUnaryReactor* StartSnapshot(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                          v1::JobRef* resp) override;
-  grpc::ServerUnaryReactor* StartDryRun(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                        v1::JobRef* resp) override;
-  grpc::ServerUnaryReactor* StartPrepareRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                                 v1::JobRef* resp) override;
-  grpc::ServerUnaryReactor* StartApply(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                       v1::JobRef* resp) override;
-  grpc::ServerUnaryReactor* StartVerify(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                        v1::JobRef* resp) override;
-  grpc::ServerUnaryReactor* StartRollback(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
-                                          v1::JobRef* resp) override;
+  grpc::ServerUnaryReactor* StartJob(grpc::CallbackServerContext* ctx, const v1::StartJobRequest* req,
+                                     v1::JobRef* resp) override;
   grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req,
                                    v1::Job* resp) override;
   grpc::ServerUnaryReactor* GetUpgradeJournal(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
@@ -42,11 +35,10 @@ class AgentService final : public v1::Agent::CallbackService {
  private:
   template <typename F>
   grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body);
-  grpc::ServerUnaryReactor* StartJob(grpc::CallbackServerContext* ctx, const std::string& kind,
-                                     const v1::UpgradeRef* req, v1::JobRef* resp);
   const AgentConfig& config_;
   JobManager& jobs_;
   Journal& journal_;
+  const HostFactsRefresher& facts_;
   uint64_t system_identifier_;
 };
 

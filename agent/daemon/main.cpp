@@ -19,6 +19,7 @@
 #include "base/journal.h"
 #include "build_info.h"
 #include "daemon/agent_service.h"
+#include "daemon/host_facts.h"
 #include "daemon/unix_listener.h"
 #include "jobs/jobs.h"
 #include "postgres/cluster.h"
@@ -117,7 +118,8 @@ int Serve(const std::string& config_path, const std::string& argv0) {
     // (refused ones go to its own server), so every call here is authorized by construction.
     std::unique_ptr<UnixListener> listener;
     if (unix_socket) listener = std::make_unique<UnixListener>(address.substr(5), config.allow_root);
-    AgentService service(config, jobs, journal, facts.system_identifier);
+    HostFactsRefresher host_facts(config, jobs);
+    AgentService service(config, jobs, journal, host_facts, facts.system_identifier);
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (unix_socket) {

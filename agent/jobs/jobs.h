@@ -1,5 +1,6 @@
-// The bodies of the agent's jobs. Each reads what it needs about the upgrade from the catalog of
-// the cluster it serves (never from the request) and returns a JSON result, or throws JobFailure.
+// The bodies of the agent's jobs (registry.h says which kind runs which, and when). Each reads what
+// it needs about the upgrade from the catalog of the cluster it serves (never from the request)
+// and returns a JSON result, or throws JobFailure with the kind of failure.
 #pragma once
 
 #include <nlohmann/json.hpp>

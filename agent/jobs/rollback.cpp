@@ -90,7 +90,7 @@ nlohmann::json RollbackRun::Run() {
   if (doc.rollback == RollbackState::kRolledBack || doc.rollback == RollbackState::kRollbackFailed)
     throw JobFailure(
         "upgrade " + std::to_string(id_) + " was already rolled back (" + ToString(doc.rollback) + ")",
-        {{"stage", "precheck"}});
+        {{"stage", "precheck"}}, JobFailureKind::kRefused);
   if (doc.rollback_context) rc_ = *doc.rollback_context;
   try {
     step_ = doc.rollback == RollbackState::kInProgress ? RollbackResumeAfter(doc.rollback_step, rc_) : -1;
@@ -105,13 +105,13 @@ nlohmann::json RollbackRun::Run() {
 
   try {
     RunStage(RollbackStage::kRefusable);
-  } catch (const JobFailure&) {
+  } catch (const JobFailure& f) {
     ForgetRollback();
-    throw;
+    throw JobFailure(f.what(), f.detail(), JobFailureKind::kRefused);
   } catch (const std::exception& e) {
     ForgetRollback();
     throw JobFailure(std::string("cannot roll back: ") + e.what() + "; production was not touched",
-                     {{"stage", "precheck"}});
+                     {{"stage", "precheck"}}, JobFailureKind::kRefused);
   }
   try {
     RunStage(RollbackStage::kProductionDown);

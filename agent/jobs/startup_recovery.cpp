@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "jobs/jobs.h"
+#include "jobs/registry.h"
 #include "postgres/catalog.h"
 #include "scratch/clone.h"
 #include "scratch/rollback_target.h"
@@ -33,7 +34,7 @@ void RecoverOnStartup(JobManager& jobs, Journal& journal, const AgentConfig& con
       spdlog::warn("upgrade {}: a rollback was interrupted at step \"{}\"; resuming it", id,
                    doc.rollback_step);
       try {
-        jobs.Start("rollback", id, RunRollbackJob);
+        jobs.Start(JobKind::kRollback, id, SpecOf(JobKind::kRollback).body);
       } catch (const std::exception& e) {
         spdlog::error("upgrade {}: could not resume the rollback: {}", id, e.what());
       }

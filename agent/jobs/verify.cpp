@@ -1,7 +1,8 @@
 // The verify job: the health checks on production after the apply, in each database of the
 // upgrade, on fresh connections (a new backend loads the new library). A failing check in any
-// database is the upgrade's fault (detail {"checks_failed": true}, which makes the worker roll the
-// cluster back); an unreachable server is not (no checks_failed, so the worker tries again).
+// database is the upgrade's fault (kChecksFailed, which makes the worker roll the cluster back; the
+// result also says {"checks_failed": true}); an unreachable server is not (kCouldNotRun, so the
+// worker tries again).
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
 #include "postgres/catalog.h"
@@ -18,7 +19,8 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
   try {
     control = ConnectProduction(config, "safe-upgrade-agent verify");
   } catch (const PgError& e) {
-    throw std::runtime_error("production is not reachable for verification: " + e.Full());
+    throw JobFailure("production is not reachable for verification: " + e.Full(), nlohmann::json::object(),
+                     JobFailureKind::kCouldNotRun);
   }
 
   std::vector<CheckResult> results;
@@ -47,7 +49,8 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
     }
   } catch (const PgError& e) {
     // Only lost connections reach here (a failing check is a result, not an exception).
-    throw std::runtime_error("verification could not run on production: " + e.Full());
+    throw JobFailure("verification could not run on production: " + e.Full(), nlohmann::json::object(),
+                     JobFailureKind::kCouldNotRun);
   }
 
   auto elapsed =
@@ -62,7 +65,7 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
     result["failed"] = failed;
     throw JobFailure("health check \"" + bad->name + "\" failed on production in database " + bad->datname +
                          ": " + bad->message,
-                     result);
+                     result, JobFailureKind::kChecksFailed);
   }
   ctx.Info("verifying", "all " + std::to_string(results.size()) + " checks passed on production in " +
                             std::to_string(databases.size()) + " database(s)");

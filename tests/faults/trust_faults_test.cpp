@@ -97,7 +97,7 @@ TEST(ArchiveThatArchivesNothing, the_apply_refuses_when_the_rollback_wal_is_not_
       {std::to_string(id)});
   c.Exec("SELECT pg_switch_wal()");
   SetState(c, id, "applying");
-  auto job = RunAgentJob(c, "apply", id);
+  auto job = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(job.state, "failed") << job.EventText();
   EXPECT_NE(job.error.find("is not in the archive"), std::string::npos) << job.error;
   EXPECT_NE(job.error.find("production is not touched"), std::string::npos) << job.error;

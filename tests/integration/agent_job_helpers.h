@@ -19,6 +19,8 @@ namespace safe_upgrade::testing {
 struct FinishedJob {
   std::string state;  // "succeeded", "failed" or "timeout"
   std::string error;
+  // How the agent says a job that ran failed (kNone when it succeeded or did not start).
+  JobFailureKind failure = JobFailureKind::kNone;
   nlohmann::json result = nlohmann::json::object();
   std::vector<AgentEvent> events;
   std::string EventText() const {
@@ -58,7 +60,7 @@ inline void SetState(const TestCluster& c, int64_t id, const std::string& state)
 }
 
 // Starts a job and follows it to its end, collecting every event.
-inline FinishedJob RunAgentJob(const TestCluster& c, const std::string& kind, int64_t id,
+inline FinishedJob RunAgentJob(const TestCluster& c, JobKind kind, int64_t id,
                                std::chrono::seconds timeout = std::chrono::seconds(300)) {
   FinishedJob out;
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);
@@ -81,13 +83,14 @@ inline FinishedJob RunAgentJob(const TestCluster& c, const std::string& kind, in
         if (job.state == "running") return false;
         out.state = job.state;
         out.error = job.error;
+        out.failure = job.failure;
         out.result = nlohmann::json::parse(job.result_json.empty() ? "{}" : job.result_json);
         return true;
       },
       timeout, std::chrono::milliseconds(100));
   // SU_TEST_DUMP_JOBS=1 prints every job's outcome, to read the reports the jobs produce.
   if (getenv("SU_TEST_DUMP_JOBS"))
-    std::cerr << "--- job " << kind << "-" << id << ": " << out.state << " " << out.error << "\n"
+    std::cerr << "--- job " << JobKindName(kind) << "-" << id << ": " << out.state << " " << out.error << "\n"
               << out.result.dump(2) << "\n";
   return out;
 }
@@ -100,7 +103,7 @@ inline nlohmann::json ReadJournal(const TestCluster& c, int64_t id) {
 // The snapshot an upgrade's dry run clones, taken by the agent's snapshot job.
 inline void TakeSnapshot(const TestCluster& c, int64_t id) {
   SetState(c, id, "snapshotting");
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
 }
 

@@ -15,10 +15,12 @@
 
 #include "base/config.h"
 #include "base/fs_util.h"
+#include "base/job.h"
 #include "build_info.h"
 #include "fault_report.h"
 #include "postgres/cluster.h"
 #include "rpc/agent_client.h"
+#include "rpc/proto_kinds.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 #include "test_cluster.h"
 
@@ -108,10 +110,11 @@ class PeerConnection {
   grpc::Status StartRollback(int64_t id) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::UpgradeRef req;
+    v1::StartJobRequest req;
+    req.set_kind(v1::JOB_KIND_ROLLBACK);
     req.set_upgrade_id(id);
     v1::JobRef resp;
-    return stub_->StartRollback(&ctx, req, &resp);
+    return stub_->StartJob(&ctx, req, &resp);
   }
 
  private:
@@ -280,23 +283,17 @@ class HostileRequests : public ::testing::Test {
     if (out) *out = resp;
     return s;
   }
-  grpc::Status StartSnapshot(int64_t id) { return StartJob("snapshot", id); }
-  // kind as the worker names it: snapshot, dryrun, rollback_target, apply, verify, rollback.
-  grpc::Status StartJob(const std::string& kind, int64_t id) {
-    using Start = grpc::Status (v1::Agent::Stub::*)(grpc::ClientContext*, const v1::UpgradeRef&, v1::JobRef*);
-    static const std::map<std::string, Start> starts = {
-        {"snapshot", &v1::Agent::Stub::StartSnapshot},
-        {"dryrun", &v1::Agent::Stub::StartDryRun},
-        {"rollback_target", &v1::Agent::Stub::StartPrepareRollback},
-        {"apply", &v1::Agent::Stub::StartApply},
-        {"verify", &v1::Agent::Stub::StartVerify},
-        {"rollback", &v1::Agent::Stub::StartRollback}};
+  grpc::Status StartSnapshot(int64_t id) { return StartJob(JobKind::kSnapshot, id); }
+  grpc::Status StartJob(JobKind kind, int64_t id) { return StartWireJob(ToProto(kind), id); }
+  // Any kind on the wire, known to the agent or not.
+  grpc::Status StartWireJob(v1::JobKind kind, int64_t id) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::UpgradeRef req;
+    v1::StartJobRequest req;
+    req.set_kind(kind);
     req.set_upgrade_id(id);
     v1::JobRef resp;
-    return (stub_.get()->*starts.at(kind))(&ctx, req, &resp);
+    return stub_->StartJob(&ctx, req, &resp);
   }
   grpc::Status GetJournal(int64_t id, v1::UpgradeJournal* out) {
     grpc::ClientContext ctx;
@@ -356,6 +353,26 @@ TEST_F(HostileRequests, negative_and_unknown_upgrade_ids_are_refused) {
   EXPECT_EQ(GetJob("snapshot-424242").error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(HostileRequests, an_unspecified_or_unknown_job_kind_is_an_invalid_argument_and_runs_nothing) {
+  RecordFault(
+      "StartJob with JOB_KIND_UNSPECIFIED, or a kind number the agent does not know",
+      "INVALID_ARGUMENT naming the kinds it runs; no job starts, even for an upgrade at a job's step");
+  auto& c = *cluster_;
+  c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
+  int64_t id = InsertUpgrade("hstore", "snapshotting");
+  for (v1::JobKind kind :
+       {v1::JOB_KIND_UNSPECIFIED, static_cast<v1::JobKind>(99), static_cast<v1::JobKind>(-1)}) {
+    auto s = StartWireJob(kind, id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << kind << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find("is not one this agent runs"), std::string::npos) << s.error_message();
+  }
+  AgentPing ping;
+  ASSERT_TRUE(AgentClient::Create(c.info().agent_config.listen, 5000)->Ping(ping).ok);
+  EXPECT_EQ(ping.active_job_id, "") << "a job started";
+  for (JobKind kind : kAllJobKinds)
+    EXPECT_EQ(GetJob(JobId(kind, id)).error_code(), grpc::StatusCode::NOT_FOUND) << JobKindName(kind);
+}
+
 TEST_F(HostileRequests, only_one_mutating_job_runs_at_a_time) {
   RecordFault("a second mutating job while one runs",
               "ABORTED (\"one job runs at a time\"; retry later); the first job finishes");
@@ -388,18 +405,20 @@ TEST_F(HostileRequests, a_job_for_an_upgrade_not_at_that_step_is_refused) {
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   int64_t id = InsertUpgrade("hstore", "succeeded");
   std::string sid = std::to_string(id);
-  auto rollback = StartJob("rollback", id);
+  auto rollback = StartJob(JobKind::kRollback, id);
   EXPECT_EQ(rollback.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << rollback.error_message();
   EXPECT_EQ(rollback.error_message(), "upgrade " + sid +
                                           " is succeeded, not rolling_back; a rollback starts only "
                                           "through safe_upgrade.rollback(" +
                                           sid + ") or a failed verification");
-  const std::map<std::string, std::string> steps = {
-      {"snapshot", "snapshotting"}, {"dryrun", "dry_running"}, {"rollback_target", "scheduled"},
-      {"apply", "applying"},        {"verify", "verifying"},   {"rollback", "rolling_back"}};
+  const std::map<JobKind, std::string> steps = {
+      {JobKind::kSnapshot, "snapshotting"},    {JobKind::kDryRun, "dry_running"},
+      {JobKind::kRollbackTarget, "scheduled"}, {JobKind::kApply, "applying"},
+      {JobKind::kVerify, "verifying"},         {JobKind::kRollback, "rolling_back"}};
   for (const auto& [kind, state] : steps) {
     auto s = StartJob(kind, id);
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << kind << ": " << s.error_message();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << JobKindName(kind) << ": " << s.error_message();
     EXPECT_NE(s.error_message().find("is succeeded, not " + state + "; "), std::string::npos)
         << s.error_message();
   }

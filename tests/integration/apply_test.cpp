@@ -42,7 +42,7 @@ TEST(Apply, lock_contention_fails_after_bounded_retries_naming_the_blocker_and_c
   int64_t id = ReadyToApply(c, "su_fixture_locking", "1.0", "1.1", {"1.0", "1.1"},
                             {{"lock_timeout", "300ms"}, {"max_lock_retries", 2}});
   auto t0 = std::chrono::steady_clock::now();
-  auto job = RunAgentJob(c, "apply", id, 120s);
+  auto job = RunAgentJob(c, JobKind::kApply, id, 120s);
   auto elapsed = std::chrono::steady_clock::now() - t0;
 
   ASSERT_EQ(job.state, "failed") << job.EventText();
@@ -86,7 +86,7 @@ TEST(Apply, lock_wait_that_clears_within_the_retries_applies_once) {
 
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);
   std::string job_id;
-  ASSERT_TRUE(client->StartJob("apply", id, job_id).ok);
+  ASSERT_TRUE(client->StartJob(JobKind::kApply, id, job_id).ok);
   // Let the first try time out on the lock, then release it.
   ASSERT_TRUE(WaitUntil(
       [&] {
@@ -127,7 +127,7 @@ TEST(Apply, upgrade_is_applied_once_and_a_second_apply_is_refused_by_the_journal
   c.Exec("CREATE EXTENSION su_fixture_counter");
   int64_t id = ReadyToApply(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"});
 
-  auto first = RunAgentJob(c, "apply", id);
+  auto first = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(first.state, "succeeded") << first.error << "\n" << first.EventText();
   EXPECT_EQ(first.result["committed"], true);
   EXPECT_EQ(OnlyDatabase(first.result)["attempts"], 1);
@@ -137,7 +137,7 @@ TEST(Apply, upgrade_is_applied_once_and_a_second_apply_is_refused_by_the_journal
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_counter_runs"), "1");
   EXPECT_EQ(ReadJournal(c, id).value("apply", ""), "committed");
 
-  auto second = RunAgentJob(c, "apply", id);
+  auto second = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(second.state, "failed");
   EXPECT_NE(second.error.find("already applied once"), std::string::npos) << second.error;
   EXPECT_EQ(second.result["refused"], true);
@@ -154,7 +154,7 @@ TEST(Apply, agent_crash_right_after_commit_never_leads_to_a_second_application) 
 
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);
   std::string job_id;
-  ASSERT_TRUE(client->StartJob("apply", id, job_id).ok);
+  ASSERT_TRUE(client->StartJob(JobKind::kApply, id, job_id).ok);
   ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 60s)) << "the failpoint did not kill the agent";
   EXPECT_EQ(ExtVersion(c, "su_fixture_counter"), "1.1");
   EXPECT_EQ(ReadJournal(c, id).value("apply", ""), "started")
@@ -168,7 +168,7 @@ TEST(Apply, agent_crash_right_after_commit_never_leads_to_a_second_application) 
         return AgentClient::Create(c.info().agent_config.listen, 2000)->Ping(ping).ok;
       },
       30s));
-  auto again = RunAgentJob(c, "apply", id);
+  auto again = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(again.state, "failed");
   EXPECT_NE(again.error.find("already applied once (journal: apply started)"), std::string::npos)
       << again.error;
@@ -180,7 +180,7 @@ TEST(Apply, failing_middle_hop_rolls_back_every_hop_and_is_named) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_multihop");
   int64_t id = ReadyToApply(c, "su_fixture_multihop", "1.0", "1.3", {"1.0", "1.1", "1.2", "1.3"});
-  auto job = RunAgentJob(c, "apply", id);
+  auto job = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(job.state, "failed") << job.EventText();
   EXPECT_NE(job.error.find("hop 1.1 -> 1.2 failed"), std::string::npos) << job.error;
   EXPECT_EQ(OnlyDatabase(job.result)["attempts"], 1) << "only lock timeouts are retried";
@@ -194,7 +194,7 @@ TEST(Apply, apply_refuses_an_upgrade_that_is_not_in_state_applying) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_counter");
   int64_t id = InsertUpgrade(c, "su_fixture_counter", "1.0", "1.1", {"1.0", "1.1"}, "blocked");
-  auto job = RunAgentJob(c, "apply", id);
+  auto job = RunAgentJob(c, JobKind::kApply, id);
   ASSERT_EQ(job.state, "failed");
   EXPECT_NE(job.error.find("not applying"), std::string::npos) << job.error;
   EXPECT_EQ(ExtVersion(c, "su_fixture_counter"), "1.0");
@@ -205,10 +205,10 @@ TEST(Apply, apply_refuses_an_upgrade_that_is_not_in_state_applying) {
 FinishedJob ApplyThenVerify(const TestCluster& c, const std::string& ext, int64_t* upgrade_id = nullptr) {
   int64_t id = ReadyToApply(c, ext, "1.0", "1.1", {"1.0", "1.1"});
   if (upgrade_id) *upgrade_id = id;
-  auto apply = RunAgentJob(c, "apply", id);
+  auto apply = RunAgentJob(c, JobKind::kApply, id);
   EXPECT_EQ(apply.state, "succeeded") << apply.error << "\n" << apply.EventText();
   SetState(c, id, "verifying");
-  return RunAgentJob(c, "verify", id);
+  return RunAgentJob(c, JobKind::kVerify, id);
 }
 
 TEST(Apply, verify_reports_a_failing_user_check_as_checks_failed_and_an_unreachable_server_as_neither) {
@@ -223,13 +223,14 @@ TEST(Apply, verify_reports_a_failing_user_check_as_checks_failed_and_an_unreacha
   EXPECT_NE(verify.error.find("double_still_doubles"), std::string::npos) << verify.error;
   EXPECT_NE(verify.error.find("returned false"), std::string::npos) << verify.error;
   EXPECT_EQ(verify.result["checks_failed"], true) << verify.result.dump(2);
+  EXPECT_EQ(verify.failure, JobFailureKind::kChecksFailed);
   bool builtin_version_ok = false;
   for (const auto& ch : verify.result["checks"])
     if (ch["name"] == "extension_version" && ch["ok"] == true) builtin_version_ok = true;
   EXPECT_TRUE(builtin_version_ok) << verify.result.dump(2);
 
   c.StopServer("fast");
-  auto unreachable = RunAgentJob(c, "verify", id);
+  auto unreachable = RunAgentJob(c, JobKind::kVerify, id);
   ASSERT_EQ(unreachable.state, "failed");
   EXPECT_FALSE(unreachable.result.value("checks_failed", false)) << unreachable.result.dump(2);
   // The agent refuses to start the job, or the job fails to connect; either way it says why.

@@ -50,7 +50,7 @@ void AddChecks(const TestCluster& c, const std::vector<Check>& checks) {
 
 FinishedJob DryRun(const TestCluster& c, int64_t id) {
   SetState(c, id, "dry_running");
-  return RunAgentJob(c, "dryrun", id);
+  return RunAgentJob(c, JobKind::kDryRun, id);
 }
 
 // A queued upgrade of extname from 1.0 to 1.1 (one hop), with its snapshot taken.
@@ -307,7 +307,7 @@ TEST(DryRun, clone_is_isolated_from_production_and_gone_afterwards) {
   auto archive_before = ArchiveFiles(c);
 
   SetState(c, id, "dry_running");
-  auto running = std::async(std::launch::async, [&] { return RunAgentJob(c, "dryrun", id); });
+  auto running = std::async(std::launch::async, [&] { return RunAgentJob(c, JobKind::kDryRun, id); });
 
   // Production must never see the clone: no walsender (a standby), no foreign client.
   std::atomic<bool> done{false};
@@ -388,7 +388,7 @@ TEST(DryRun, orphaned_clone_is_removed_when_the_agent_restarts_after_a_crash) {
   SetState(c, id, "dry_running");
   auto client = AgentClient::Create(c.info().agent_config.listen, 10000);
   std::string job_id;
-  ASSERT_TRUE(client->StartJob("dryrun", id, job_id).ok);
+  ASSERT_TRUE(client->StartJob(JobKind::kDryRun, id, job_id).ok);
   ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 120s)) << "the failpoint did not kill the agent";
 
   auto clones = ReadJournal(c, id).value("clones", json::array());

@@ -97,7 +97,7 @@ class Pitr : public ::testing::Test {
   // Takes a snapshot through the agent, as the scheduler would; returns its data directory.
   std::string SnapshotThroughAgent() {
     int64_t id = InsertUpgrade(c(), "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
-    auto job = RunAgentJob(c(), "snapshot", id);
+    auto job = RunAgentJob(c(), JobKind::kSnapshot, id);
     EXPECT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
     return SnapshotDataDir(c().info().agent_config, SnapshotIdFor(id));
   }

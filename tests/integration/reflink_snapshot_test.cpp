@@ -153,7 +153,7 @@ TEST_F(ReflinkSnapshot,
   c.Exec("CREATE EXTENSION hstore VERSION '1.4'");
   int64_t id = InsertUpgrade(c, "hstore", "1.4", "1.8", {"1.4", "1.5", "1.6", "1.7", "1.8"}, "snapshotting");
 
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
   json meta = Meta(c, id);
   EXPECT_EQ(meta.value("method", ""), "reflink") << meta.dump(2);
@@ -188,7 +188,7 @@ TEST_F(ReflinkSnapshot,
 
   // The dry run clones it and the upgrade validates there; the throwaway clone is gone.
   SetState(c, id, "dry_running");
-  auto dry = RunAgentJob(c, "dryrun", id);
+  auto dry = RunAgentJob(c, JobKind::kDryRun, id);
   EXPECT_EQ(dry.state, "succeeded") << dry.error << "\n" << dry.EventText();
   EXPECT_FALSE(PathExists(JoinPath(c.info().agent_config.ClonesDir(), "dryrun-" + std::to_string(id))));
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'hstore'"), "1.4");
@@ -261,7 +261,7 @@ TEST(ReflinkFallback, auto_where_extents_cannot_be_cloned_takes_a_basebackup_and
   TestCluster c(
       {.settings = {{"safe_upgrade.enabled", "off"}, {"safe_upgrade.agent_check_interval", "'1s'"}}});
   int64_t id = InsertUpgrade(c, "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
   json meta = Meta(c, id);
   EXPECT_EQ(meta.value("method", ""), "basebackup") << meta.dump(2);
@@ -297,7 +297,7 @@ TEST(ReflinkFallback, reflink_asked_for_where_it_cannot_be_had_fails_before_prod
   RestartAgentWithMethod(c, "reflink");
   int64_t id = InsertUpgrade(c, "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
   std::string checkpoints = c.Scalar("SELECT checkpoints_req::text FROM pg_stat_bgwriter");
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "failed") << job.EventText();
   EXPECT_NE(job.error.find("cannot take a reflink snapshot: agent.snapshot_method is \"reflink\", but"),
             std::string::npos)

@@ -67,7 +67,7 @@ TEST(Snapshot, job_writes_verified_metadata_reports_progress_and_journals_the_sn
   TestCluster c({.settings = kSchedulerOff});
   c.Exec("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g");
   int64_t id = CreateUpgradeRow(c);
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "succeeded") << run.error << "\n" << run.EventText();
 
   std::string snapshot_id = "snap-" + std::to_string(id);
@@ -123,7 +123,7 @@ TEST(Snapshot, corrupted_backup_fails_with_pg_verifybackup_message_and_productio
   TestCluster c({.settings = kSchedulerOff, .agent_env = {{"SAFE_UPGRADE_FAILPOINT", "snapshot:corrupt_before_verify"}}});
   std::string started_at = c.Scalar("SELECT pg_postmaster_start_time()::text");
   int64_t id = CreateUpgradeRow(c);
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "failed") << run.EventText();
   ExpectErrorNames(run, {"pg_verifybackup", "checksum mismatch"});
   auto detail = run.result;
@@ -152,7 +152,7 @@ TEST(Snapshot, insufficient_free_space_is_refused_before_any_copy_naming_both_nu
   config.disk_reserve_mb = 100000000;  // 100 TB
   RestartAgentWith(c, config);
   int64_t id = CreateUpgradeRow(c);
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "failed") << run.EventText();
   ExpectErrorNames(run, {"MB free", "100000000 MB must remain free"});
   auto detail = run.result;
@@ -172,14 +172,14 @@ TEST(Snapshot, rerun_after_a_crash_mid_job_replaces_the_leftover_partial_copy) {
   int64_t id = CreateUpgradeRow(c);
   auto client = AgentClient::Create(c.info().agent_config.listen, 5000);
   std::string job_id;
-  ASSERT_TRUE(client->StartJob("snapshot", id, job_id).ok);
+  ASSERT_TRUE(client->StartJob(JobKind::kSnapshot, id, job_id).ok);
   ASSERT_TRUE(WaitUntil([&] { return !c.AgentRunning(); }, 120s)) << "the failpoint did not kill the agent";
   std::string partial = JoinPath(SnapshotDir(c.info().agent_config, SnapshotIdFor(id)), "data.partial");
   ASSERT_TRUE(PathExists(JoinPath(partial, "PG_VERSION"))) << "the crash left no partial copy to test with";
 
   c.StartAgent();  // without the failpoint
   WaitForAgent(c);
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "succeeded") << run.error << "\n" << run.EventText();
   EXPECT_TRUE(HasEvent(run, "left by an interrupted snapshot")) << run.EventText();
   EXPECT_FALSE(PathExists(partial));
@@ -193,7 +193,7 @@ TEST(Snapshot, backup_max_rate_throttles_the_base_backup) {
   RestartAgentWith(c, config);
   uint64_t cluster_mb = std::stoull(c.Scalar("SELECT sum(pg_database_size(oid)) / 1048576 FROM pg_database"));
   int64_t id = CreateUpgradeRow(c);
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "succeeded") << run.error << "\n" << run.EventText();
   EXPECT_TRUE(HasEvent(run, "(max rate 8M)")) << run.EventText();
   // A lower bound only: throttling can make the copy slower, never faster, than size / rate.
@@ -205,12 +205,12 @@ TEST(Snapshot, upgrade_past_snapshotting_is_refused_so_its_restore_point_stays_r
   TestCluster c({.settings = kSchedulerOff});
   int64_t id = CreateUpgradeRow(c);
   SetState(c, id, "applying");
-  FinishedJob run = RunAgentJob(c, "snapshot", id);
+  FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(run.state, "failed");
   EXPECT_NE(run.error.find("is applying"), std::string::npos) << run.error;
   EXPECT_FALSE(PathExists(SnapshotDir(c.info().agent_config, SnapshotIdFor(id))));
 
-  FinishedJob missing = RunAgentJob(c, "snapshot", id + 1000);
+  FinishedJob missing = RunAgentJob(c, JobKind::kSnapshot, id + 1000);
   ASSERT_EQ(missing.state, "failed");
   EXPECT_NE(missing.error.find("does not exist"), std::string::npos) << missing.error;
 }
@@ -222,7 +222,7 @@ TEST(Snapshot, retention_keeps_the_newest_n_and_never_an_in_flight_upgrades_snap
   RestartAgentWith(c, config);
   auto set_state = [&](int64_t id, const std::string& state) { SetState(c, id, state); };
   auto snapshot = [&](int64_t id) {
-    FinishedJob run = RunAgentJob(c, "snapshot", id);
+    FinishedJob run = RunAgentJob(c, JobKind::kSnapshot, id);
     EXPECT_EQ(run.state, "succeeded") << run.error << "\n" << run.EventText();
     return run;
   };

@@ -41,7 +41,7 @@ TEST(Tablespaces, snapshot_maps_each_tablespace_into_itself_verifies_it_and_reco
   auto before = Entries(o.ts_location);
   int64_t id = InsertUpgrade(c, "fixture_ext", "1.0", "1.1", {"1.0", "1.1"}, "snapshotting");
 
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "succeeded") << job.error << "\n" << job.EventText();
   EXPECT_NE(job.EventText().find("pg_verifybackup: backup verified"), std::string::npos) << job.EventText();
 

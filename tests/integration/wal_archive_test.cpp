@@ -146,7 +146,7 @@ TEST(WalRetention, a_snapshot_prunes_the_archived_wal_that_no_kept_snapshot_need
   std::string oldest_before = segments().front();
 
   int64_t id = InsertUpgrade(c, "hstore", "1.4", "1.8", {"1.4", "1.8"}, "snapshotting");
-  auto job = RunAgentJob(c, "snapshot", id);
+  auto job = RunAgentJob(c, JobKind::kSnapshot, id);
   ASSERT_EQ(job.state, "succeeded") << job.error;
   std::string start_segment =
       c.Scalar("SELECT pg_walfile_name($1::pg_lsn)", {job.result.value("backup_start_lsn", "")});

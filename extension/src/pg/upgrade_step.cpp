@@ -494,7 +494,7 @@ void FollowJob(Upgrade& u, AgentClient& agent, const AgentJournal& journal) {
 
 void StartJob(Upgrade& u, AgentClient& agent, const std::string& kind, const AgentJournal& journal = {}) {
   std::string job_id;
-  AgentCallError err = agent.StartJob(kind, u.id, job_id);
+  AgentCallError err = agent.StartJob(ParseJobKind(kind).value(), u.id, job_id);
   if (err.ok) {
     SpiExec("UPDATE safe_upgrade.upgrades SET agent_job = $2, agent_job_cursor = 0, updated_at = now() "
             "WHERE id = $1::bigint",

@@ -7,11 +7,11 @@
 
 #include <chrono>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 
 #include "core/cpp_only.h"  // no PostgreSQL server header may reach this file
+#include "rpc/proto_kinds.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 
 namespace safe_upgrade {
@@ -40,13 +40,20 @@ std::string ReadPem(const std::string& path) {
   return s.str();
 }
 
-AgentCallError FromStatus(const grpc::Status& s) {
+// The call's outcome by its status code. An UNAVAILABLE that carries the agent's trailing mark
+// came from the agent (it is up, and asks to be called again); without it, from the transport.
+AgentCallError FromStatus(const grpc::Status& s, const grpc::ClientContext& ctx) {
   AgentCallError e;
   if (s.ok()) return e;
   e.ok = false;
   e.message = s.error_message();
   switch (s.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
+      if (ctx.GetServerTrailingMetadata().count("safe-upgrade-agent")) {
+        e.unavailable = true;
+        break;
+      }
+      [[fallthrough]];
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       e.unreachable = true;
       if (e.message.empty()) e.message = "agent unreachable";
@@ -60,22 +67,19 @@ AgentCallError FromStatus(const grpc::Status& s) {
     case grpc::StatusCode::FAILED_PRECONDITION:
       e.refused = true;
       break;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      e.invalid = true;
+      break;
     default:
       break;
   }
   return e;
 }
 
-// How a failed job failed, from what its result says (the agent's jobs mark a failed check with
-// "checks_failed" and a rollback refused before it began with stage "precheck"); a verification
-// that failed otherwise could not run.
-JobFailureKind FailureKindOf(const std::string& kind, const std::string& result_json) {
-  nlohmann::json result = nlohmann::json::parse(result_json.empty() ? "{}" : result_json, nullptr, false);
-  if (!result.is_object()) result = nlohmann::json::object();
-  if (result.value("checks_failed", false)) return JobFailureKind::kChecksFailed;
-  if (result.value("stage", "") == "precheck") return JobFailureKind::kRefused;
-  if (kind == JobKindName(JobKind::kVerify)) return JobFailureKind::kCouldNotRun;
-  return JobFailureKind::kFailed;
+v1::UpgradeRef UpgradeRefOf(int64_t upgrade_id) {
+  v1::UpgradeRef ref;
+  ref.set_upgrade_id(upgrade_id);
+  return ref;
 }
 
 class GrpcAgentClient final : public AgentClient {
@@ -107,12 +111,9 @@ class GrpcAgentClient final : public AgentClient {
   }
 
   AgentCallError Ping(AgentPing& out) override {
-    grpc::ClientContext ctx;
-    SetDeadline(ctx);
-    v1::PingRequest req;
     v1::PingResponse resp;
-    auto status = stub_->Ping(&ctx, req, &resp);
-    if (status.ok()) {
+    AgentCallError err = Call(&v1::Agent::Stub::Ping, v1::PingRequest(), resp);
+    if (err.ok) {
       out.agent_version = resp.agent_version();
       out.api_version = resp.api_version();
       out.data_directory = resp.data_directory();
@@ -132,51 +133,30 @@ class GrpcAgentClient final : public AgentClient {
       out.snapshot_method = resp.snapshot_method();
       out.snapshot_method_reason = resp.snapshot_method_reason();
       out.snapshot_method_possible = resp.snapshot_method_possible();
+      out.facts_age_ms = resp.facts_age_ms();
     }
-    return FromStatus(status);
+    return err;
   }
 
-  AgentCallError StartJob(const std::string& kind, int64_t upgrade_id, std::string& job_id) override {
-    grpc::ClientContext ctx;
-    SetDeadline(ctx);
-    v1::UpgradeRef req;
+  AgentCallError StartJob(JobKind kind, int64_t upgrade_id, std::string& job_id) override {
+    v1::StartJobRequest req;
+    req.set_kind(ToProto(kind));
     req.set_upgrade_id(upgrade_id);
     v1::JobRef resp;
-    grpc::Status status;
-    if (kind == "snapshot")
-      status = stub_->StartSnapshot(&ctx, req, &resp);
-    else if (kind == "dryrun")
-      status = stub_->StartDryRun(&ctx, req, &resp);
-    else if (kind == "rollback_target")
-      status = stub_->StartPrepareRollback(&ctx, req, &resp);
-    else if (kind == "apply")
-      status = stub_->StartApply(&ctx, req, &resp);
-    else if (kind == "verify")
-      status = stub_->StartVerify(&ctx, req, &resp);
-    else if (kind == "rollback")
-      status = stub_->StartRollback(&ctx, req, &resp);
-    else {
-      AgentCallError unknown;
-      unknown.ok = false;
-      unknown.refused = true;
-      unknown.message = "unknown job kind " + kind;
-      return unknown;
-    }
-    if (status.ok()) job_id = resp.job_id();
-    return FromStatus(status);
+    AgentCallError err = Call(&v1::Agent::Stub::StartJob, req, resp);
+    if (err.ok) job_id = resp.job_id();
+    return err;
   }
 
   AgentCallError GetJob(const std::string& job_id, int64_t cursor, AgentJob& out) override {
-    grpc::ClientContext ctx;
-    SetDeadline(ctx);
     v1::JobRef req;
     req.set_job_id(job_id);
     req.set_event_cursor(cursor);
     v1::Job resp;
-    auto status = stub_->GetJob(&ctx, req, &resp);
-    if (status.ok()) {
+    AgentCallError err = Call(&v1::Agent::Stub::GetJob, req, resp);
+    if (err.ok) {
       out.job_id = resp.job_id();
-      out.kind = resp.kind();
+      out.kind = FromProto(resp.kind());
       out.upgrade_id = resp.upgrade_id();
       out.error = resp.error();
       out.result_json = resp.result_json();
@@ -185,48 +165,52 @@ class GrpcAgentClient final : public AgentClient {
       out.state = resp.state() == v1::JOB_STATE_RUNNING     ? "running"
                   : resp.state() == v1::JOB_STATE_SUCCEEDED ? "succeeded"
                                                             : "failed";
-      out.failure = out.state == "failed" ? FailureKindOf(out.kind, out.result_json) : JobFailureKind::kNone;
+      // How a failed job failed is the agent's to say; a failure it did not classify is plain.
+      out.failure = JobFailureKind::kNone;
+      if (out.state == "failed") {
+        out.failure = FromProto(resp.failure());
+        if (out.failure == JobFailureKind::kNone) out.failure = JobFailureKind::kFailed;
+      }
       out.events.clear();
       for (const auto& e : resp.events())
         out.events.push_back(AgentEvent{e.seq(), e.at(), e.phase(), e.level(), e.message(), e.detail_json()});
     }
-    return FromStatus(status);
+    return err;
   }
 
   AgentCallError GetJournal(int64_t upgrade_id, AgentJournal& out) override {
-    grpc::ClientContext ctx;
-    SetDeadline(ctx);
-    v1::UpgradeRef req;
-    req.set_upgrade_id(upgrade_id);
     v1::UpgradeJournal resp;
-    auto status = stub_->GetUpgradeJournal(&ctx, req, &resp);
-    if (status.ok()) {
+    AgentCallError err = Call(&v1::Agent::Stub::GetUpgradeJournal, UpgradeRefOf(upgrade_id), resp);
+    if (err.ok) {
       out.apply = resp.apply();
       out.rollback = resp.rollback();
       out.rollback_step = resp.rollback_step();
       out.snapshot_id = resp.snapshot_id();
     }
-    return FromStatus(status);
+    return err;
   }
 
   AgentCallError GetInstalledVersions(int64_t upgrade_id, std::map<std::string, std::string>& out) override {
-    grpc::ClientContext ctx;
-    SetDeadline(ctx);
-    v1::UpgradeRef req;
-    req.set_upgrade_id(upgrade_id);
     v1::InstalledVersions resp;
-    auto status = stub_->GetInstalledVersions(&ctx, req, &resp);
+    AgentCallError err = Call(&v1::Agent::Stub::GetInstalledVersions, UpgradeRefOf(upgrade_id), resp);
     out.clear();
-    if (status.ok())
+    if (err.ok)
       for (const auto& db : resp.databases()) out[db.datname()] = db.extversion();
-    return FromStatus(status);
+    return err;
   }
 
   const std::string& address() const override { return address_; }
 
  private:
-  void SetDeadline(grpc::ClientContext& ctx) {
+  // One unary call with the client's deadline.
+  template <typename Request, typename Response>
+  AgentCallError Call(grpc::Status (v1::Agent::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                              Response*),
+                      const Request& req, Response& resp) {
+    grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms_));
+    grpc::Status status = (stub_.get()->*method)(&ctx, req, &resp);
+    return FromStatus(status, ctx);
   }
   std::string address_;
   int deadline_ms_;

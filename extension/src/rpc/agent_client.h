@@ -13,12 +13,22 @@
 
 namespace safe_upgrade {
 
+// How a call failed, by the agent's status code (gRPC's doc/statuscodes.md; the proto lists which
+// RPC returns which). At most one flag is set; none for the codes a caller cannot act on
+// (INTERNAL, PERMISSION_DENIED, ...), which only the message describes.
 struct AgentCallError {
   bool ok = true;
-  bool unreachable = false;  // UNAVAILABLE / DEADLINE_EXCEEDED: the agent did not answer
-  bool not_found = false;
-  bool busy = false;     // ABORTED: another job runs; ask again later
-  bool refused = false;  // FAILED_PRECONDITION: the request cannot succeed until something changes
+  // No answer from the agent: it cannot be reached (UNAVAILABLE from the transport), or it did
+  // not answer within the deadline (DEADLINE_EXCEEDED; the call may still have taken effect, so
+  // only idempotent calls are repeated, and StartJob is).
+  bool unreachable = false;
+  // UNAVAILABLE from the agent itself: it is up but cannot serve the call for a moment (its
+  // catalog cannot be read while the server restarts); retry the call as it is.
+  bool unavailable = false;
+  bool not_found = false;  // NOT_FOUND: no such upgrade or job
+  bool busy = false;       // ABORTED: another job holds the agent; retry the step later
+  bool refused = false;    // FAILED_PRECONDITION: cannot succeed until the state changes
+  bool invalid = false;    // INVALID_ARGUMENT: a malformed request (a bug of the caller)
   std::string message;
 };
 
@@ -33,6 +43,8 @@ struct AgentPing {
   // agent.snapshot_method as configured, what it resolves to, why; empty from older agents.
   std::string snapshot_method_configured, snapshot_method, snapshot_method_reason;
   bool snapshot_method_possible = true;
+  // How old the agent's measurement of the host facts above is.
+  uint64_t facts_age_ms = 0;
 };
 
 struct AgentEvent {
@@ -41,7 +53,8 @@ struct AgentEvent {
 };
 
 struct AgentJob {
-  std::string job_id, kind, error, result_json;
+  std::string job_id, error, result_json;
+  std::optional<JobKind> kind;  // std::nullopt: a kind this build does not know
   int64_t upgrade_id = 0;
   // "running", "succeeded", "failed"
   std::string state;
@@ -72,8 +85,8 @@ class AgentClient {
                                              const AgentTls& tls = {});
 
   virtual AgentCallError Ping(AgentPing& out) = 0;
-  // kind: snapshot, dryrun, apply, verify, rollback.
-  virtual AgentCallError StartJob(const std::string& kind, int64_t upgrade_id, std::string& job_id) = 0;
+  // Starts the job of kind for the upgrade (or finds it running); job_id is "<kind name>-<id>".
+  virtual AgentCallError StartJob(JobKind kind, int64_t upgrade_id, std::string& job_id) = 0;
   virtual AgentCallError GetJob(const std::string& job_id, int64_t cursor, AgentJob& out) = 0;
   virtual AgentCallError GetJournal(int64_t upgrade_id, AgentJournal& out) = 0;
   // The extension's version now in each database of the upgrade ("" where it is not installed).

@@ -110,16 +110,16 @@ TEST_F(FakeDataDir, agent_binary_must_be_an_absolute_executable) {
 }
 
 TEST(JobId, accepts_known_kinds_with_positive_ids) {
-  std::string kind;
+  JobKind kind;
   int64_t id = 0;
   ASSERT_TRUE(ParseJobId("snapshot-42", kind, id));
-  EXPECT_EQ(kind, "snapshot");
+  EXPECT_EQ(JobKindName(kind), "snapshot");
   EXPECT_EQ(id, 42);
   EXPECT_TRUE(ParseJobId("rollback-1", kind, id));
 }
 
 TEST(JobId, rejects_traversal_overlong_and_unknown_kinds) {
-  std::string kind;
+  JobKind kind;
   int64_t id = 0;
   for (const char* bad : {"", "snapshot-0", "snapshot--1", "../etc/passwd", "snapshot-1/../../x", "shell-1",
                           "snapshot-1 ", "snapshot-99999999999999999999999", "snapshot-1\n"}) {
