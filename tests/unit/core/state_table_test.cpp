@@ -122,13 +122,7 @@ TEST(StateTable, transitions_log_errors_only_into_failure_ends) {
 
 // --- the SQL, checked against the table ----------------------------------------------------------
 
-std::filesystem::path SqlDir() {
-#ifdef SU_SOURCE_DIR
-  return std::filesystem::path(SU_SOURCE_DIR) / "sql";
-#else
-  return std::filesystem::path(__FILE__).parent_path() / ".." / ".." / ".." / "sql";
-#endif
-}
+std::filesystem::path SqlDir() { return std::filesystem::path(SU_SOURCE_DIR) / "sql"; }
 
 // Every *.sql file below sql/, comments removed.
 std::string AllSql() {
@@ -173,10 +167,10 @@ TEST(StateTableSql, the_check_on_upgrades_state_lists_every_state) {
 
 TEST(StateTableSql, the_state_functions_list_the_table_s_states_in_its_order) {
   const std::string sql = AllSql();
-  auto in_flight = Lists(sql, R"(FUNCTION\s+[^\s(]*_in_flight_states\s*\(\s*\)[^\[]*ARRAY\s*\[([^\]]*)\])");
+  auto in_flight = Lists(sql, R"(FUNCTION\s+[^\s(]*_in_flight_states\s*\(\s*\)[\s\S]*?ARRAY\s*\[([^\]]*)\])");
   ASSERT_EQ(in_flight.size(), 1u);
   EXPECT_EQ(in_flight[0], InFlightStateNames());
-  auto terminal = Lists(sql, R"(FUNCTION\s+[^\s(]*_terminal_states\s*\(\s*\)[^\[]*ARRAY\s*\[([^\]]*)\])");
+  auto terminal = Lists(sql, R"(FUNCTION\s+[^\s(]*_terminal_states\s*\(\s*\)[\s\S]*?ARRAY\s*\[([^\]]*)\])");
   ASSERT_EQ(terminal.size(), 1u);
   EXPECT_EQ(terminal[0], TerminalStateNames());
 }
@@ -325,8 +319,8 @@ TEST(Transitions, failure_messages_name_the_step) {
 }
 
 TEST(Transitions, verification_that_could_not_run_retries_with_backoff) {
-  Decision d =
-      OnJobFailed(Facts(S::kVerifying, {}, {{"verify_attempts", 2}}), F::kCouldNotRun, "refused", {});
+  Decision d = OnJobFailed(Facts(S::kVerifying, {}, {{"verify_attempts", 2}}), F::kCouldNotRun, "refused",
+                           json::object());
   EXPECT_FALSE(d.next);
   EXPECT_TRUE(d.forget_job);
   EXPECT_EQ(d.verify_retry_in_s, 20);
