@@ -17,6 +17,7 @@
 
 #include "base/fs_util.h"
 #include "base/process.h"
+#include "core/state_table.h"
 #include "jobs/jobs.h"
 #include "postgres/backup_files.h"
 #include "postgres/catalog.h"
@@ -174,7 +175,8 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   }
   // Once past snapshotting, a restore point may exist that must lie after this snapshot's backup;
   // retaking it then would make that restore point unreachable.
-  if (upgrade.state != "queued" && upgrade.state != "snapshotting")
+  auto state = ParseState(upgrade.state);
+  if (!state || !IsInFlight(*state) || PipelineRank(*state) > PipelineRank(StateForJob(JobKind::kSnapshot)))
     throw JobFailure("upgrade " + std::to_string(upgrade_id) + " is " + upgrade.state +
                          "; a snapshot is taken only while an upgrade is queued or snapshotting",
                      {{"state", upgrade.state}});

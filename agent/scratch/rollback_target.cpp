@@ -13,6 +13,7 @@
 #include "base/copy_progress.h"
 #include "base/fs_util.h"
 #include "base/process.h"
+#include "core/state_table.h"
 #include "postgres/backup_files.h"
 #include "postgres/catalog.h"
 #include "postgres/cluster.h"
@@ -491,7 +492,7 @@ void DiscardRollbackTargetsExcept(const AgentConfig& config, Journal& journal,
 }
 
 std::set<int64_t> UpgradesThatMayRollBack(PgConn& conn) {
-  return UpgradeIdsInStates(conn, {"scheduled", "applying", "verifying", "rolling_back"});
+  return UpgradeIdsInStates(conn, StateNamesWhere(&StateRow::may_roll_back));
 }
 
 }  // namespace safe_upgrade

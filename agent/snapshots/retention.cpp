@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "base/fs_util.h"
+#include "core/state_table.h"
 #include "postgres/backup_files.h"
 #include "postgres/catalog.h"
 
@@ -67,10 +68,7 @@ std::vector<SnapshotEntry> ListSnapshots(const AgentConfig& config) {
   return out;
 }
 
-std::set<int64_t> InFlightUpgradeIds(PgConn& conn) {
-  return UpgradeIdsInStates(conn, {"queued", "snapshotting", "dry_running", "awaiting_approval", "scheduled",
-                                   "applying", "verifying", "rolling_back"});
-}
+std::set<int64_t> InFlightUpgradeIds(PgConn& conn) { return UpgradeIdsInStates(conn, InFlightStateNames()); }
 
 RetentionOutcome ApplySnapshotRetention(const AgentConfig& config, const std::set<int64_t>& in_flight,
                                         const std::string& keep_id) {
