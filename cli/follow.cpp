@@ -27,6 +27,7 @@
 #include "renderers.h"
 #include "state_words.h"
 #include "timeline.h"
+#include "core/state_table.h"
 #include "upgrade_doc.h"
 #include "upgrade_json.h"
 
@@ -42,11 +43,8 @@ void OnSigint(int) { g_interrupted = 1; }
 
 // Where an in-flight state sits in an upgrade's life; -1 for others.
 int Rank(const std::string& state) {
-  static const char* order[] = {"queued",    "snapshotting", "dry_running", "awaiting_approval",
-                                "scheduled", "applying",     "verifying",   "rolling_back"};
-  for (int i = 0; i < 8; ++i)
-    if (state == order[i]) return i;
-  return -1;
+  auto parsed = ParseState(state);
+  return parsed ? PipelineRank(*parsed) : -1;
 }
 
 bool IsProgressEvent(const json& detail) {
@@ -104,7 +102,7 @@ class Follower {
           auto full = LoadUpgradeDoc(*conn_, o_.id, 0);
           return Summary(full ? *full : *doc);
         }
-        if (doc->State() == "awaiting_approval" && o_.ask_approval && !approval_asked_) {
+        if (StateIs(doc->State(), UpgradeState::kAwaitingApproval) && o_.ask_approval && !approval_asked_) {
           int rc = AskApproval(*doc);
           if (rc >= 0) return rc;
           continue;
@@ -146,7 +144,7 @@ class Follower {
 
   void ShowPhase(const std::string& state, double elapsed) {
     shown_state_ = state;
-    if (state == "rolling_back") saw_rolling_back_ = true;
+    if (StateIs(state, UpgradeState::kRollingBack)) saw_rolling_back_ = true;
     samples_.clear();
     last_quarter_ = -1;
     event_rate_mb_s_.reset();
@@ -163,7 +161,7 @@ class Follower {
     if (auto to = TransitionTarget(e)) {
       // After a rollback's restart the catalog is the restored one; older transitions must not
       // make the display go backwards.
-      bool backwards = saw_rolling_back_ && !IsTerminalState(*to) && *to != "rolling_back";
+      bool backwards = saw_rolling_back_ && !IsTerminalState(*to) && !StateIs(*to, UpgradeState::kRollingBack);
       if (*to != shown_state_ && !backwards) ShowPhase(*to, elapsed);
       return;
     }
@@ -200,7 +198,7 @@ class Follower {
     // whose start we did not see before the connection dropped.
     if (!IsTerminalState(state) && !IsTerminalState(shown_state_) && Rank(state) < Rank(shown_state_))
       saw_rolling_back_ = true;
-    if (saw_rolling_back_ && !IsTerminalState(state)) state = "rolling_back";
+    if (saw_rolling_back_ && !IsTerminalState(state)) state = StateName(UpgradeState::kRollingBack);
     if (state != shown_state_) ShowPhase(state, doc.now_epoch - doc.created_epoch);
     ShowProgress(doc);
   }
@@ -248,7 +246,7 @@ class Follower {
   double EstimatedTotalBytes(const UpgradeDoc& doc) {
     if (estimated_total_bytes_) return *estimated_total_bytes_;
     double total = 0;
-    if (doc.State() == "snapshotting") {
+    if (StateIs(doc.State(), UpgradeState::kSnapshotting)) {
       try {
         total = std::stod(conn_->Exec("SELECT sum(pg_database_size(oid))::text FROM pg_database").Scalar());
       } catch (const std::exception&) {

@@ -57,18 +57,18 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   const json& report = doc.Report();
   std::string error = JsonString(doc.upgrade, "error");
   out << "outcome: " << state << " -- ";
-  if (state == "succeeded")
+  if (StateIs(state, UpgradeState::kSucceeded))
     out << ext << " is now at " << doc.ToVersion() << " on production in " << DatabaseList(doc)
         << ", and its health checks pass\n";
-  else if (state == "validated")
+  else if (StateIs(state, UpgradeState::kValidated))
     out << "the upgrade of " << ext << " " << doc.FromVersion() << " -> " << doc.ToVersion()
         << " passed its dry run on a clone; production was not touched\n";
-  else if (state == "blocked")
+  else if (StateIs(state, UpgradeState::kBlocked))
     out << "the dry run failed, so production was not touched\n";
-  else if (state == "rolled_back")
+  else if (StateIs(state, UpgradeState::kRolledBack))
     out << "the upgrade failed on production, and the whole cluster was restored to its restore point; "
         << ext << " is at " << doc.FromVersion() << " again in " << DatabaseList(doc) << "\n";
-  else if (state == "rollback_failed")
+  else if (StateIs(state, UpgradeState::kRollbackFailed))
     out << "the upgrade failed on production and the rollback did not complete; act now (see "
            "docs/troubleshooting.md, \"rollback failed\")\n";
   else
@@ -84,7 +84,7 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
 
   const json& dry_run = JsonMember(report, "dry_run");
   PrintDrift(out, JsonMember(dry_run, "drift"), "  ");
-  if (state == "blocked") {
+  if (StateIs(state, UpgradeState::kBlocked)) {
     const json& checks = JsonMember(dry_run, "checks");
     if (checks.is_array())
       for (const auto& c : checks)
@@ -93,7 +93,7 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
               << OneLine(JsonText(JsonMember(c, "message"))) << "\n";
   }
   const json& rollback = JsonMember(report, "rollback");
-  if (state == "rolled_back" || state == "rollback_failed") {
+  if (StateIs(state, UpgradeState::kRolledBack) || StateIs(state, UpgradeState::kRollbackFailed)) {
     PrintDataLossWindow(out, JsonMember(rollback, "data_loss_window"), "  ");
     std::string path = JsonString(rollback, "path");
     const json& downtime = JsonMember(rollback, "downtime_s");
@@ -107,11 +107,11 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
       out << "\n";
     }
     std::string aside = JsonString(rollback, "failed_data_directory");
-    if (state == "rolled_back" && !aside.empty())
+    if (StateIs(state, UpgradeState::kRolledBack) && !aside.empty())
       out << "  the upgraded data directory is kept in " << aside
           << " (remove it once you no longer need it)\n";
   }
-  if (state == "blocked" || state == "failed") out << "  details: safe-upgrade status " << doc.id << "\n";
+  if (StateIs(state, UpgradeState::kBlocked) || StateIs(state, UpgradeState::kFailed)) out << "  details: safe-upgrade status " << doc.id << "\n";
 }
 
 }  // namespace safe_upgrade::cli

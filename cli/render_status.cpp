@@ -28,7 +28,7 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
     auto progress = JsonNumber(doc.upgrade, "progress");
     if (progress) out << "  progress: " << ProgressBar(*progress, "") << "\n";
     PrintPhases(out, doc, PhaseTimeline(doc));
-    if (state == "awaiting_approval")
+    if (StateIs(state, UpgradeState::kAwaitingApproval))
       out << "  approve it with: safe-upgrade approve " << doc.id << "   (or cancel: safe-upgrade cancel "
           << doc.id << ")\n";
   } else {

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "core/state_table.h"
+
 namespace safe_upgrade::cli {
 
 bool IsTerminalState(const std::string& state);
@@ -11,5 +13,7 @@ bool IsTerminalState(const std::string& state);
 int ExitCodeForState(const std::string& state);
 // What a state means, in a few plain words ("" for a word that is not a state).
 std::string StateMeaning(const std::string& state);
+// Whether a stored state name is that state.
+inline bool StateIs(const std::string& name, UpgradeState state) { return name == StateName(state); }
 
 }  // namespace safe_upgrade::cli

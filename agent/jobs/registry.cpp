@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "core/state_table.h"
 #include "jobs/jobs.h"
 #include "postgres/catalog.h"
 #include "scratch/rollback_target.h"
@@ -12,18 +13,17 @@
 namespace safe_upgrade {
 namespace {
 
-// MERGE: the states are the state table's (extension/src/core, StateForJob(JobKind)) once it lands.
 const JobSpec kJobs[] = {
-    {JobKind::kSnapshot, "snapshotting", RunSnapshotJob,
+    {JobKind::kSnapshot, RunSnapshotJob,
      "a snapshot is taken only when safe_upgrade.begin() starts an upgrade"},
-    {JobKind::kDryRun, "dry_running", RunDryRunJob, "a dry run runs only right after the upgrade's snapshot"},
-    {JobKind::kRollbackTarget, "scheduled", RunPrepareRollbackJob,
+    {JobKind::kDryRun, RunDryRunJob, "a dry run runs only right after the upgrade's snapshot"},
+    {JobKind::kRollbackTarget, RunPrepareRollbackJob,
      "a rollback target is prepared only while the upgrade is scheduled, before its restore point"},
-    {JobKind::kApply, "applying", RunApplyJob,
+    {JobKind::kApply, RunApplyJob,
      "production is upgraded only once the restore point of a validated, scheduled upgrade is archived"},
-    {JobKind::kVerify, "verifying", RunVerifyJob,
+    {JobKind::kVerify, RunVerifyJob,
      "production is verified only right after the upgrade's apply"},
-    {JobKind::kRollback, "rolling_back", RunRollbackJob,
+    {JobKind::kRollback, RunRollbackJob,
      "a rollback starts only through safe_upgrade.rollback({id}) or a failed verification"},
 };
 
@@ -42,9 +42,10 @@ const JobSpec& SpecOf(JobKind kind) {
 }
 
 std::string RefusalOf(const JobSpec& spec, int64_t upgrade_id, const std::string& state) {
-  if (state == spec.state) return "";
+  const std::string due(StateName(StateForJob(spec.kind)));
+  if (state == due) return "";
   std::string id = std::to_string(upgrade_id);
-  return "upgrade " + id + " is " + state + ", not " + spec.state + "; " + WithId(spec.how, id);
+  return "upgrade " + id + " is " + state + ", not " + due + "; " + WithId(spec.how, id);
 }
 
 JobBody RequestedJobBody(const JobSpec& spec) {

@@ -14,12 +14,11 @@
 namespace safe_upgrade {
 
 struct JobSpec {
+  // A job starts only while its upgrade is in the one catalog state that runs it
+  // (StateForJob(kind), the state table's job-following state). Holding a client certificate is
+  // not enough to snapshot, apply or roll back production: the catalog, which only the
+  // extension's SQL functions and its worker change, must say that this step is due.
   JobKind kind;
-  // The one catalog state its upgrade must be in (the state machine's job-following state).
-  // Holding a client certificate is not enough to snapshot, apply or roll back production: the
-  // catalog, which only the extension's SQL functions and its worker change, must say that this
-  // step is due.
-  const char* state;
   nlohmann::json (*body)(JobContext&);
   // How that state is reached, for the refusal; {id} is the upgrade id.
   const char* how;

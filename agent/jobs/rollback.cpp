@@ -6,6 +6,7 @@
 //
 // This file holds the step table and the runner that walks it; the steps' bodies are in
 // rollback_precheck.cpp, rollback_swap.cpp, rollback_recovery.cpp and rollback_outcome.cpp.
+#include "core/state_table.h"
 #include "jobs/rollback.h"
 
 #include <algorithm>
@@ -209,7 +210,7 @@ nlohmann::json RollbackRun::EndAtUnknownStep(const UnknownRollbackStep& unknown)
   // The step the journal names stays, for whoever looks at it.
   ctx_.journal().Update(id_, [](JournalDoc& doc) { doc.rollback = RollbackState::kRollbackFailed; });
   WriteFailedOutcome(message);
-  throw JobFailure(message, {{"state", "rollback_failed"}, {"stage", "resume"}});
+  throw JobFailure(message, {{"state", StateName(UpgradeState::kRollbackFailed)}, {"stage", "resume"}});
 }
 
 nlohmann::json RunRollbackJob(JobContext& ctx) { return RollbackRun(ctx).Run(); }

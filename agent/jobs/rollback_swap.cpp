@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "core/state_table.h"
 #include "base/fs_util.h"
 #include "jobs/jobs.h"
 #include "jobs/rollback_run.h"
@@ -138,11 +139,11 @@ json RollbackRun::PutOriginalBack(const std::string& reason) {
             (failed_restore.empty() ? std::string() : "; the failed restore is kept in " + failed_restore),
         {{"failed_restore", failed_restore}});
   rc_.failed_restore = failed_restore;
-  WriteOutcome("rollback_failed", reason);
+  WriteOutcome(std::string(StateName(UpgradeState::kRollbackFailed)), reason);
   Finish(RollbackState::kRollbackFailed);
   // The target's scratch and journal entry go (a swapped-in target is production now).
   ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
-  throw JobFailure(reason, {{"state", "rollback_failed"}, {"stage", "recovery"}});
+  throw JobFailure(reason, {{"state", StateName(UpgradeState::kRollbackFailed)}, {"stage", "recovery"}});
 }
 
 // Returns where the failed restore was set aside ("" when none was in place).

@@ -206,7 +206,7 @@ class Preparation {
   json Run() {
     auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback-target");
     UpgradeRecord u = LoadUpgrade(*conn, id_);
-    if (u.state != "scheduled")
+    if (u.state != StateName(UpgradeState::kScheduled))
       throw JobFailure("upgrade " + std::to_string(id_) + " is " + u.state +
                        ", not scheduled; a rollback target is prepared only before the restore point");
     std::string mode = u.options.value("rollback_target", "auto");

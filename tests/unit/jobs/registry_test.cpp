@@ -6,6 +6,7 @@
 
 #include <set>
 
+#include "core/state_table.h"
 #include "rpc/proto_kinds.h"
 
 namespace safe_upgrade {
@@ -17,7 +18,8 @@ TEST(JobRegistry, every_kind_has_one_row_with_a_body_and_a_state_of_its_own) {
     const JobSpec& spec = SpecOf(kind);
     EXPECT_EQ(spec.kind, kind);
     EXPECT_NE(spec.body, nullptr) << JobKindName(kind);
-    EXPECT_TRUE(states.insert(spec.state).second) << JobKindName(kind) << " shares state " << spec.state;
+    const std::string state(StateName(StateForJob(kind)));
+    EXPECT_TRUE(states.insert(state).second) << JobKindName(kind) << " shares state " << state;
   }
 }
 
