@@ -22,12 +22,12 @@
 #include <thread>
 
 #include "commands.h"
+#include "core/state_table.h"
 #include "db.h"
 #include "output.h"
 #include "renderers.h"
 #include "state_words.h"
 #include "timeline.h"
-#include "core/state_table.h"
 #include "upgrade_doc.h"
 #include "upgrade_json.h"
 
@@ -161,7 +161,8 @@ class Follower {
     if (auto to = TransitionTarget(e)) {
       // After a rollback's restart the catalog is the restored one; older transitions must not
       // make the display go backwards.
-      bool backwards = saw_rolling_back_ && !IsTerminalState(*to) && !StateIs(*to, UpgradeState::kRollingBack);
+      bool backwards =
+          saw_rolling_back_ && !IsTerminalState(*to) && !StateIs(*to, UpgradeState::kRollingBack);
       if (*to != shown_state_ && !backwards) ShowPhase(*to, elapsed);
       return;
     }

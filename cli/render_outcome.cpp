@@ -111,7 +111,8 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
       out << "  the upgraded data directory is kept in " << aside
           << " (remove it once you no longer need it)\n";
   }
-  if (StateIs(state, UpgradeState::kBlocked) || StateIs(state, UpgradeState::kFailed)) out << "  details: safe-upgrade status " << doc.id << "\n";
+  if (StateIs(state, UpgradeState::kBlocked) || StateIs(state, UpgradeState::kFailed))
+    out << "  details: safe-upgrade status " << doc.id << "\n";
 }
 
 }  // namespace safe_upgrade::cli

@@ -21,7 +21,8 @@ std::optional<std::string> TransitionTarget(const json& event) {
 
 std::vector<PhaseSpan> PhaseTimeline(const UpgradeDoc& doc) {
   std::vector<PhaseSpan> spans;
-  PhaseSpan current{std::string(StateName(UpgradeState::kQueued)), JsonString(doc.upgrade, "created_at"), doc.created_epoch, std::nullopt};
+  PhaseSpan current{std::string(StateName(UpgradeState::kQueued)), JsonString(doc.upgrade, "created_at"),
+                    doc.created_epoch, std::nullopt};
   auto open = [&](const std::string& state, const std::string& at, double epoch) {
     current.duration_s = std::max(0.0, epoch - current.start_epoch);
     spans.push_back(current);

@@ -21,8 +21,7 @@ const JobSpec kJobs[] = {
      "a rollback target is prepared only while the upgrade is scheduled, before its restore point"},
     {JobKind::kApply, RunApplyJob,
      "production is upgraded only once the restore point of a validated, scheduled upgrade is archived"},
-    {JobKind::kVerify, RunVerifyJob,
-     "production is verified only right after the upgrade's apply"},
+    {JobKind::kVerify, RunVerifyJob, "production is verified only right after the upgrade's apply"},
     {JobKind::kRollback, RunRollbackJob,
      "a rollback starts only through safe_upgrade.rollback({id}) or a failed verification"},
 };

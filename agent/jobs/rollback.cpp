@@ -6,12 +6,12 @@
 //
 // This file holds the step table and the runner that walks it; the steps' bodies are in
 // rollback_precheck.cpp, rollback_swap.cpp, rollback_recovery.cpp and rollback_outcome.cpp.
-#include "core/state_table.h"
 #include "jobs/rollback.h"
 
 #include <algorithm>
 
 #include "base/fs_util.h"
+#include "core/state_table.h"
 #include "jobs/jobs.h"
 #include "jobs/rollback_run.h"
 #include "scratch/rollback_target.h"

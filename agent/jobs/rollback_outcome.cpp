@@ -13,7 +13,9 @@ namespace safe_upgrade {
 
 using nlohmann::json;
 
-void RollbackRun::WriteRolledBackOutcome() { WriteOutcome(std::string(StateName(UpgradeState::kRolledBack)), ""); }
+void RollbackRun::WriteRolledBackOutcome() {
+  WriteOutcome(std::string(StateName(UpgradeState::kRolledBack)), "");
+}
 
 // A rollback that cannot go on: its state and reason, when the server accepts them (best effort:
 // the reason is in the job's error and the agent's events either way).
@@ -76,14 +78,16 @@ void RollbackRun::WriteOutcome(const std::string& state, const std::string& erro
                           {"path", PathName()},
                           {"downtime_s", rc_.downtime_s.value_or(-1.0)}};
     if (!error.empty()) report["rollback"]["error"] = error;
-    std::string message = state == StateName(UpgradeState::kRolledBack) ? "rolled back to restore point " + rp.name + "; " +
-                                                       rc_.extname + " is at " + rc_.from_version + " again"
-                                                 : "rollback failed: " + error +
-                                                       "; the original data directory is running again";
+    std::string message =
+        state == StateName(UpgradeState::kRolledBack)
+            ? "rolled back to restore point " + rp.name + "; " + rc_.extname + " is at " + rc_.from_version +
+                  " again"
+            : "rollback failed: " + error + "; the original data directory is running again";
     conn->Exec(
         "INSERT INTO safe_upgrade.events (upgrade_id, phase, level, message, detail) "
         "VALUES ($1::bigint, $2, $3, $4, $5::jsonb)",
-        {id, state, state == StateName(UpgradeState::kRolledBack) ? "info" : "error", message, report["rollback"].dump()});
+        {id, state, state == StateName(UpgradeState::kRolledBack) ? "info" : "error", message,
+         report["rollback"].dump()});
     conn->Exec(
         "UPDATE safe_upgrade.upgrades SET state = $2, report = $3::jsonb, updated_at = now(), agent_job = "
         "NULL, "

@@ -6,8 +6,8 @@
 
 #include <chrono>
 
-#include "core/state_table.h"
 #include "base/fs_util.h"
+#include "core/state_table.h"
 #include "jobs/jobs.h"
 #include "jobs/rollback_run.h"
 #include "scratch/rollback_target.h"

@@ -13,7 +13,6 @@ namespace fs = std::filesystem;
 
 namespace safe_upgrade {
 
-
 std::string NormalPath(const std::string& path) { return fs::path(path).lexically_normal().string(); }
 
 bool PathInside(const std::string& path, const std::string& dir) {
