@@ -4,9 +4,6 @@
 // state and events in the same transaction.
 #include "boundary.h"  // must be first: postgres.h
 
-extern "C" {
-#include "miscadmin.h"
-}
 
 #include <map>
 #include <string>
@@ -79,7 +76,7 @@ bool RunSchedulerPass(AgentClient& agent) {
   }
   static std::map<int64_t, std::string> last_problem;
   for (int64_t id : ids) {
-    CHECK_FOR_INTERRUPTS();
+    CheckForInterrupts();
     std::string problem;
     try {
       for (int round = 0; round < 3; ++round) {
@@ -93,7 +90,7 @@ bool RunSchedulerPass(AgentClient& agent) {
     }
     // Logged once per distinct problem, outside the catch block, so a stuck upgrade cannot flood the log.
     if (!problem.empty() && last_problem[id] != problem)
-      ereport(WARNING, (errmsg("safe_upgrade: upgrade %lld: %s", static_cast<long long>(id), problem.c_str())));
+      LogLine(WARNING, "safe_upgrade: upgrade " + std::to_string(id) + ": " + problem);
     last_problem[id] = problem;
   }
   return !ids.empty();
