@@ -31,20 +31,29 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
   sandbox->require_subcommand(1);
   static std::string dir;
   static int port = 0;
+  static std::string backend = "local";
 
   auto* up = sandbox->add_subcommand("up", "create the sandbox, or start whatever of it is not running");
   up->add_option("--dir", dir, "sandbox directory")->required();
   up->add_option("--port", port, "port for the server (default: a free one)")->check(CLI::Range(1024, 65535));
+  up->add_option("--backend", backend,
+                 "where snapshots and archived WAL live: local (the agent's own) or pgbackrest (a stanza "
+                 "in a repository inside the sandbox); chosen when the sandbox is created")
+      ->check(CLI::IsMember({"local", "pgbackrest"}));
   up->callback([&exit_code] {
     Run(exit_code, "sandbox up failed: ", [] {
       SandboxOptions options;
       options.port = port;
+      options.backend = backend;
       options.progress = [](const std::string& line) { std::cerr << "sandbox: " << line << "\n"; };
       SandboxInfo info = SandboxUp(dir, options);
       std::cout << "sandbox is up in " << info.dir << "\n"
                 << "  server:  port " << info.port << ", socket directory " << info.socket_dir << "\n"
-                << "  agent:   " << info.agent_config.listen << "\n"
-                << "  logs:    " << info.dir << "/postgres.log, " << info.dir << "/agent.log\n"
+                << "  agent:   " << info.agent_config.listen << "\n";
+      if (info.agent_config.backend.IsPgBackRest())
+        std::cout << "  backend: pgBackRest stanza \"" << info.agent_config.backend.stanza << "\" ("
+                  << info.agent_config.backend.config << ")\n";
+      std::cout << "  logs:    " << info.dir << "/postgres.log, " << info.dir << "/agent.log\n"
                 << "connect with:  set -a; . " << info.env_path << "; set +a; psql\n";
     });
   });

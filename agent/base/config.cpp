@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <sstream>
 
 #include "base/fs_util.h"
@@ -83,6 +84,17 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   if (c.backup_checkpoint != "fast" && c.backup_checkpoint != "spread")
     throw ConfigError("agent.backup_checkpoint: \"" + c.backup_checkpoint +
                       "\" is not one of \"fast\", \"spread\"");
+  Read(tbl, "backend", "kind", c.backend.kind);
+  if (c.backend.kind != "local" && c.backend.kind != "pgbackrest")
+    throw ConfigError("backend.kind: \"" + c.backend.kind + "\" is not one of \"local\", \"pgbackrest\"");
+  Read(tbl, "backend", "stanza", c.backend.stanza);
+  Read(tbl, "backend", "config", c.backend.config);
+  Read(tbl, "backend", "binary", c.backend.binary);
+  Read(tbl, "backend", "backup_type", c.backend.backup_type);
+  Read(tbl, "backend", "backup_after_success", c.backend.backup_after_success);
+  if (c.backend.backup_type != "incr" && c.backend.backup_type != "diff" && c.backend.backup_type != "full")
+    throw ConfigError("backend.backup_type: \"" + c.backend.backup_type +
+                      "\" is not one of \"incr\", \"diff\", \"full\"");
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);
@@ -115,7 +127,8 @@ void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missin
     throw ConfigError("cluster.port: " + std::to_string(c.port) + " is not a port");
   require(c.listen, "agent.listen");
   require(c.snapshot_dir, "agent.snapshot_dir");
-  require(c.wal_archive_dir, "agent.wal_archive_dir");
+  // With pgBackRest the stanza's archive is the one a rollback replays.
+  if (!c.backend.IsPgBackRest()) require(c.wal_archive_dir, "agent.wal_archive_dir");
   if (c.snapshot_retention < 1) throw ConfigError("agent.snapshot_retention: must be at least 1");
   if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
     throw ConfigError("agent.log_level: must be one of debug, info, warn, error");
@@ -126,6 +139,24 @@ void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missin
   if (!c.agent_binary.empty() && (c.agent_binary[0] != '/' || access(c.agent_binary.c_str(), X_OK) != 0))
     throw ConfigError("agent.agent_binary: \"" + c.agent_binary +
                       "\" is not an absolute path to an executable");
+  if (c.backend.IsPgBackRest()) {
+    // Passed to pgBackRest as one argument each, never through a shell; still, only the
+    // characters pgBackRest allows in a stanza name.
+    static const std::regex stanza_name("[A-Za-z0-9][A-Za-z0-9_.-]{0,63}");
+    if (c.backend.stanza.empty())
+      throw ConfigError("backend.stanza: missing (required with kind = \"pgbackrest\")");
+    if (!std::regex_match(c.backend.stanza, stanza_name))
+      throw ConfigError("backend.stanza: \"" + c.backend.stanza +
+                        "\" is not a stanza name (letters, digits, '_', '.', '-')");
+    if (!c.backend.config.empty() && (c.backend.config[0] != '/' || !PathExists(c.backend.config)))
+      throw ConfigError("backend.config: \"" + c.backend.config +
+                        "\" is not an absolute path to an existing file");
+    if (c.backend.binary.empty() || c.backend.binary[0] == '-')
+      throw ConfigError("backend.binary: \"" + c.backend.binary + "\" is not a program");
+  } else if (!c.backend.stanza.empty() || !c.backend.config.empty()) {
+    throw ConfigError("backend.stanza and backend.config are for kind = \"pgbackrest\"; backend.kind is \"" +
+                      c.backend.kind + "\"");
+  }
   bool tcp = c.listen.rfind("unix:", 0) != 0;
   if (tcp && !c.insecure_tcp && (c.tls_ca_file.empty() || c.tls_cert_file.empty() || c.tls_key_file.empty()))
     throw ConfigError("agent.listen: TCP listening requires tls.ca_file, tls.cert_file and tls.key_file");
@@ -175,7 +206,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   o << "\n[agent]\n"
     << "listen = " << Quote(c.listen) << "\n"
     << "snapshot_dir = " << Quote(c.snapshot_dir) << "\n"
-    << "wal_archive_dir = " << Quote(c.wal_archive_dir) << "\n"
+    << (c.wal_archive_dir.empty() ? "" : "wal_archive_dir = " + Quote(c.wal_archive_dir) + "\n")
     << "work_dir = " << Quote(c.work_dir) << "\n";
   if (!c.log_file.empty()) o << "log_file = " << Quote(c.log_file) << "\n";
   o << "log_level = " << Quote(c.log_level) << "\n"
@@ -186,6 +217,13 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   o << "backup_checkpoint = " << Quote(c.backup_checkpoint) << "\n";
   if (c.allow_root) o << "allow_root = true\n";
   if (!c.agent_binary.empty()) o << "agent_binary = " << Quote(c.agent_binary) << "\n";
+  if (c.backend.IsPgBackRest()) {
+    o << "\n[backend]\nkind = \"pgbackrest\"\nstanza = " << Quote(c.backend.stanza) << "\n";
+    if (!c.backend.config.empty()) o << "config = " << Quote(c.backend.config) << "\n";
+    if (c.backend.binary != "pgbackrest") o << "binary = " << Quote(c.backend.binary) << "\n";
+    o << "backup_type = " << Quote(c.backend.backup_type) << "\n";
+    if (!c.backend.backup_after_success) o << "backup_after_success = false\n";
+  }
   if (!c.tls_ca_file.empty() || c.insecure_tcp) {
     o << "\n[tls]\n";
     if (!c.tls_ca_file.empty())

@@ -50,6 +50,20 @@ struct AgentConfig {
   // agent was started from (see ResolveStartedFrom), resolved once at start.
   std::string agent_binary;
 
+  // [backend]: where snapshots and the WAL a rollback replays live. "local": the agent's own
+  // snapshots in snapshot_dir and its own WAL archive (archive_command = the agent's wal-push).
+  // "pgbackrest": the user's pgBackRest stanza; a snapshot is a backup of it, and clones,
+  // rollback targets and cold rollbacks are restored from it (docs/configuration.md).
+  struct Backend {
+    std::string kind = "local";
+    std::string stanza;                 // pgbackrest: the stanza of this cluster
+    std::string config;                 // pgbackrest: its configuration file ("" = its default)
+    std::string binary = "pgbackrest";  // pgbackrest: the executable (PATH is searched)
+    std::string backup_type = "incr";   // pgbackrest: "incr", "diff" or "full" for a snapshot
+    bool backup_after_success = true;   // pgbackrest: a fresh backup once an upgrade succeeded
+    bool IsPgBackRest() const { return kind == "pgbackrest"; }
+  } backend;
+
   // [tls] (for TCP listening)
   std::string tls_ca_file, tls_cert_file, tls_key_file;
   bool insecure_tcp = false;  // tests only

@@ -98,7 +98,7 @@ int Serve(const std::string& config_path, const std::string& argv0) {
 
   try {
     EnsureDir(config.snapshot_dir, 0700);
-    EnsureDir(config.wal_archive_dir, 0700);
+    if (!config.wal_archive_dir.empty()) EnsureDir(config.wal_archive_dir, 0700);
     EnsureDir(config.work_dir, 0700);
     ClusterFacts facts;
     if (PathExists(config.data_directory)) {

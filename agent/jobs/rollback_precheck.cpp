@@ -11,6 +11,7 @@
 #include "jobs/rollback_run.h"
 #include "postgres/catalog.h"
 #include "postgres/pg_conn.h"
+#include "postgres/pgbackrest.h"
 #include "scratch/rollback_target.h"
 #include "storage/reflink.h"
 
@@ -89,10 +90,32 @@ void RollbackRun::Precheck() {
   for (const auto& moved : SetAsidePathsFromJson(outside.SetAside())) rc_.set_aside.push_back(moved);
   if (!fast) RequireDiskForRestore();
   RequireRoomToSetAside();
-  if (!IsDirectory(rc_.snapshot_data))
+  if (IsPgBackRestSnapshot(meta)) {
+    if (!fast) RequireBackupInStanza(meta, fail_detail);
+  } else if (!IsDirectory(rc_.snapshot_data))
     throw JobFailure(
         "cannot roll back: the data of snapshot " + snapshot_id + " (" + rc_.snapshot_data + ") is missing",
         fail_detail);
+}
+
+// A cold rollback from a pgBackRest snapshot restores it from the stanza's repository: found
+// unreachable after the stop, production would stay down until it came back.
+void RollbackRun::RequireBackupInStanza(const json& meta, const json& fail_detail) {
+  std::string label = meta["pgbackrest"].value("label", "");
+  try {
+    PgBackRestStanza stanza = PgBackRest(config_).Info();
+    if (!stanza.Find(label))
+      throw JobFailure("cannot roll back: pgBackRest backup " + label + " of snapshot " + rc_.snapshot_id +
+                           " is no longer in stanza \"" + config_.backend.stanza +
+                           "\" (expired?); production was not stopped",
+                       fail_detail);
+    Event("info", "pgBackRest backup " + label + " is in stanza \"" + config_.backend.stanza +
+                      "\"; the rollback restores it from the repository");
+  } catch (const PgBackRestError& e) {
+    throw JobFailure(std::string("cannot roll back: the stanza's repository cannot be read (") + e.what() +
+                         "); production was not stopped",
+                     fail_detail);
+  }
 }
 
 // The names the rollback will create are free and their directory writable: found out after

@@ -65,6 +65,7 @@ class RollbackRun {
   // Prechecks (rollback_precheck.cpp).
   void RequireRoomToSetAside();
   void RequireDiskForRestore();
+  void RequireBackupInStanza(const nlohmann::json& meta, const nlohmann::json& fail_detail);
 
   // Moves (rollback_swap.cpp).
   void SwapInTarget();

@@ -10,6 +10,8 @@
 #include "core/state_table.h"
 #include "jobs/jobs.h"
 #include "jobs/rollback_run.h"
+#include "postgres/catalog.h"
+#include "postgres/pgbackrest.h"
 #include "scratch/rollback_target.h"
 
 namespace safe_upgrade {
@@ -73,7 +75,16 @@ void RollbackRun::RestoreSnapshot() {
   if (PathExists(RestoringDir())) RemoveTree(RestoringDir());
   Event("info", "restoring snapshot " + rc_.snapshot_id);
   auto started = std::chrono::steady_clock::now();
-  CopyTree(rc_.snapshot_data, RestoringDir());
+  json meta = LoadSnapshotMeta(config_, rc_.snapshot_id);
+  if (IsPgBackRestSnapshot(meta)) {
+    // Into a new directory, production's kept aside: a restore that fails half-way (the
+    // repository unreachable) leaves the original to be put back, which --delta over it would not.
+    Event("info", "restoring pgBackRest backup " + meta["pgbackrest"].value("label", "") + " of stanza \"" +
+                      config_.backend.stanza + "\" into " + RestoringDir());
+    RestorePgBackRestSnapshot(config_, meta, RestoringDir());
+  } else {
+    CopyTree(rc_.snapshot_data, RestoringDir());
+  }
   Outside().PrepareRestore(RestoringDir());
   AtomicWriteFile(JoinPath(RestoringDir(), kRestoredMarker), rc_.snapshot_id + "\n");
   for (const char* f : {"standby.signal", "recovery.signal", "postmaster.pid"})

@@ -134,6 +134,8 @@ void RunRetention(JobContext& ctx, const std::string& snapshot_id) {
       ctx.Info("retention",
                "kept snapshots of in-flight upgrades that retention would otherwise remove: " + ids);
     }
+    // The stanza's archive is pgBackRest's to expire (its repo retention settings), not ours.
+    if (config.backend.IsPgBackRest()) return;
     if (auto needed_from = WalNeededFrom(config)) {
       auto pruned = PruneWalArchive(config, *needed_from);
       if (pruned.files > 0)
@@ -151,6 +153,78 @@ void RunRetention(JobContext& ctx, const std::string& snapshot_id) {
     // The snapshot itself is good; a retention problem must not fail the upgrade.
     ctx.Event("retention", "warning", std::string("snapshot retention skipped: ") + e.what());
   }
+}
+
+// backend.kind = "pgbackrest": the snapshot is a backup of the stanza; snapshot_dir keeps only
+// its snapshot.json. Tablespaces and a linked pg_wal are refused for now: a restore from the
+// stanza would put them back in production's own locations.
+nlohmann::json TakeAndRecordPgBackRestSnapshot(JobContext& ctx, const UpgradeRecord& upgrade,
+                                               uint64_t served_sysid, const ExternalLayout& layout) {
+  const AgentConfig& config = ctx.config();
+  const std::string snapshot_id = SnapshotIdFor(ctx.upgrade_id());
+  const std::string dir = SnapshotDir(config, snapshot_id);
+  if (!layout.tablespaces.empty() || !layout.wal_dir.empty())
+    throw JobFailure(
+        "cannot snapshot this cluster with the pgbackrest backend: it has " +
+            std::string(layout.tablespaces.empty() ? "a linked pg_wal" : "tablespaces") +
+            ", which this version restores only with the local backend",
+        {{"layout", layout.ToJson()},
+         {"hint", "Use backend.kind = \"local\" for this cluster; production was not touched."}});
+  ctx.Info("snapshot", "taking snapshot " + snapshot_id + " as a pgBackRest backup of stanza \"" +
+                           config.backend.stanza + "\" before upgrading " + upgrade.extname + " " +
+                           upgrade.from_version + " -> " + upgrade.to_version);
+  auto started = std::chrono::steady_clock::now();
+  PgBackRestTaken taken = TakePgBackRestSnapshot(ctx, served_sysid);
+  const PgBackRestBackup& b = taken.backup;
+  nlohmann::json extensions = nlohmann::json::object();
+  {
+    auto after = ConnectProduction(config, "safe-upgrade-agent snapshot");
+    for (const auto& row : after->Exec("SELECT extname::text, extversion FROM pg_extension ORDER BY 1").rows)
+      extensions[row[0].value_or("")] = row[1].value_or("");
+  }
+  double duration_s = SecondsSince(started);
+  nlohmann::json meta = {
+      {"snapshot_id", snapshot_id},
+      {"upgrade_id", ctx.upgrade_id()},
+      {"system_identifier", std::to_string(served_sysid)},
+      {"timeline", b.timeline},
+      {"backup_start_lsn", b.start_lsn},
+      {"backup_stop_lsn", b.stop_lsn},
+      {"size_bytes", b.size_bytes},
+      {"disk_used_bytes", 0},
+      {"duration_s", Round1(duration_s)},
+      {"extensions", extensions},
+      {"layout", layout.ToJson()},
+      {"created_at", NowIso8601()},
+      {"method", "pgbackrest"},
+      {"method_reason", "backend.kind = \"pgbackrest\""},
+      {"pgbackrest",
+       {{"stanza", config.backend.stanza},
+        {"label", b.label},
+        {"type", b.type},
+        {"prior", b.prior},
+        {"repo_delta_bytes", b.repo_delta_bytes},
+        {"backup_s", Round1(taken.backup_s)}}},
+      {"verification", {{"method", "pgbackrest verify"}, {"seconds", Round1(taken.verify_s)}}},
+      {"verified", true}};
+  EnsureDir(dir, 0700);
+  RemoveLeftovers(ctx, dir);
+  for (const char* name : {"data", "tablespaces"})
+    if (PathExists(JoinPath(dir, name))) RemoveTree(JoinPath(dir, name));
+  AtomicWriteFile(SnapshotMetaPath(config, snapshot_id), meta.dump(2) + "\n", 0600);
+  ctx.journal().Update(ctx.upgrade_id(), [&](JournalDoc& doc) { doc.snapshot_id = snapshot_id; });
+  ctx.Info("snapshot",
+           "snapshot " + snapshot_id + " verified: pgBackRest backup " + b.label + " (" + b.type + ", " +
+               std::to_string(b.repo_delta_bytes / kMiB) + " MB new in the repository), " + b.start_lsn +
+               " to " + b.stop_lsn + " on timeline " + std::to_string(b.timeline),
+           {{"duration_s", Round1(duration_s)},
+            {"method", "pgbackrest"},
+            {"verification", "pgbackrest verify"},
+            {"label", b.label},
+            {"type", b.type},
+            {"disk_used_bytes", 0}});
+  RunRetention(ctx, snapshot_id);
+  return meta;
 }
 
 }  // namespace
@@ -200,6 +274,8 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
                       {"hint",
                        "Give the agent's OS user write access there, or move the directory; production "
                        "was not touched."}});
+  if (config.backend.IsPgBackRest())
+    return TakeAndRecordPgBackRestSnapshot(ctx, upgrade, served_sysid, layout);
   ctx.Info("snapshot",
            "taking snapshot " + snapshot_id + " before upgrading " + upgrade.extname + " " +
                upgrade.from_version + " -> " + upgrade.to_version,

@@ -3,13 +3,46 @@
 // database is the upgrade's fault (kChecksFailed, which makes the worker roll the cluster back; the
 // result also says {"checks_failed": true}); an unreachable server is not (kCouldNotRun, so the
 // worker tries again).
+#include <algorithm>
+#include <chrono>
+
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
 #include "postgres/catalog.h"
+#include "postgres/pgbackrest.h"
 #include "postgres/upgrade_runner.h"
 #include "scratch/rollback_target.h"
 
 namespace safe_upgrade {
+namespace {
+
+// After a success with the pgbackrest backend, a fresh backup of the upgraded cluster, so that a
+// later disaster recovery starts after the upgrade instead of replaying through it. The upgrade
+// has succeeded either way: a failed backup is a warning, not a failure.
+nlohmann::json TakePostUpgradeBackup(JobContext& ctx) {
+  const AgentConfig& config = ctx.config();
+  auto started = std::chrono::steady_clock::now();
+  try {
+    PgBackRestBackup b =
+        PgBackRest(config).Backup(config.backend.backup_type, config.backup_checkpoint == "fast",
+                                  std::chrono::seconds(std::max(60, config.job_timeout_s)));
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    ctx.Info("verifying",
+             "took pgBackRest backup " + b.label + " (" + b.type + ") of the upgraded cluster in " +
+                 std::to_string(seconds).substr(0, 5) + " s, so a later recovery need not replay the upgrade",
+             b.ToJson());
+    nlohmann::json out = b.ToJson();
+    out["seconds"] = seconds;
+    return out;
+  } catch (const std::exception& e) {
+    ctx.Event("verifying", "warning",
+              std::string("the upgrade succeeded, but the backup after it failed: ") + e.what() +
+                  "; take one with pgbackrest backup before relying on the stanza for a recovery");
+    return {{"error", e.what()}};
+  }
+}
+
+}  // namespace
 
 nlohmann::json RunVerifyJob(JobContext& ctx) {
   const AgentConfig& config = ctx.config();
@@ -71,6 +104,8 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
                             std::to_string(databases.size()) + " database(s)");
   // Succeeded: the upgrade stays, so its parked rollback target only holds disk now.
   ReleaseRollbackTarget(ctx, "verifying", "the upgrade succeeded");
+  if (config.backend.IsPgBackRest() && config.backend.backup_after_success)
+    result["post_upgrade_backup"] = TakePostUpgradeBackup(ctx);
   return result;
 }
 

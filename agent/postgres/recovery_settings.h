@@ -5,6 +5,7 @@
 // settings ahead of time.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,11 @@ struct RecoveryTarget {
   std::string action = "promote";
 };
 
+// The backend's restore_command for a server recovering in data_dir: the agent's wal-fetch, or
+// pgBackRest's archive-get.
+std::string RestoreCommandFor(const AgentConfig& config, const std::string& data_dir);
+// A file (a timeline history file) as the backend's WAL archive holds it; nullopt when absent.
+std::optional<std::string> ArchivedFileText(const AgentConfig& config, const std::string& name);
 // Rewrites our block at the end of data_dir/postgresql.auto.conf (any older block is replaced).
 void WriteRecoveryBlock(const AgentConfig& config, const std::string& data_dir, const RecoveryTarget& target);
 // The names WriteRecoveryBlock sets, for ALTER SYSTEM RESET after promotion.

@@ -64,7 +64,7 @@ void WriteEnvFile(const SandboxInfo& info) {
   out << SandboxEnvLines(info, false);
 }
 
-SandboxInfo Layout(const std::string& abs_dir, int port) {
+SandboxInfo Layout(const std::string& abs_dir, int port, const std::string& backend) {
   SandboxInfo info;
   info.dir = abs_dir;
   info.data_dir = JoinPath(abs_dir, "data");
@@ -90,6 +90,12 @@ SandboxInfo Layout(const std::string& abs_dir, int port) {
   c.log_file = JoinPath(abs_dir, "agent.log");
   // A copy of the agent's binary, so the service user can run it wherever the build lives.
   c.agent_binary = JoinPath(JoinPath(abs_dir, "bin"), "safe-upgrade-agent");
+  if (backend == "pgbackrest") {
+    c.wal_archive_dir.clear();
+    c.backend.kind = "pgbackrest";
+    c.backend.stanza = "sandbox";
+    c.backend.config = JoinPath(abs_dir, "pgbackrest.conf");
+  }
   return info;
 }
 
@@ -126,7 +132,9 @@ void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::
 
 }  // namespace
 
-SandboxInfo SandboxLayout(const std::string& abs_dir, int port) { return Layout(abs_dir, port); }
+SandboxInfo SandboxLayout(const std::string& abs_dir, int port, const std::string& backend) {
+  return Layout(abs_dir, port, backend);
+}
 
 std::string SandboxInfo::ConnInfo(const std::string& dbname) const {
   return safe_upgrade::ConnInfo(socket_dir, port, dbname, "postgres", "safe-upgrade");
@@ -145,7 +153,7 @@ SandboxInfo SandboxOpen(const std::string& dir) {
   if (!PathExists(marker))
     throw SandboxError("\"" + abs + "\" is not a safe-upgrade sandbox (no " + kMarker + ")");
   auto doc = nlohmann::json::parse(ReadFile(marker));
-  return Layout(abs, doc.at("port").get<int>());
+  return Layout(abs, doc.at("port").get<int>(), doc.value("backend", std::string("local")));
 }
 
 long SandboxAgentPid(const SandboxInfo& info) {
@@ -207,11 +215,16 @@ void SandboxInstallAgent(const SandboxInfo& info, const std::string& source) {
 
 std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info) {
   const std::string& agent = info.agent_config.agent_binary;
+  const AgentConfig::Backend& backend = info.agent_config.backend;
+  std::string archive_command =
+      backend.IsPgBackRest()
+          ? ShellQuote(backend.binary) + " " + ShellQuote("--config=" + backend.config) + " " +
+                ShellQuote("--stanza=" + backend.stanza) + " archive-push %p"
+          : ShellQuote(agent) + " wal-push --config " + ShellQuote(info.agent_config_path) + " %p";
   return {
       {"wal_level", "replica"},
       {"archive_mode", "on"},
-      {"archive_command",
-       ConfQuote(ShellQuote(agent) + " wal-push --config " + ShellQuote(info.agent_config_path) + " %p")},
+      {"archive_command", ConfQuote(archive_command)},
       {"shared_preload_libraries", "'safe_upgrade'"},
       {"safe_upgrade.database", "'postgres'"},
       {"safe_upgrade.agent_address", ConfQuote("unix:" + info.agent_socket)},
@@ -231,20 +244,31 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   std::string user = ServiceUserForCaller();
   if (!exists) {
     int port = options.port ? options.port : FindFreePort();
+    if (options.backend != "local" && options.backend != "pgbackrest")
+      throw SandboxError("backend \"" + options.backend + "\" is not one of \"local\", \"pgbackrest\"");
     EnsureDir(abs, 0755);
-    info = Layout(abs, port);
+    info = Layout(abs, port, options.backend);
     ChownTree(abs, user);
     CheckReachableBy(abs, user);
     for (const char* sub : {"run", "bin"}) EnsureDir(JoinPath(abs, sub), 0755);
-    for (const char* sub : {"agent", "snapshots", "wal_archive", "work"}) EnsureDir(JoinPath(abs, sub), 0700);
+    for (const char* sub : {"agent", "snapshots", "work"}) EnsureDir(JoinPath(abs, sub), 0700);
+    if (info.agent_config.backend.IsPgBackRest())
+      WriteSandboxStanzaConfig(info, options.repo_options);
+    else
+      EnsureDir(JoinPath(abs, "wal_archive"), 0700);
     ChownTree(abs, user);
     Say(options, "creating cluster in " + info.data_dir);
     // A sandbox is a throwaway: skipping initdb's fsync saves seconds on every test cluster.
     InitDb(kPgBinDir, info.data_dir, user);
-    AtomicWriteFile(JoinPath(abs, kMarker),
-                    nlohmann::json{{"port", port}, {"created_at", NowIso8601()}}.dump(2), 0644);
+    AtomicWriteFile(
+        JoinPath(abs, kMarker),
+        nlohmann::json{{"port", port}, {"backend", options.backend}, {"created_at", NowIso8601()}}.dump(2),
+        0644);
   } else {
     info = SandboxOpen(abs);
+    if (options.backend != "local" && info.agent_config.backend.kind != options.backend)
+      throw SandboxError("the sandbox in \"" + abs + "\" uses the " + info.agent_config.backend.kind +
+                         " backend; it cannot change to " + options.backend);
     if (options.port && options.port != info.port)
       throw SandboxError("the sandbox in \"" + abs + "\" uses port " + std::to_string(info.port) +
                          "; it cannot change to " + std::to_string(options.port));
@@ -271,6 +295,10 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   if (!server.Running()) {
     Say(options, "starting PostgreSQL on port " + std::to_string(info.port));
     server.Start();
+  }
+  if (info.agent_config.backend.IsPgBackRest()) {
+    Say(options, "creating pgBackRest stanza \"" + info.agent_config.backend.stanza + "\"");
+    CreateSandboxStanza(info);
   }
   if (options.create_extension) {
     PgConn conn(info.ConnInfo());

@@ -9,6 +9,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "base/config.h"
 
@@ -23,6 +24,12 @@ struct SandboxOptions {
   // Let root call the agent on its socket (tests that drive the agent directly run as root).
   bool allow_root_callers = false;
   bool create_extension = true;
+  // "local" (the agent's own snapshots and WAL archive) or "pgbackrest": a stanza "sandbox" in a
+  // repository inside DIR/pgbackrest (or where repo_options point), archived by pgBackRest.
+  // Chosen when the sandbox is created; an existing sandbox keeps its backend.
+  std::string backend = "local";
+  // pgbackrest: [global] lines replacing the posix repository (e.g. an S3 server's repo1-*).
+  std::vector<std::string> repo_options;
   // Called with short progress lines ("initdb", "server started", ...).
   void (*progress)(const std::string&) = nullptr;
 };
@@ -50,12 +57,18 @@ SandboxInfo SandboxOpen(const std::string& dir);
 std::string SandboxEnvLines(const SandboxInfo& info, bool with_export);
 
 // The layout of a sandbox in abs_dir (an absolute path), without touching the disk.
-SandboxInfo SandboxLayout(const std::string& abs_dir, int port);
+SandboxInfo SandboxLayout(const std::string& abs_dir, int port, const std::string& backend = "local");
 // Copies the agent's binary to info.agent_config.agent_binary (DIR/bin/safe-upgrade-agent).
 void SandboxInstallAgent(const SandboxInfo& info, const std::string& source);
 // The postgresql.conf settings that tie a server to the sandbox's agent: WAL archiving through its
-// wal-push, the extension preloaded, the worker pointed at the agent's socket (values quoted).
+// wal-push (or pgBackRest's archive-push), the extension preloaded, the worker pointed at the agent's socket
+// (values quoted).
 std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info);
+
+// The pgbackrest backend (sandbox_pgbackrest.cpp): DIR/pgbackrest.conf with the stanza
+// "sandbox", and the stanza created once the server runs.
+void WriteSandboxStanzaConfig(const SandboxInfo& info, const std::vector<std::string>& repo_options);
+void CreateSandboxStanza(const SandboxInfo& info);
 
 // Agent process control inside a sandbox.
 void SandboxStartAgent(const SandboxInfo& info, const std::map<std::string, std::string>& env = {});

@@ -19,6 +19,7 @@
 #include "base/process.h"
 #include "postgres/catalog.h"
 #include "postgres/cluster.h"
+#include "postgres/pgbackrest.h"
 #include "postgres/socket_only.h"
 #include "postgres/tablespaces.h"
 #include "storage/reflink.h"
@@ -90,6 +91,47 @@ void Clone::Create(double progress_from, double progress_to) {
   ctx_.journal().Update(ctx_.upgrade_id(), [&](JournalDoc& doc) { doc.clones.push_back(entry); });
   journaled_ = true;
 
+  json meta = source_data_dir_.empty() ? LoadSnapshotMeta(config, snapshot_id_) : json::object();
+  if (IsPgBackRestSnapshot(meta)) {
+    RestoreFromStanza(meta, progress_to);
+  } else {
+    CopySnapshot(progress_from, progress_to);
+    MaterializeLinks(dir_, data_dir_, SnapshotDir(config, snapshot_id_));
+  }
+  WriteSettings();
+}
+
+// A snapshot that is a pgBackRest backup is restored from the stanza's repository straight into
+// the clone: no copy of the cluster lies on this host beforehand.
+void Clone::RestoreFromStanza(const json& meta, double progress_to) {
+  const AgentConfig& config = ctx_.config();
+  uint64_t total = meta.value("size_bytes", uint64_t{0});
+  uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
+  uint64_t free_bytes = FreeBytes(config.ClonesDir());
+  if (free_bytes < total + reserve)
+    throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
+                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
+                     Megabytes(free_bytes) + " are free");
+  EnsureDir(dir_, 0700);
+  if (PathInside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+  std::string label = meta["pgbackrest"].value("label", "");
+  ctx_.Info("clone", "restoring pgBackRest backup " + label + " (" + Megabytes(total) + ") into " + data_dir_,
+            {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}, {"label", label}});
+  auto started = std::chrono::steady_clock::now();
+  try {
+    RestorePgBackRestSnapshot(config, meta, data_dir_);
+  } catch (const PgBackRestError& e) {
+    throw JobFailure(std::string("could not restore the dry-run clone: ") + e.what() +
+                     "; production is untouched");
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ctx_.Progress(progress_to);
+  ctx_.Info("clone", "restored " + Megabytes(total) + " in " + std::to_string(seconds).substr(0, 5) + " s",
+            {{"bytes", total}, {"duration_s", seconds}});
+}
+
+void Clone::CopySnapshot(double progress_from, double progress_to) {
+  const AgentConfig& config = ctx_.config();
   std::string source = source_data_dir_.empty() ? SnapshotDataDir(config, snapshot_id_) : source_data_dir_;
   if (!IsDirectory(source))
     throw JobFailure("snapshot " + snapshot_id_ + " has no data directory (" + source + ")");
@@ -112,9 +154,6 @@ void Clone::Create(double progress_from, double progress_to) {
   double seconds = CopyTreeReporting(ctx_, "clone", source, data_dir_, total, progress_from, progress_to);
   ctx_.Info("clone", "copied " + Megabytes(total) + " in " + std::to_string(seconds).substr(0, 5) + " s",
             {{"bytes", total}, {"duration_s", seconds}});
-
-  MaterializeLinks(dir_, data_dir_, SnapshotDir(config, snapshot_id_));
-  WriteSettings();
 }
 
 void Clone::WriteSettings() {

@@ -56,6 +56,8 @@ class Clone {
   nlohmann::json ToJson() const;
 
  private:
+  void CopySnapshot(double progress_from, double progress_to);
+  void RestoreFromStanza(const nlohmann::json& meta, double progress_to);
   void WriteSettings();
   JobContext& ctx_;
   std::string snapshot_id_, source_data_dir_;

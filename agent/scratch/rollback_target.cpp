@@ -17,6 +17,7 @@
 #include "postgres/backup_files.h"
 #include "postgres/catalog.h"
 #include "postgres/cluster.h"
+#include "postgres/pgbackrest.h"
 #include "postgres/recovery_settings.h"
 #include "postgres/tablespaces.h"
 #include "scratch/clone.h"
@@ -130,8 +131,8 @@ bool ParkedAt(const AgentConfig& config, const RollbackTargetRecord& target, con
   }
   // After the swap production archives the history file; an archive that holds another file
   // under that name would refuse it forever.
-  std::string archived = JoinPath(config.wal_archive_dir, history);
-  if (PathExists(archived) && ReadFile(archived) != text) {
+  std::optional<std::string> archived = ArchivedFileText(config, history);
+  if (archived && *archived != text) {
     reason = "the WAL archive already holds a different " + history + "; a rollback must pick a new timeline";
     return false;
   }
@@ -235,9 +236,10 @@ class Preparation {
   json Prepare() {
     std::string snapshot_id = SnapshotIdFor(id_);
     json meta = LoadSnapshotMeta(config_, snapshot_id);
+    const bool from_stanza = IsPgBackRestSnapshot(meta);
     std::string source = SnapshotDataDir(config_, snapshot_id);
     uint64_t total = meta.value("size_bytes", uint64_t{0});
-    if (!total) total = TreeSize(source);
+    if (!total && !from_stanza) total = TreeSize(source);
     std::string dir = RollbackTargetDir(config_, id_);
     // Its tablespaces and WAL go next to production's (so that the swap is renames); the WAL
     // next to where production's pg_wal links now.
@@ -248,9 +250,9 @@ class Preparation {
       placements.push_back({ts.location, ts.size_bytes});
       placements[0].bytes -= std::min(placements[0].bytes, ts.size_bytes);
     }
-    if (!layout.wal_dir.empty())
+    if (!layout.wal_dir.empty() && !from_stanza)
       placements.push_back({Dirname(layout.wal_dir), TreeSize(JoinPath(source, "pg_wal"))});
-    DiscountSharedExtents(SnapshotDir(config_, snapshot_id), placements);
+    if (!from_stanza) DiscountSharedExtents(SnapshotDir(config_, snapshot_id), placements);
     std::string short_of = RoomRefusal(placements, config_.disk_reserve_mb * 1024 * 1024);
     if (!short_of.empty())
       throw std::runtime_error("not enough free disk for it next to production: " + short_of);
@@ -283,12 +285,25 @@ class Preparation {
     EnsureDir(config_.ClonesDir(), 0700);
     EnsureDir(run_dir, 0700);
     EnsureDir(socket_dir, 0700);
-    ctx_.Info(kPhase,
-              "copying snapshot " + snapshot_id + " (" + Megabytes(total) + ") to " + dir +
-                  " as the rollback target",
-              {{"bytes", total}, {"dir", dir}});
-    double copy_s = CopyTreeReporting(ctx_, kPhase, source, dir, total, 0.0, 0.9);
-    CopyOutsideForTarget(layout, dir, id_);
+    double copy_s = 0;
+    if (from_stanza) {
+      std::string label = meta["pgbackrest"].value("label", "");
+      ctx_.Info(kPhase,
+                "restoring pgBackRest backup " + label + " (" + Megabytes(total) + ") to " + dir +
+                    " as the rollback target",
+                {{"bytes", total}, {"dir", dir}, {"label", label}});
+      auto started = std::chrono::steady_clock::now();
+      RestorePgBackRestSnapshot(config_, meta, dir);
+      copy_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      ctx_.Progress(0.9);
+    } else {
+      ctx_.Info(kPhase,
+                "copying snapshot " + snapshot_id + " (" + Megabytes(total) + ") to " + dir +
+                    " as the rollback target",
+                {{"bytes", total}, {"dir", dir}});
+      copy_s = CopyTreeReporting(ctx_, kPhase, source, dir, total, 0.0, 0.9);
+      CopyOutsideForTarget(layout, dir, id_);
+    }
     ctx_.Failpoint("rollback_target:after:copy");
     Configure(dir, meta);
     // Now, while production still serves and before the restore point exists, so that the

@@ -12,6 +12,7 @@
 #include "base/config.h"
 #include "base/job.h"
 #include "base/process.h"
+#include "postgres/pgbackrest.h"
 #include "postgres/tablespaces.h"
 
 namespace safe_upgrade {
@@ -36,6 +37,14 @@ struct BackupTaken {
 
 BackupTaken TakeBasebackup(JobContext& ctx, const SnapshotTarget& target, const ExternalLayout& layout);
 BackupTaken TakeReflinkSnapshot(JobContext& ctx, const SnapshotTarget& target, const ExternalLayout& layout);
+
+// backend.kind = "pgbackrest": the snapshot is a backup in the stanza's repositories
+// (pgbackrest_snapshot.cpp), checked by pgbackrest check before and verify after.
+struct PgBackRestTaken {
+  PgBackRestBackup backup;
+  double backup_s = 0, verify_s = 0;
+};
+PgBackRestTaken TakePgBackRestSnapshot(JobContext& ctx, uint64_t system_identifier);
 
 // Shared by both: the environment PostgreSQL's tools run in (untranslated messages, low priority,
 // the job's timeout), seconds, and one decimal.

@@ -63,6 +63,8 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   so.start_agent = options_.start_agent;
   so.create_extension = options_.create_extension;
   so.allow_root_callers = options_.allow_root_callers;
+  so.backend = options_.backend;
+  so.repo_options = options_.repo_options;
   if (options_.debian_cluster) {
     // Unique among the clusters of this host: the temporary directory's random part.
     debian_.name = "su_test_" + root_.substr(root_.rfind('-') + 1);
@@ -118,7 +120,8 @@ std::unique_ptr<PgConn> TestCluster::Connect(const std::string& dbname) const {
   return std::make_unique<PgConn>(ConnInfo(dbname));
 }
 
-std::string TestCluster::Scalar(const std::string& sql, const std::vector<std::optional<std::string>>& params) const {
+std::string TestCluster::Scalar(const std::string& sql,
+                                const std::vector<std::optional<std::string>>& params) const {
   auto conn = Connect();
   auto r = conn->Exec(sql, params);
   if (r.rows.empty() || r.rows[0].empty() || !r.rows[0][0]) return "";
@@ -190,11 +193,12 @@ std::string TestCluster::WaitForTerminalState(int64_t upgrade_id, std::chrono::s
   return state;
 }
 
-bool TestCluster::WaitForState(int64_t upgrade_id, const std::string& state, std::chrono::seconds timeout) const {
+bool TestCluster::WaitForState(int64_t upgrade_id, const std::string& state,
+                               std::chrono::seconds timeout) const {
   return WaitUntil(
       [&] {
-        return Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(upgrade_id)}) ==
-               state;
+        return Scalar("SELECT state FROM safe_upgrade.upgrades WHERE id = $1::bigint",
+                      {std::to_string(upgrade_id)}) == state;
       },
       timeout, std::chrono::milliseconds(100));
 }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/process.h"
 #include "debian_cluster.h"
@@ -37,6 +38,10 @@ struct ClusterOptions {
   // Where the cluster's temporary root directory is made (everything of the sandbox lives in it:
   // data directory, snapshots, WAL archive, work directory); a filesystem a test mounted.
   std::string root_parent = "/tmp";
+  // "pgbackrest": the sandbox's stanza in a posix repository inside the root, or in the object
+  // store that repo_options name ([global] lines, e.g. an S3 server's repo1-* options).
+  std::string backend = "local";
+  std::vector<std::string> repo_options;
 };
 
 class TestCluster {
@@ -53,7 +58,8 @@ class TestCluster {
   std::string ConnInfo(const std::string& dbname = "postgres") const { return info_.ConnInfo(dbname); }
   std::unique_ptr<PgConn> Connect(const std::string& dbname = "postgres") const;
   // Runs one statement on a fresh connection and returns the first value ("" for NULL/none).
-  std::string Scalar(const std::string& sql, const std::vector<std::optional<std::string>>& params = {}) const;
+  std::string Scalar(const std::string& sql,
+                     const std::vector<std::optional<std::string>>& params = {}) const;
   void Exec(const std::string& sql) const;
 
   void StartAgent(const std::map<std::string, std::string>& env = {});
@@ -74,7 +80,8 @@ class TestCluster {
   std::string ScratchDir(const std::string& name) const;
 
   // Polls status until the upgrade reaches a terminal state; returns it (or "timeout").
-  std::string WaitForTerminalState(int64_t upgrade_id, std::chrono::seconds timeout = std::chrono::seconds(300)) const;
+  std::string WaitForTerminalState(int64_t upgrade_id,
+                                   std::chrono::seconds timeout = std::chrono::seconds(300)) const;
   // Polls until the upgrade's state equals state.
   bool WaitForState(int64_t upgrade_id, const std::string& state,
                     std::chrono::seconds timeout = std::chrono::seconds(300)) const;

@@ -9,6 +9,7 @@
 
 #include "base/fs_util.h"
 #include "fixtures.h"
+#include "pgbackrest_stanza.h"
 #include "postgres/catalog.h"
 #include "test_cluster.h"
 
@@ -19,12 +20,14 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 // Both rollback paths: "ready" swaps in the target parked at the restore point, "cold" restores
-// the snapshot and replays WAL. Each must keep exactly the rows written before the restore point.
-class RollbackPath : public ::testing::TestWithParam<std::string> {};
+// the snapshot and replays WAL. Each must keep exactly the rows written before the restore point,
+// with each backend: the agent's own snapshots and archive, and a pgBackRest stanza.
+class RollbackPath : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_discards_later_ones) {
-  const std::string mode = GetParam();
-  TestCluster c;
+  const auto& [backend, mode] = GetParam();
+  if (backend == "pgbackrest" && !PgBackRestUnavailable().empty()) GTEST_SKIP() << PgBackRestUnavailable();
+  TestCluster c({.backend = backend});
   PrepareRollbackFixture(c);
   auto writer = c.Connect();
   HeldApply h = StartHeldUpgrade(c, mode);
@@ -88,7 +91,8 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
 
   // The path taken is the one asked for, and no target is left behind.
   EXPECT_EQ(status["report"]["rollback_target"].value("mode", ""), mode) << status["report"].dump();
-  EXPECT_EQ(status["report"]["rollback"].value("path", ""), mode == "ready" ? "parked target" : "snapshot restore")
+  EXPECT_EQ(status["report"]["rollback"].value("path", ""),
+            mode == "ready" ? "parked target" : "snapshot restore")
       << status["report"]["rollback"].dump();
   if (mode == "ready") {
     EXPECT_NE(events.find("is parked at restore point"), std::string::npos) << events;
@@ -104,13 +108,28 @@ TEST_P(RollbackPath, rollback_restores_rows_written_before_restore_point_and_dis
     EXPECT_EQ(since.find("end-of-recovery"), std::string::npos) << since;
   }
   // The new timeline's history file reaches the archive, so a later recovery can follow it.
-  std::string history = JoinPath(c.info().agent_config.wal_archive_dir, timeline_after + ".history");
-  EXPECT_TRUE(WaitUntil([&] { return PathExists(history); }, 60s)) << history;
+  if (backend == "pgbackrest") {
+    EXPECT_TRUE(WaitUntil([&] { return StanzaArchived(c, timeline_after + ".history"); }, 60s, 500ms));
+    // Archiving goes on into the stanza on the new timeline.
+    ProcessResult check = RunPgBackRest(c, {"check"});
+    EXPECT_TRUE(check.Ok()) << check.err;
+    EXPECT_NE(events.find("restoring pgBackRest backup"), std::string::npos) << events;
+  } else {
+    std::string history = JoinPath(c.info().agent_config.wal_archive_dir, timeline_after + ".history");
+    EXPECT_TRUE(WaitUntil([&] { return PathExists(history); }, 60s)) << history;
+  }
   EXPECT_FALSE(PathExists(ReadyDir(c, h.id)));
 }
 
-INSTANTIATE_TEST_SUITE_P(ReadyAndCold, RollbackPath, ::testing::Values("ready", "cold"),
-                         [](const auto& info) { return info.param; });
+std::string RollbackPathName(const ::testing::TestParamInfo<RollbackPath::ParamType>& info) {
+  const std::string& backend = std::get<0>(info.param);
+  return backend == "local" ? std::get<1>(info.param) : backend + "_" + std::get<1>(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(ReadyAndCold, RollbackPath,
+                         ::testing::Combine(::testing::Values("local", "pgbackrest"),
+                                            ::testing::Values("ready", "cold")),
+                         RollbackPathName);
 
 TEST(Rollback, a_target_that_is_not_parked_falls_back_to_restoring_the_snapshot) {
   TestCluster c;
@@ -211,8 +230,9 @@ class ReadOnlyParentOfDataDir {
   explicit ReadOnlyParentOfDataDir(const TestCluster& c)
       : parent_(std::filesystem::path(c.info().data_dir).parent_path()),
         mode_(std::filesystem::status(parent_).permissions()) {
-    std::filesystem::permissions(parent_, std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
-                                              std::filesystem::perms::others_write,
+    std::filesystem::permissions(parent_,
+                                 std::filesystem::perms::owner_write | std::filesystem::perms::group_write |
+                                     std::filesystem::perms::others_write,
                                  std::filesystem::perm_options::remove);
   }
   ~ReadOnlyParentOfDataDir() { std::filesystem::permissions(parent_, mode_); }
@@ -232,7 +252,8 @@ TEST(Rollback, rollback_target_ready_that_cannot_be_prepared_fails_before_produc
   std::string state = c.WaitForTerminalState(id, 600s);
   parent.reset();
   ASSERT_EQ(state, "failed") << c.Events(id);
-  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  std::string error =
+      c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
   EXPECT_NE(error.find("could not prepare the rollback target"), std::string::npos) << error;
   EXPECT_NE(error.find("production was not touched"), std::string::npos) << error;
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
@@ -260,9 +281,11 @@ TEST(Rollback, lock_contention_ends_failed_with_the_blocker_named_and_no_restart
   PrepareRollbackFixture(c);
   std::string started = c.Scalar("SELECT pg_postmaster_start_time()::text");
   auto blocker = c.Connect();
-  blocker->ExecScript("SET application_name = 'nightly-report'; BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
+  blocker->ExecScript(
+      "SET application_name = 'nightly-report'; BEGIN; LOCK TABLE su_rb_gate IN ACCESS SHARE MODE;");
   std::string blocker_pid = std::to_string(blocker->BackendPid());
-  int64_t id = c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "300ms", "max_lock_retries": 2})");
+  int64_t id =
+      c.BeginUpgrade("su_rollback_fixture", "2.0", R"({"lock_timeout": "300ms", "max_lock_retries": 2})");
   ASSERT_EQ(c.WaitForTerminalState(id, 600s), "failed") << c.Events(id);
   std::string events = c.Events(id);
   EXPECT_NE(events.find(blocker_pid), std::string::npos) << events;

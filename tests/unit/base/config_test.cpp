@@ -128,5 +128,66 @@ TEST(JobId, rejects_traversal_overlong_and_unknown_kinds) {
   EXPECT_FALSE(ParseJobId(std::string(100, 'a'), kind, id));
 }
 
+std::string PgBackRestToml(const std::string& data_dir, const std::string& backend_lines) {
+  return "[cluster]\ndata_directory = \"" + data_dir +
+         "\"\n[agent]\nlisten = \"unix:/tmp/x/agent.sock\"\nsnapshot_dir = \"/tmp/s\"\n[backend]\n" +
+         backend_lines;
+}
+
+TEST_F(FakeDataDir, the_pgbackrest_backend_needs_a_stanza_but_no_wal_archive_dir) {
+  AgentConfig c = ParseAgentConfig(PgBackRestToml(dir_, "kind = \"pgbackrest\"\nstanza = \"main\"\n"));
+  EXPECT_NO_THROW(ValidateAgentConfig(c));
+  EXPECT_TRUE(c.backend.IsPgBackRest());
+  EXPECT_EQ(c.backend.backup_type, "incr");
+  EXPECT_TRUE(c.backend.backup_after_success);
+  EXPECT_EQ(c.wal_archive_dir, "");
+  ExpectConfigError(
+      [&] { ValidateAgentConfig(ParseAgentConfig(PgBackRestToml(dir_, "kind = \"pgbackrest\"\n"))); },
+      "backend.stanza: missing");
+  // The local backend still needs its own archive.
+  ExpectConfigError(
+      [&] { ValidateAgentConfig(ParseAgentConfig(PgBackRestToml(dir_, "kind = \"local\"\n"))); },
+      "agent.wal_archive_dir");
+}
+
+TEST_F(FakeDataDir, backend_values_outside_their_sets_are_refused_with_the_key_named) {
+  ExpectConfigError([&] { ParseAgentConfig(PgBackRestToml(dir_, "kind = \"barman\"\n")); }, "backend.kind");
+  ExpectConfigError(
+      [&] {
+        ParseAgentConfig(
+            PgBackRestToml(dir_, "kind = \"pgbackrest\"\nstanza = \"m\"\nbackup_type = \"snap\"\n"));
+      },
+      "backend.backup_type");
+  // A stanza is passed as one argument, never through a shell; still only pgBackRest's characters.
+  for (const char* stanza : {"main; rm -rf /", "--config=/etc/x", "a b", "$(id)", ""})
+    ExpectConfigError(
+        [&] {
+          ValidateAgentConfig(ParseAgentConfig(
+              PgBackRestToml(dir_, "kind = \"pgbackrest\"\nstanza = \"" + std::string(stanza) + "\"\n")));
+        },
+        "backend.stanza", stanza);
+  ExpectConfigError(
+      [&] {
+        ValidateAgentConfig(ParseAgentConfig(
+            PgBackRestToml(dir_, "kind = \"pgbackrest\"\nstanza = \"main\"\nconfig = \"relative.conf\"\n")));
+      },
+      "backend.config");
+  ExpectConfigError(
+      [&] { ValidateAgentConfig(ParseAgentConfig(ValidToml(dir_) + "[backend]\nstanza = \"main\"\n")); },
+      "kind = \"pgbackrest\"");
+}
+
+TEST_F(FakeDataDir, a_pgbackrest_backend_renders_and_parses_back) {
+  AgentConfig c = ParseAgentConfig(PgBackRestToml(
+      dir_,
+      "kind = \"pgbackrest\"\nstanza = \"main\"\nbackup_type = \"diff\"\nbackup_after_success = false\n"));
+  AgentConfig back = ParseAgentConfig(RenderAgentConfig(c));
+  EXPECT_EQ(back.backend.kind, "pgbackrest");
+  EXPECT_EQ(back.backend.stanza, "main");
+  EXPECT_EQ(back.backend.backup_type, "diff");
+  EXPECT_FALSE(back.backend.backup_after_success);
+  EXPECT_EQ(back.wal_archive_dir, "");
+}
+
 }  // namespace
 }  // namespace safe_upgrade
