@@ -175,6 +175,9 @@ void RollbackRun::CheckRollbackTarget() {
   DiscardRollbackTarget(config_, ctx_.journal(), id_, "it was not parked at the restore point");
   rc_.fast = false;
   RequireDiskForRestore();
+  // The cold path reads the stanza: checked now, while production still runs.
+  json meta = LoadSnapshotMeta(config_, rc_.snapshot_id);
+  if (IsPgBackRestSnapshot(meta)) RequireBackupInStanza(meta, {{"stage", "precheck"}});
 }
 
 // Saves what the recovery is about to rewind (the upgrade's events and report), then notes
