@@ -15,7 +15,7 @@ DEB_PACKAGES = build-essential cmake pkg-config postgresql-15 postgresql-contrib
   libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev \
   postgresql-15-postgis-3 postgresql-15-postgis-3-scripts openssl pgbackrest gnuplot-nox jq xfsprogs
 
-.PHONY: all cmake-build extension fixtures install install-extension deps check unit-check regress-check demo bench clean
+.PHONY: all cmake-build extension fixtures install install-extension deps object-store-deps check unit-check regress-check demo bench clean
 
 all: cmake-build extension
 
@@ -31,6 +31,24 @@ deps:
 	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+
+# The S3-compatible object store the pgBackRest tests serve (tests/harness/object_store.h): the
+# npm package pinned in tests/object_store/package-lock.json, installed next to it. Node and npm
+# are checked as commands, not Debian packages: a NodeSource nodejs bundles npm and conflicts
+# with Debian's npm package.
+OBJECT_STORE_DIR = tests/object_store
+object-store-deps: deps $(OBJECT_STORE_DIR)/node_modules/.package-lock.json
+
+$(OBJECT_STORE_DIR)/node_modules/.package-lock.json: $(OBJECT_STORE_DIR)/package.json $(OBJECT_STORE_DIR)/package-lock.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm; \
+	  else \
+	    echo "node and npm are missing; run:"; echo "  sudo apt-get install -y nodejs npm"; exit 1; \
+	  fi; \
+	fi
+	CI=true npm ci --prefix $(OBJECT_STORE_DIR) --no-audit --no-fund --loglevel=error </dev/null
+	touch $@
 
 $(BUILD_DIR)/CMakeCache.txt: CMakeLists.txt
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -60,7 +78,7 @@ check-install:
 	  echo "  sudo make install-extension && sudo make -C tests/fixtures install"; \
 	fi
 
-check: deps all check-install
+check: deps object-store-deps all check-install
 	cd $(BUILD_DIR) && ctest --output-on-failure -j 2 --timeout 900
 	tests/regress/run.sh
 	tests/docs_check.sh

@@ -2,8 +2,9 @@
 // snapshot is a backup of the stanza (incremental once a full one exists), the dry-run clone and
 // the rollback target are restored from it, a success is followed by a fresh backup, and a
 // repository that cannot be reached stops the upgrade before production is touched, or ends a
-// rollback that needs it in rollback_failed with the original back up. Both rollback paths with
-// this backend are in rollback_test.cpp.
+// rollback that needs it in rollback_failed with the original back up; and all of it with the
+// repository in an S3 object store over TLS. Both rollback paths with this backend are in
+// rollback_test.cpp.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -11,6 +12,7 @@
 
 #include "base/fs_util.h"
 #include "fixtures.h"
+#include "object_store.h"
 #include "pgbackrest_stanza.h"
 #include "postgres/catalog.h"
 #include "test_cluster.h"
@@ -164,6 +166,33 @@ TEST_F(PgBackRestBackend,
   std::string error =
       c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
   EXPECT_NE(error.find("repository cannot be read"), std::string::npos) << error;
+}
+
+// The same backend with the repository in an object store: S3 served by s3rver on loopback, over
+// TLS verified against a throwaway CA. A success, then an upgrade that fails on production and is
+// rolled back by restoring the snapshot from the store.
+TEST(PgBackRestObjectStore, an_upgrade_and_a_cold_rollback_through_an_s3_repository_over_tls) {
+  if (std::string why = PgBackRestUnavailable(); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = ObjectStoreServer::Unavailable(); !why.empty()) GTEST_SKIP() << why;
+  ObjectStoreServer store;
+  TestCluster c({.backend = "pgbackrest", .repo_options = store.RepoOptions()});
+  EXPECT_FALSE(IsDirectory(StanzaRepoDir(c))) << "the repository is the store, not a directory";
+
+  c.Exec("CREATE EXTENSION su_fixture_multihop VERSION '1.0'");
+  int64_t first = c.BeginUpgrade("su_fixture_multihop", "1.1");
+  ASSERT_EQ(c.WaitForTerminalState(first, 300s), "succeeded") << c.Events(first);
+
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, "cold");
+  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  ExpectOnlyRowsBeforeRestorePoint(c);
+  std::string events = c.Events(h.id);
+  EXPECT_NE(events.find("restoring pgBackRest backup"), std::string::npos) << events;
+  EXPECT_EQ(RollbackReport(c, h.id).value("path", ""), "snapshot restore");
+  // Archiving into the store goes on after the rollback, on the new timeline.
+  ProcessResult check = RunPgBackRest(c, {"check"});
+  EXPECT_TRUE(check.Ok()) << check.err;
 }
 
 }  // namespace
