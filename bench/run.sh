@@ -3,8 +3,10 @@
 # a server that pgbench keeps writing to at full speed. See docs/benchmarks.md.
 #
 # For each snapshot method (agent setting snapshot_method: basebackup on the filesystem of
-# BENCH_WORK_DIR; reflink on an XFS filesystem with reflink, made on a loop device) and each size,
-# it creates a sandbox (the real extension, scheduler and agent), loads the data and measures:
+# BENCH_WORK_DIR; reflink on an XFS filesystem with reflink, made on a loop device; or the agent's
+# pgBackRest backend, `sandbox up --backend pgbackrest`, on the filesystem of BENCH_WORK_DIR) and
+# each size, it creates a sandbox (the real extension, scheduler and agent), loads the data and
+# measures:
 #   ours, BENCH_RUNS real upgrades that fail verification and roll back automatically, each with
 #     pgbench writing from begin to the terminal state:
 #       - rollback downtime seen by a client: su-bench-probe commits a write every 5 ms; the longest
@@ -12,18 +14,21 @@
 #       - the whole upgrade (begin to terminal state), its peak extra disk (used bytes of the
 #         filesystems holding the data directory, snapshots and work directories, sampled every
 #         100 ms, minus the value at begin) and the WAL written meanwhile;
-#       - the snapshot job's duration, and pgbench's tps in its window / the baseline tps;
+#       - the snapshot job's duration, and pgbench's tps in its window / the baseline tps; with
+#         the pgBackRest backend, the first (full) and later (incremental) snapshots apart;
 #   pgBackRest in the same sandbox: full backups with pgbench writing (duration, tps), delta
 #     restores to a named restore point with pgbench writing until the stop, the same prober
 #     measuring refused write to accepted write;
 #   raw copies of the data directory (cp -a, with --reflink=always on reflink), pgbench writing;
 #   the idle scheduler's CPU and wakeups (first cell only).
+# The pgBackRest backend's cells are also set against the local backend's at the same size.
 # Then it writes $BENCH_RESULTS_DIR/<timestamp>.json, one chart per figure against size, and
 # prints each target as MET, MISSED or NOT EVALUATED.
 #
 # Knobs (environment):
-#   BENCH_METHODS        snapshot methods (default "basebackup reflink")
-#   BENCH_SIZES          sizes in MB for basebackup (default "1024 4096"); "small" = 100, "tiny" = 8
+#   BENCH_METHODS        snapshot methods (default "basebackup reflink pgbackrest")
+#   BENCH_SIZES          sizes in MB for basebackup and pgbackrest (default "1024 4096"); "small" = 100,
+#                        "tiny" = 8
 #   BENCH_REFLINK_SIZES  sizes in MB for reflink (default "1024 4096 16384"); "small", "tiny" too
 #   BENCH_RUNS           runs per measurement (default 3)
 #   BENCH_CLIENTS        pgbench clients and threads (default 2)
@@ -51,7 +56,7 @@ MAX_RATE="${BENCH_MAX_RATE:-}"
 CHECKPOINT="${BENCH_CHECKPOINT:-fast}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$ROOT/bench/results}"
 CHART="${BENCH_CHART:-1}"
-METHODS="${BENCH_METHODS:-basebackup reflink}"
+METHODS="${BENCH_METHODS:-basebackup reflink pgbackrest}"
 sizes_of() { case "$1" in small) echo 100 ;; tiny) echo 8 ;; *) echo "$1" ;; esac; }
 SIZES="$(sizes_of "${BENCH_SIZES:-1024 4096}")"
 REFLINK_SIZES="$(sizes_of "${BENCH_REFLINK_SIZES:-1024 4096 16384}")"
@@ -71,15 +76,16 @@ IDLE_JSON=""
 SKIPPED=()
 for m in $METHODS; do
   case "$m" in
-    basebackup)
+    basebackup|pgbackrest)
       for s in $SIZES; do
-        if [ "$(free_mb "$W")" -lt "$(basebackup_need_mb "$s")" ]; then
-          why="not enough disk for a $s MB cell: $(free_mb "$W") MB free under $W, about $(basebackup_need_mb "$s") MB needed"
-          say "basebackup at $s MB skipped: $why"
-          SKIPPED+=("$(jq -n --arg m basebackup --argjson s "$s" --arg why "$why" '{method: $m, size_mb: $s, reason: $why}')")
+        need="$("${m}_need_mb" "$s")"
+        if [ "$(free_mb "$W")" -lt "$need" ]; then
+          why="not enough disk for a $s MB cell: $(free_mb "$W") MB free under $W, about $need MB needed"
+          say "$m at $s MB skipped: $why"
+          SKIPPED+=("$(jq -n --arg m "$m" --argjson s "$s" --arg why "$why" '{method: $m, size_mb: $s, reason: $why}')")
           continue
         fi
-        mkdir -p "$W/basebackup-$s"; bench_cell basebackup "$s" "$W/basebackup-$s"
+        mkdir -p "$W/$m-$s"; bench_cell "$m" "$s" "$W/$m-$s"
       done ;;
     reflink)
       for s in $REFLINK_SIZES; do
@@ -91,10 +97,10 @@ for m in $METHODS; do
           break
         fi
       done ;;
-    *) die "unknown method in BENCH_METHODS: $m (basebackup, reflink)" ;;
+    *) die "unknown method in BENCH_METHODS: $m (basebackup, reflink, pgbackrest)" ;;
   esac
 done
-for m in basebackup reflink; do
+for m in basebackup reflink pgbackrest; do
   [[ " $METHODS " == *" $m "* ]] || SKIPPED+=("$(jq -n --arg m "$m" '{method: $m, reason: "not in BENCH_METHODS"}')")
 done
 

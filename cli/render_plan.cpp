@@ -2,6 +2,7 @@
 // sql/, keys documented in docs/usage.md): it is read by its keys, and whatever it gains later is
 // still shown, generically, after the known sections.
 #include <algorithm>
+#include <ctime>
 #include <set>
 #include <string>
 
@@ -12,6 +13,46 @@
 namespace safe_upgrade::cli {
 
 using nlohmann::json;
+
+namespace {
+
+std::string UtcTime(int64_t unix_seconds) {
+  time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  char buf[32];
+  if (!gmtime_r(&t, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm)) return "?";
+  return buf;
+}
+
+// One line for pitr.backend: the kind, and for pgBackRest the stanza, the last check and the
+// newest backup (the one the next snapshot builds on).
+std::string BackendLine(const json& backend) {
+  std::string kind = JsonString(backend, "kind");
+  if (kind.empty()) return "unknown (the agent is unreachable)";
+  if (kind != "pgbackrest") return kind;
+  std::string line = "pgbackrest  stanza " + JsonString(backend, "stanza", "?");
+  const json& ok = JsonMember(backend, "check_ok");
+  if (ok.is_boolean() && ok.get<bool>())
+    line += "  check ok";
+  else if (ok.is_boolean())
+    line += "  check FAILED: " + Truncate(OneLine(JsonString(backend, "problem", "no message")), 200);
+  else
+    line += "  check not run yet";
+  const json& backups = JsonMember(backend, "backups");
+  if (backups.is_array() && !backups.empty() && backups.back().is_object()) {
+    const json& newest = backups.back();
+    line += "  newest backup " + JsonString(newest, "label", "?") + " (" + JsonString(newest, "type", "?");
+    if (auto at = JsonNumber(newest, "stopped_at")) line += ", " + UtcTime(static_cast<int64_t>(*at));
+    line += ")";
+  } else if (!JsonString(backend, "info_error").empty()) {
+    line += "  info failed: " + Truncate(OneLine(JsonString(backend, "info_error")), 200);
+  } else if (!JsonNumber(backend, "backups_omitted")) {
+    line += "  no backup yet";
+  }
+  return line;
+}
+
+}  // namespace
 
 void PrintPlan(std::ostream& out, const json& plan) {
   if (!plan.is_object()) {
@@ -50,6 +91,9 @@ void PrintPlan(std::ostream& out, const json& plan) {
       for (const char* k : {"extname", "installed_version", "target_version"}) done.insert(k);
     }
   }
+  // Where the snapshot and the WAL a rollback replays live (the details stay in the PITR section).
+  if (plan.contains("pitr") && plan["pitr"].is_object() && plan["pitr"].contains("backend"))
+    out << "backend: " << BackendLine(plan["pitr"]["backend"]) << "\n";
   struct Section {
     const char* title;
     const char* key;

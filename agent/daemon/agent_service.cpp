@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "build_info.h"
@@ -114,6 +115,17 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_wal_needed_from(facts.wal_needed_from);
     auto age = std::chrono::steady_clock::now() - facts.measured_at;
     resp->set_facts_age_ms(std::chrono::duration_cast<std::chrono::milliseconds>(age).count());
+    resp->set_backend_kind(facts.backend.kind);
+    resp->set_backend_stanza(facts.backend.stanza);
+    resp->set_backend_checked(facts.backend.checked);
+    resp->set_backend_check_ok(facts.backend.check_ok);
+    resp->set_backend_problem(facts.backend.check_problem);
+    if (facts.backend.checked) {
+      auto checked_age = std::chrono::system_clock::now() - facts.backend.checked_at;
+      resp->set_backend_checked_age_ms(
+          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(checked_age).count()));
+    }
+    resp->set_backend_summary_json(facts.backend.summary_json);
     return grpc::Status::OK;
   });
 }

@@ -8,6 +8,8 @@
 #include <ctime>
 
 #include "base/fs_util.h"
+#include "postgres/pgbackrest.h"
+#include "postgres/pgbackrest_summary.h"
 #include "snapshots/retention.h"
 
 namespace safe_upgrade {
@@ -29,6 +31,9 @@ bool RecentlyChanged(const struct timespec& mtime) {
 
 HostFactsRefresher::HostFactsRefresher(const AgentConfig& config, const JobManager& jobs)
     : config_(config), jobs_(jobs) {
+  // Ping names the backend even when the first measurement fails.
+  facts_.backend.kind = config.backend.kind;
+  facts_.backend.stanza = config.backend.stanza;
   try {
     Measure(true);
   } catch (const std::exception& e) {
@@ -73,21 +78,41 @@ void HostFactsRefresher::Measure(bool everything) {
   HostFacts next = Current();
   next.snapshot_free_bytes = FreeBytes(config_.snapshot_dir);
   next.data_free_bytes = FreeBytes(Dirname(config_.data_directory));
-  next.wal_archive_writable = access(config_.wal_archive_dir.c_str(), W_OK) == 0;
 
-  struct stat st {};
-  struct timespec mtime {};
-  if (stat(config_.wal_archive_dir.c_str(), &st) == 0) mtime = st.st_mtim;
-  bool archive_changed = !SameTime(mtime, archive_mtime_) || RecentlyChanged(mtime);
-  if (everything || archive_changed || now - scanned_at_ >= kRescan) {
-    next.archive = SummarizeWalArchive(config_);
-    archive_mtime_ = mtime;
-    scanned_at_ = now;
+  // With the pgbackrest backend there may be no archive of the agent's own (wal_archive_dir ""):
+  // nothing to measure, and "" must not be taken for the current directory.
+  if (!config_.wal_archive_dir.empty()) {
+    next.wal_archive_writable = access(config_.wal_archive_dir.c_str(), W_OK) == 0;
+    struct stat st {};
+    struct timespec mtime {};
+    if (stat(config_.wal_archive_dir.c_str(), &st) == 0) mtime = st.st_mtim;
+    bool archive_changed = !SameTime(mtime, archive_mtime_) || RecentlyChanged(mtime);
+    if (everything || archive_changed || now - scanned_at_ >= kRescan) {
+      next.archive = SummarizeWalArchive(config_);
+      archive_mtime_ = mtime;
+      scanned_at_ = now;
+    }
+  } else {
+    next.wal_archive_writable = false;
+    next.archive = WalArchiveSummary();
   }
 
   uint64_t generation = jobs_.Generation();
+  if (config_.backend.IsPgBackRest()) {
+    MeasureBackend(next.backend, everything, now);
+  } else {
+    next.backend = BackendFacts();
+  }
   if (everything || generation != generation_ || now - probed_at_ >= kRescan) {
-    next.method = ChooseSnapshotMethod(config_);
+    // A pgbackrest snapshot is a backup of the stanza, and clones are restored from it: no
+    // filesystem probe decides how it is taken.
+    if (config_.backend.IsPgBackRest())
+      next.method = {config_.snapshot_method, "pgbackrest",
+                     "backend.kind = \"pgbackrest\": the snapshot is a backup of stanza \"" +
+                         config_.backend.stanza + "\"",
+                     true};
+    else
+      next.method = ChooseSnapshotMethod(config_);
     auto needed = WalNeededFrom(config_);
     next.wal_needed_from = needed && next.archive.segment_bytes > 0
                                ? WalSegmentName(1, *needed, next.archive.segment_bytes)
@@ -98,6 +123,42 @@ void HostFactsRefresher::Measure(bool everything) {
   next.measured_at = now;
   std::lock_guard<std::mutex> lock(mu_);
   facts_ = std::move(next);
+}
+
+void HostFactsRefresher::MeasureBackend(BackendFacts& next, bool everything,
+                                        std::chrono::steady_clock::time_point now) {
+  PgBackRest pgbackrest(config_);
+  next.kind = config_.backend.kind;
+  next.stanza = config_.backend.stanza;
+  if (everything || now - info_at_ >= kRescan) {
+    try {
+      next.summary_json = DumpSummary(PgBackRestSummary(pgbackrest.Info()));
+    } catch (const std::exception& e) {
+      next.summary_json = DumpSummary(PgBackRestInfoFailure(e.what()));
+    }
+    info_at_ = now;
+  }
+  // `pgbackrest check` switches WAL on production and may take seconds: not at construction (the
+  // first Ping must not wait for it), not while a job runs pgBackRest itself, and at most every
+  // kCheckInterval unless a job started or ended since the last one.
+  uint64_t generation = jobs_.Generation();
+  bool due = !next.checked || now - check_at_ >= kCheckInterval || generation != check_generation_;
+  if (everything || !due || !jobs_.ActiveJobId().empty()) return;
+  try {
+    pgbackrest.Check(kCheckTimeout);
+    next.check_ok = true;
+    next.check_problem.clear();
+  } catch (const std::exception& e) {
+    if (next.check_ok || next.check_problem != ProtoSafeText(e.what()))
+      spdlog::warn("{}: pgbackrest check failed: {}", pgbackrest.Describe(), e.what());
+    next.check_ok = false;
+    next.check_problem = ProtoSafeText(e.what());
+  }
+  next.checked = true;
+  next.checked_at = std::chrono::system_clock::now();
+  // The check's own WAL switch and wait are not counted against the interval.
+  check_at_ = std::chrono::steady_clock::now();
+  check_generation_ = generation;
 }
 
 }  // namespace safe_upgrade

@@ -104,6 +104,13 @@ void RollbackRun::RequireBackupInStanza(const json& meta, const json& fail_detai
   std::string label = meta["pgbackrest"].value("label", "");
   try {
     PgBackRestStanza stanza = PgBackRest(config_).Info();
+    // pgBackRest's info reports an unreadable repository as a status, with no backups listed.
+    if (!stanza.Readable()) {
+      std::string why = stanza.status;
+      for (const auto& repo : stanza.repos)
+        why += "; repo" + std::to_string(repo.value("key", 0)) + ": " + repo.value("status", "");
+      throw PgBackRestError("pgbackrest info: " + why);
+    }
     if (!stanza.Find(label))
       throw JobFailure("cannot roll back: pgBackRest backup " + label + " of snapshot " + rc_.snapshot_id +
                            " is no longer in stanza \"" + config_.backend.stanza +

@@ -80,7 +80,8 @@ PgBackRestStanza ParsePgBackRestInfo(const std::string& json_text, const std::st
     PgBackRestStanza out;
     const json& status = s.value("status", json::object());
     out.status = Str(status, "message");
-    out.ok = status.value("code", -1) == 0;
+    out.status_code = status.value("code", -1);
+    out.ok = out.status_code == 0;
     // The newest database history entry is the cluster the stanza now serves.
     for (const auto& db : s.value("db", json::array()))
       if (db.contains("system-id") && db["system-id"].is_number()) out.system_identifier = db["system-id"];

@@ -37,7 +37,10 @@ struct PgBackRestBackup {
 // What the stanza looks like: its status, repositories and backups.
 struct PgBackRestStanza {
   bool ok = false;
-  std::string status;  // pgBackRest's status message ("ok", "no valid backups", ...)
+  int status_code = -1;  // 0 ok, 2 no valid backups, 6 a backup or expire running; others: errors
+  std::string status;    // pgBackRest's status message ("ok", "no valid backups", ...)
+  // Whether the repositories could be read: their backups are then the whole truth.
+  bool Readable() const { return status_code == 0 || status_code == 2 || status_code == 6; }
   uint64_t system_identifier = 0;
   std::string archive_id, archive_max;  // e.g. "15-1" and the newest archived segment
   nlohmann::json repos = nlohmann::json::array();

@@ -130,6 +130,22 @@ void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::
              opt);
 }
 
+// The scheduler's view of the agent's facts (agent_status()), polled until the first check ran.
+void WaitForFirstStanzaCheck(PgConn& conn) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  std::string problem = "the agent reported no check yet";
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = conn.Exec("SELECT backend_check_ok::text, backend_problem FROM safe_upgrade.agent_status()");
+    if (!r.rows.empty() && r.rows[0][0]) {
+      if (*r.rows[0][0] == "true") return;
+      problem = r.rows[0][1].value_or("");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  throw SandboxError("the agent's pgbackrest check of the sandbox's stanza did not pass: " + problem);
+}
+
 }  // namespace
 
 SandboxInfo SandboxLayout(const std::string& abs_dir, int port, const std::string& backend) {
@@ -303,6 +319,11 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   if (options.create_extension) {
     PgConn conn(info.ConnInfo());
     conn.Exec("CREATE EXTENSION IF NOT EXISTS safe_upgrade");
+    // plan() refuses until the agent's first pgbackrest check has proven the stanza's archive.
+    if (info.agent_config.backend.IsPgBackRest() && options.start_agent) {
+      Say(options, "waiting for the agent's first pgbackrest check");
+      WaitForFirstStanzaCheck(conn);
+    }
   }
   return info;
 }

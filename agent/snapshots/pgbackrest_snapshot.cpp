@@ -46,7 +46,7 @@ PgBackRestTaken TakePgBackRestSnapshot(JobContext& ctx, uint64_t system_identifi
     pgbackrest.Verify(taken.backup.label, timeout);
     taken.verify_s = SecondsSince(started);
   } catch (const PgBackRestError& e) {
-    throw JobFailure(std::string("cannot take the snapshot: ") + e.what(),
+    throw JobFailure(std::string("cannot take the snapshot: ") + e.what() + "; production was not touched",
                      {{"hint", "Run `pgbackrest --stanza=" + config.backend.stanza +
                                    " check` as the agent's OS user; production was not touched."}});
   }

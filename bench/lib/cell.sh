@@ -1,5 +1,6 @@
-# bench/run.sh: one cell (a snapshot method at a size): the sandbox, its data, the idle scheduler,
-# the baseline and the raw copy; ours, pgBackRest and the cell report are in their own files.
+# bench/run.sh: one cell (a snapshot method, or the pgBackRest backend, at a size): the sandbox, its
+# data, the idle scheduler, the baseline and the raw copy; ours, pgBackRest and the cell report are
+# in their own files.
 # Sourced by bench/run.sh; it uses the settings and helpers defined there.
 
 # --- one cell: a method at a size --------------------------------------------------------------
@@ -11,18 +12,23 @@ bench_cell() {
   mkdir -p "$cell"; chown "$PG_OS_USER" "$cell"
   SB="$fsroot/sb"
   SANDBOXES+=("$SB")
-  say "== $method, $mb MB: creating the sandbox in $SB"
-  "$CLI" sandbox up --dir "$SB" >/dev/null
+  # pgbackrest is not a snapshot_method but the agent's backend ([backend] kind = "pgbackrest",
+  # stanza "sandbox", repository $SB/pgbackrest/repo), which the sandbox sets up itself.
+  local backend=local; [ "$method" = pgbackrest ] && backend=pgbackrest
+  say "== $method, $mb MB: creating the sandbox in $SB (backend $backend)"
+  "$CLI" sandbox up --dir "$SB" --backend "$backend" >/dev/null
   set -a; . "$SB/env"; set +a
   local data="$SB/data" method_config="set"
+  [ "$backend" = pgbackrest ] && method_config="backend pgbackrest"
 
-  # The agent: the method, no retention during the runs (a deletion in the middle of one would hide
-  # its peak disk), the optional throttle.
-  set_agent_key snapshot_method "\"$method\""
+  # The agent: the method (local backend), no retention during the runs (a deletion in the middle
+  # of one would hide its peak disk), the optional throttle.
+  [ "$backend" = local ] && set_agent_key snapshot_method "\"$method\""
   set_agent_key snapshot_retention "$(( RUNS + 1 ))"
   [ -n "$MAX_RATE" ] && set_agent_key backup_max_rate "\"$MAX_RATE\""
   [ "$CHECKPOINT" != fast ] && set_agent_key backup_checkpoint "\"$CHECKPOINT\""
   if ! restart_agent; then
+    [ "$backend" = local ] || die "the agent did not start with the pgbackrest backend; see $SB/agent.stderr and $SB/agent.log"
     say "the agent did not start with snapshot_method = \"$method\"; running without the key"
     method_config="rejected by the agent"
     sed -i '/^snapshot_method = /d' "$SB/agent.toml"
@@ -35,11 +41,16 @@ bench_cell() {
   cell_idle
   cell_baseline
   cell_raw_copy
+  CELL_FAILED=""
   cell_ours
-  cell_pgbackrest
-  cell_report
+  if [ -z "$CELL_FAILED" ]; then
+    cell_pgbackrest
+    cell_report
+  else
+    SKIPPED+=("$(jq -n --arg m "$method" --argjson s "$mb" --arg why "the cell failed: $CELL_FAILED" '{method: $m, size_mb: $s, reason: $why}')")
+  fi
   "$CLI" sandbox down --dir "$SB" >/dev/null
-  rm -rf "$SB/snapshots" "$SB/wal_archive" "$SB/work" "$cell/pgbr-repo" "$data" "$data".*  # the next cell needs the disk
+  rm -rf "$SB/snapshots" "$SB/wal_archive" "$SB/work" "$SB/pgbackrest" "$cell/pgbr-repo" "$data" "$data".*  # the next cell needs the disk
   if [ "$method" = reflink ]; then unmount_fs "$fsroot"; rm -f "$W/xfs-$mb.img"; fi
 }
 

@@ -23,14 +23,25 @@ cell_report() {
                      snapshot_s: ($runs | med(.snapshot_s)), tps_ratio: ($runs | med(.tps_ratio)),
                      peak_extra_bytes: ($runs | med(.peak_extra_bytes)), wal_bytes: ($runs | med(.wal_bytes)),
                      disk_limit_bytes: ($runs | med(.disk_limit_bytes)),
-                     peak_extra_vs_limit: ($runs | med(if .disk_limit_bytes > 0 then .peak_extra_bytes / .disk_limit_bytes else null end))}},
+                     peak_extra_vs_limit: ($runs | med(if .disk_limit_bytes > 0 then .peak_extra_bytes / .disk_limit_bytes else null end))},
+            # the rollback downtime by the path the agent took ("parked target", "snapshot restore")
+            downtime_by_path: ($runs | group_by(.rollback_path) | map({key: (.[0].rollback_path // "unknown"),
+                               value: {runs: length, median_s: med(.downtime_s), worst_s: (map(.downtime_s) | max)}}) | from_entries),
+            # pgbackrest backend: the snapshot job by backup type (status()'"'"'s snapshot.pgbackrest.type);
+            # the first one is full (the stanza has no backup yet), the later ones build on it
+            snapshot_by_type: ($runs | map(select(.snapshot_type != null)) | group_by(.snapshot_type)
+                               | map({key: .[0].snapshot_type, value: {runs: length, snapshot_s: med(.snapshot_s),
+                                      backup_s: med(.snapshot_pgbackrest.backup_s), repo_delta_bytes: med(.snapshot_pgbackrest.repo_delta_bytes),
+                                      tps_ratio: med(.tps_ratio)}}) | from_entries)},
      pgbackrest: {full_backup_s: $pb, full_backup_median_s: ($pb | median),
                   tps_during_backup: $pbt, tps_ratio_during_backup: (($pbt | median) as $m | if $m == null or $base == null then null else $m / $base end),
                   delta_restore: $delta, delta_downtime_median_s: ($delta | med(.downtime_s))},
      raw_copy: {command: $cp_cmd, s: $cp, median_s: ($cp | median)}}
     | .ratios = {downtime_vs_pgbackrest_delta: (if .pgbackrest.delta_downtime_median_s > 0 and .ours.median.downtime_s != null then .ours.median.downtime_s / .pgbackrest.delta_downtime_median_s else null end),
                  snapshot_vs_pgbackrest_full: (if .pgbackrest.full_backup_median_s > 0 and .ours.median.snapshot_s != null then .ours.median.snapshot_s / .pgbackrest.full_backup_median_s else null end),
-                 snapshot_vs_raw_copy: (if .raw_copy.median_s > 0 and .ours.median.snapshot_s != null then .ours.median.snapshot_s / .raw_copy.median_s else null end)}' \
+                 snapshot_vs_raw_copy: (if .raw_copy.median_s > 0 and .ours.median.snapshot_s != null then .ours.median.snapshot_s / .raw_copy.median_s else null end),
+                 snapshot_full_vs_pgbackrest_full: (if .pgbackrest.full_backup_median_s > 0 and .ours.snapshot_by_type.full.snapshot_s != null then .ours.snapshot_by_type.full.snapshot_s / .pgbackrest.full_backup_median_s else null end),
+                 snapshot_incr_vs_pgbackrest_full: (if .pgbackrest.full_backup_median_s > 0 and .ours.snapshot_by_type.incr.snapshot_s != null then .ours.snapshot_by_type.incr.snapshot_s / .pgbackrest.full_backup_median_s else null end)}' \
     >"$W/cells/$method-$mb.json"
 
   jq -r 'def r3: if . == null then null else . * 1000 | round / 1000 end;
@@ -40,7 +51,12 @@ cell_report() {
     "  whole upgrade (begin to terminal)    \(.ours.median.upgrade_s | r3) s, \(.ours.median.upgrade_excl_approval_s | r3) s without the approval hand-off",
     "  peak extra disk                      \(.ours.median.peak_extra_bytes | mb) MB (the sandbox tree: \(.ours.runs | map(.tree_peak_extra_bytes) | max | mb) MB); limit 5% of the cluster + WAL written \(.ours.median.disk_limit_bytes | mb) MB",
     "  snapshot                             ours \(.ours.median.snapshot_s | r3) s   pgBackRest full \(.pgbackrest.full_backup_median_s | r3) s   \(.raw_copy.command) \(.raw_copy.median_s | r3) s",
-    "  tps during snapshot / baseline       \(.ours.median.tps_ratio | r3) (baseline \(.baseline_tps | r3)); during pgBackRest full backup \(.pgbackrest.tps_ratio_during_backup | r3)\n"' \
+    "  tps during snapshot / baseline       \(.ours.median.tps_ratio | r3) (baseline \(.baseline_tps | r3)); during pgBackRest full backup \(.pgbackrest.tps_ratio_during_backup | r3)",
+    "  rollback downtime by path            \(.ours.downtime_by_path | to_entries | map("\(.key) \(.value.median_s | r3) s (\(.value.runs) run(s))") | join(", "))",
+    (if .method == "pgbackrest" then
+      "  snapshot by backup type              \(.ours.snapshot_by_type | to_entries | map("\(.key) \(.value.snapshot_s | r3) s (pgbackrest backup \(.value.backup_s | r3) s, \(.value.repo_delta_bytes | mb) MB new in the repository, \(.value.runs) run(s))") | join("; ") | if . == "" then "none recorded" else . end)"
+     else empty end),
+    ""' \
     "$W/cells/$method-$mb.json" >&2
 }
 

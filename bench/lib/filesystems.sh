@@ -1,4 +1,5 @@
-# bench/run.sh: the disk a cell needs and the XFS filesystem with reflink of a reflink cell.
+# bench/run.sh: the disk a cell needs (basebackup, pgbackrest, reflink) and the XFS filesystem
+# with reflink of a reflink cell.
 # Sourced by bench/run.sh; it uses the settings and helpers defined there.
 
 # --- the filesystem of a cell -------------------------------------------------------------------
@@ -7,6 +8,10 @@ pgbr_repo_mb() { echo $(( $1 * 7 / 10 * RUNS )); }  # BENCH_RUNS full backups, l
 # basebackup: the data, BENCH_RUNS snapshots, a clone, the parked target, the data directory set
 # aside by the rollback, the WAL, and pgBackRest's repository
 basebackup_need_mb() { echo $(( $1 * 11 / 10 * (5 + RUNS) + $(pgbr_repo_mb "$1") + 2048 )); }
+# pgbackrest (the agent's backend): the data, the dry-run clone, the parked target and the data
+# directory set aside, all restored from the sandbox's repository; that repository (the archived WAL
+# of the load and of the runs, one full backup, small incremental ones); pgBackRest's own repository
+pgbackrest_need_mb() { echo $(( $1 * 11 / 10 * 5 + $1 * 7 / 10 + $(pgbr_repo_mb "$1") + 2048 )); }
 # reflink: an XFS filesystem with reflink on a loop device, sized for the data, its copies and the
 # WAL (sparse: only what is written takes space). Sets FSROOT to the mount point, or REFLINK_WHY.
 # The image is capped to the free space left beside pgBackRest's repository, so that if the copies

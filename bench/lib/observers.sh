@@ -42,8 +42,17 @@ window_tps() {
 
 # --- the client-side prober and the disk sampler ----------------------------------------------
 # Both, as a measured window of ours runs them, for the baseline and pgBackRest's backups.
+# The paths whose filesystems the disk sampler watches: the data directory, the snapshots, the
+# agent's work directory and, with the pgbackrest backend, the stanza's repository (the snapshots
+# are backups there, and the archived WAL goes there).
+disk_paths() {
+  echo "$SB/data" "$SB/snapshots" "$SB/work"
+  [ -d "$SB/pgbackrest" ] && echo "$SB/pgbackrest"
+  return 0
+}
 start_observers() {  # dir
-  "$PROBE" disk --out "$1/disk.json" --tree "$SB" "$SB/data" "$SB/snapshots" "$SB/work" &
+  # shellcheck disable=SC2046
+  "$PROBE" disk --out "$1/disk.json" --tree "$SB" $(disk_paths) &
   OBSERVER_DISK_PID=$!
   BG_PIDS+=("$OBSERVER_DISK_PID")
   start_prober "$1/probe.json"

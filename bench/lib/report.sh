@@ -2,7 +2,7 @@
 # Sourced by bench/run.sh; it uses the settings and helpers defined there.
 
 # --- targets (issue 3/7: speed that holds on a busy server) ------------------------------------
-CELLS="$(cat "$W"/cells/*.json 2>/dev/null | jq -s 'sort_by(.method, .target_mb)')"
+CELLS="$( (cat "$W"/cells/*.json 2>/dev/null || true) | jq -s 'sort_by(.method, .target_mb)')"  # no cell: []
 TARGETS=() RESULT_LINES=()
 target() {  # name value limit met(true|false|null) note
   TARGETS+=("$(jq -n --arg n "$1" --argjson v "$(num "$2")" --argjson l "$3" --argjson m "$4" --arg note "$5" \
@@ -21,6 +21,7 @@ not_this_method() {
   local used; used="$(cell "$1" "$2" '.methods_used | join(",")')"
   case "$(cell "$1" "$2" .snapshot_method_setting)" in
     set) [ "$used" = "$1" ] || echo "the agent took $used snapshots (snapshot.json method), though snapshot_method = \"$1\" was set" ;;
+    "backend pgbackrest") [ "$used" = pgbackrest ] || echo "the agent took $used snapshots (status() snapshot method), though its backend is pgbackrest" ;;
     *) [ "$used" = "$1" ] || echo "the agent took $used snapshots (snapshot.json method): it rejected snapshot_method = \"$1\"" ;;
   esac
 }
@@ -35,7 +36,7 @@ join_notes() {  # the non-empty arguments, joined with "; "
   echo "$out"
 }
 
-for m in basebackup reflink; do
+for m in basebackup reflink pgbackrest; do
   mapfile -t ms < <(sizes_run "$m")
   if [ "${#ms[@]}" = 0 ]; then
     why="$(skip_reason "$m")"; why="${why:-not run}"
@@ -45,7 +46,7 @@ for m in basebackup reflink; do
       target "whole upgrade at 16384 MB / at 1024 MB (reflink)" null 1.5 null "$why"
       target "peak extra disk / (5% of the cluster + WAL written meanwhile) (reflink)" null 1.0 null "$why"
       target "tps during the snapshot / baseline (reflink)" null 0.9 null "$why"
-    else
+    elif [ "$m" = basebackup ]; then
       target "snapshot / pgBackRest full backup (basebackup)" null 1.0 null "$why"
     fi
     continue
@@ -86,7 +87,7 @@ for m in basebackup reflink; do
       met="$(verdict "$v" ge 0.9)"; [ -n "$wrong" ] && met=null
       target "tps during the snapshot / baseline (reflink, $s MB; at least)" "$v" 0.9 "$met" "$wrong"
     done
-  else
+  elif [ "$m" = basebackup ]; then
     for s in "${ms[@]}"; do
       wrong="$(not_this_method basebackup "$s")"
       v="$(cell basebackup "$s" .ratios.snapshot_vs_pgbackrest_full)"
@@ -102,15 +103,53 @@ if [ -n "$IDLE_JSON" ]; then
   target "idle scheduler wakeups per second" "$v" 1.0 "$(verdict "$v" le 1.0)" "voluntary context switches"
 fi
 
+# --- the pgbackrest backend against the local backend, same size, same run ---------------------
+# Ratios pgbackrest / local (basebackup on the same filesystem; reflink when a reflink cell ran at
+# the same size). The first snapshot of a pgbackrest cell is a full backup, the later ones
+# incremental ones; the local backend's snapshot is the same kind of copy every time.
+COMPARISONS="$(jq '
+  def ratio(a; b): if a == null or b == null or b == 0 then null else a / b end;
+  . as $cells | [.[] | select(.method == "pgbackrest") | . as $p
+    | $cells[] | select((.method == "basebackup" or .method == "reflink") and .target_mb == $p.target_mb) | . as $l
+    | {target_mb: $p.target_mb, against: $l.method, figures: [
+        {figure: "rollback downtime seen by a client (median)", unit: "s",
+         pgbackrest: $p.ours.median.downtime_s, local: $l.ours.median.downtime_s},
+        ($p.ours.downtime_by_path | to_entries[] | . as $e |
+         {figure: "rollback downtime, \($e.key) path", unit: "s", pgbackrest: $e.value.median_s,
+          local: ($l.ours.downtime_by_path[$e.key].median_s // null)}),
+        {figure: "snapshot job, the first one (a full backup)", unit: "s",
+         pgbackrest: ($p.ours.snapshot_by_type.full.snapshot_s // null), local: $l.ours.median.snapshot_s},
+        {figure: "snapshot job, the later ones (incremental)", unit: "s",
+         pgbackrest: ($p.ours.snapshot_by_type.incr.snapshot_s // null), local: $l.ours.median.snapshot_s},
+        {figure: "whole upgrade, without the approval hand-off", unit: "s",
+         pgbackrest: $p.ours.median.upgrade_excl_approval_s, local: $l.ours.median.upgrade_excl_approval_s},
+        {figure: "peak extra disk", unit: "MB",
+         pgbackrest: ($p.ours.median.peak_extra_bytes // null | if . == null then null else . / 1048576 | round end),
+         local: ($l.ours.median.peak_extra_bytes // null | if . == null then null else . / 1048576 | round end)},
+        {figure: "tps during the snapshot / baseline", unit: "",
+         pgbackrest: $p.ours.median.tps_ratio, local: $l.ours.median.tps_ratio}]
+        | map(. + {ratio: ratio(.pgbackrest; .local)})}]' <<<"$CELLS")"
+COMPARISON_LINES=()
+while IFS= read -r line; do COMPARISON_LINES+=("$line"); done < <(jq -r --argjson runs "$RUNS" '
+  def r3: if . == null then "null" elif type == "number" then (. * 1000 | round / 1000 | tostring) else tostring end;
+  def v(u): if . == null then "null" else (r3 + (if u == "" then "" else " " + u end)) end;
+  .[] | .against as $l | "\(.target_mb) MB, against \($l):",
+  (.figures[] | .unit as $u | "  \(.figure | . + " " * ([56 - length, 1] | max)) pgbackrest \(.pgbackrest | v($u)), \($l) \(.local | v($u)), ratio \(.ratio | r3)"
+     + (if .pgbackrest == null and (.figure | endswith("(incremental)")) and $runs < 2 then "  (not measured: BENCH_RUNS=1 takes only the first, full, snapshot)" else "" end))' <<<"$COMPARISONS")
+if [[ " $METHODS " == *" pgbackrest "* ]] && [ "${#COMPARISON_LINES[@]}" = 0 ]; then
+  COMPARISON_LINES+=("none: no size at which both a pgbackrest cell and a local-backend cell (basebackup, reflink) completed (see the JSON's skipped)")
+fi
+
 # --- charts: one per figure against size -------------------------------------------------------
 CHARTS=()
 if [ "$CHART" = 1 ] && [ "$(jq length <<<"$CELLS")" -gt 0 ]; then
-  for m in basebackup reflink; do
+  for m in basebackup reflink pgbackrest; do
     jq -r --arg m "$m" '.[] | select(.method == $m) | [.size_mb, .ours.median.downtime_s, .pgbackrest.delta_downtime_median_s,
       .ours.median.upgrade_excl_approval_s, (.ours.median.peak_extra_bytes // null | if . == null then null else . / 1048576 end),
       (.ours.median.disk_limit_bytes // null | if . == null then null else . / 1048576 end),
       .ours.median.tps_ratio, .pgbackrest.tps_ratio_during_backup, .ours.median.snapshot_s,
-      .pgbackrest.full_backup_median_s, .raw_copy.median_s] | map(if . == null then "null" else tostring end) | join(" ")' \
+      .pgbackrest.full_backup_median_s, .raw_copy.median_s,
+      (.ours.snapshot_by_type.full.snapshot_s // null), (.ours.snapshot_by_type.incr.snapshot_s // null)] | map(if . == null then "null" else tostring end) | join(" ")' \
       <<<"$CELLS" >"$W/chart-$m.dat"
     [ -s "$W/chart-$m.dat" ] || rm -f "$W/chart-$m.dat"
   done
@@ -139,17 +178,23 @@ EOF
   }
   chart downtime "Rollback downtime seen by a client (refused write to accepted write)" "seconds" \
     "basebackup:2:pg_safe_upgrade (basebackup)" "reflink:2:pg_safe_upgrade (reflink)" \
+    "pgbackrest:2:pg_safe_upgrade (pgbackrest backend)" \
     "basebackup:3:pgBackRest stop + delta restore + start (normal fs)" "reflink:3:pgBackRest stop + delta restore + start (xfs)"
   chart upgrade "Whole upgrade, begin to terminal state (without the approval hand-off)" "seconds" \
-    "basebackup:4:pg_safe_upgrade (basebackup)" "reflink:4:pg_safe_upgrade (reflink)"
+    "basebackup:4:pg_safe_upgrade (basebackup)" "reflink:4:pg_safe_upgrade (reflink)" \
+    "pgbackrest:4:pg_safe_upgrade (pgbackrest backend)"
   chart disk "Peak extra disk during the upgrade" "MB" \
     "basebackup:5:pg_safe_upgrade (basebackup)" "reflink:5:pg_safe_upgrade (reflink)" \
+    "pgbackrest:5:pg_safe_upgrade (pgbackrest backend)" \
     "basebackup:6:5% of the cluster + WAL written (basebackup runs)" "reflink:6:5% of the cluster + WAL written (reflink runs)"
   chart tps "Production throughput during the snapshot / baseline" "tps ratio" \
     "basebackup:7:pg_safe_upgrade snapshot (basebackup)" "reflink:7:pg_safe_upgrade snapshot (reflink)" \
+    "pgbackrest:7:pg_safe_upgrade snapshot (pgbackrest backend)" \
     "basebackup:8:pgBackRest full backup (normal fs)" "reflink:8:pgBackRest full backup (xfs)"
   chart snapshot "Snapshot time, pgbench writing" "seconds" \
     "basebackup:9:pg_safe_upgrade (basebackup)" "reflink:9:pg_safe_upgrade (reflink)" \
+    "pgbackrest:12:pg_safe_upgrade, first snapshot (pgbackrest backend, full)" \
+    "pgbackrest:13:pg_safe_upgrade, later snapshots (pgbackrest backend, incremental)" \
     "basebackup:10:pgBackRest full backup (normal fs)" "reflink:10:pgBackRest full backup (xfs)" \
     "basebackup:11:cp -a (normal fs)" "reflink:11:cp -a --reflink=always (xfs)"
   say "charts: ${CHARTS[*]} in $RESULTS_DIR"
@@ -162,7 +207,7 @@ jq -n --arg stamp "$STAMP" --argjson cores "$(nproc)" \
   --arg kernel "$(uname -r)" --arg methods "$METHODS" --arg sizes "$SIZES" --arg rsizes "$REFLINK_SIZES" \
   --argjson runs "$RUNS" --argjson clients "$CLIENTS" --argjson idle_s "$IDLE_S" --argjson tps_s "$TPS_S" --arg rate "$MAX_RATE" --arg checkpoint "$CHECKPOINT" \
   --argjson cells "$CELLS" --argjson skipped "$(printf '%s\n' "${SKIPPED[@]}" | jq -s .)" \
-  --argjson idle "${IDLE_JSON:-null}" --argjson targets "$(printf '%s\n' "${TARGETS[@]}" | jq -s .)" \
+  --argjson idle "${IDLE_JSON:-null}" --argjson comparisons "$COMPARISONS" --argjson targets "$(printf '%s\n' "${TARGETS[@]}" | jq -s .)" \
   --argjson charts "$(printf '%s\n' "${CHARTS[@]}" | jq -R . | jq -s 'map(select(. != ""))')" '
   {timestamp: $stamp, host: {cores: $cores, postgres: $pg, pgbackrest: $pgbr, kernel: $kernel},
    config: {methods: ($methods | split(" ") | map(select(. != ""))), sizes_mb: ($sizes | split(" ") | map(select(. != "") | tonumber)),
@@ -174,11 +219,18 @@ jq -n --arg stamp "$STAMP" --argjson cores "$(nproc)" \
             upgrade: "safe_upgrade.begin() call to the terminal state seen by polling every 0.1 s; upgrade_excl_approval_s subtracts the bench'"'"'s approval hand-off (awaiting_approval event to approve())",
             disk: "used bytes (statvfs) of the filesystems holding the data directory, snapshots and work directories every 100 ms; extra = peak - value at begin; the limit is 5% of sum(pg_database_size) + the WAL written meanwhile (from the LSNs of the prober'"'"'s writes)",
             snapshot: "the agent'"'"'s snapshot job: first to last snapshot-phase event (to snapshot ... verified)",
-            pgbackrest: "process-max=2 compress-type=lz4 start-fast=y, local repository; archive_command is pgBackRest'"'"'s only during its part, the agent'"'"'s only during ours"},
-   skipped: $skipped, cells: $cells, idle_worker: $idle, targets: $targets, charts: $charts}' >"$OUT"
+            pgbackrest: "process-max=2 compress-type=lz4 start-fast=y, local repository; archive_command is pgBackRest'"'"'s only during its part, the agent'"'"'s only during ours",
+            pgbackrest_backend: "method pgbackrest: safe-upgrade sandbox up --backend pgbackrest (stanza sandbox, posix repository in the sandbox); each snapshot is pgbackrest backup --type=incr (full when the stanza has none) + verify, its type from status() snapshot.pgbackrest.type; clone, parked target and cold rollback are pgbackrest restore of it"},
+   skipped: $skipped, cells: $cells, idle_worker: $idle, targets: $targets,
+   pgbackrest_backend_vs_local: $comparisons, charts: $charts}' >"$OUT"
 
 echo
 echo "targets (issue 3/7, speed that holds on a busy server):"
 printf '  %s\n' "${RESULT_LINES[@]}"
+if [ "${#COMPARISON_LINES[@]}" -gt 0 ]; then
+  echo
+  echo "pgbackrest backend against the local backend (same size, same run; ratio = pgbackrest / local):"
+  printf '  %s\n' "${COMPARISON_LINES[@]}"
+fi
 echo
 echo "results: $OUT"

@@ -6,7 +6,10 @@
 -- ---------------------------------------------------------------------------------------------
 
 -- What the background worker last saw of the agent. data_directory is shown only to roles that may
--- read the server's own data_directory setting (superusers, pg_read_all_settings).
+-- read the server's own data_directory setting (superusers, pg_read_all_settings). backend_*: the
+-- agent's backend ('local' or 'pgbackrest'); for pgbackrest its stanza, the last `pgbackrest check`
+-- (backend_check_ok NULL until one ran) and backend_summary, the stanza's status, repositories,
+-- backups and newest archived segment as JSON text (at most 4 KB; see the agent's proto).
 CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
@@ -15,7 +18,9 @@ CREATE FUNCTION @extschema@.agent_status(
   OUT wal_archive_newest text, OUT wal_archive_oldest text, OUT wal_needed_from text,
   OUT wal_archive_files bigint, OUT wal_archive_bytes bigint,
   OUT snapshot_method_configured text, OUT snapshot_method text, OUT snapshot_method_reason text,
-  OUT snapshot_method_possible boolean)
+  OUT snapshot_method_possible boolean,
+  OUT backend_kind text, OUT backend_stanza text, OUT backend_check_ok boolean, OUT backend_problem text,
+  OUT backend_summary text, OUT backend_checked_at timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;

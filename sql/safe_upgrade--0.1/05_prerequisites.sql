@@ -29,6 +29,12 @@ DECLARE
   v_method text;
   v_extra jsonb;
   v_snapshot_need bigint;
+  -- The agent's backend: NULL while the agent is unreachable (then the local backend's checks and
+  -- hints apply, as they did before backends existed).
+  v_pgbackrest boolean;
+  v_summary jsonb;
+  v_backend jsonb;
+  v_stanza_hint text;
   v_reasons text[] := '{}';
   v_hints text[] := '{}';
 BEGIN
@@ -38,15 +44,23 @@ BEGIN
   SELECT coalesce(s.last_failed_time > coalesce(s.last_archived_time, '-infinity'), false) INTO v_failing
     FROM pg_catalog.pg_stat_archiver s;
   SELECT s.last_archived_wal, s.last_archived_time INTO v_archiver FROM pg_catalog.pg_stat_archiver s;
+  v_pgbackrest := coalesce(a.reachable AND a.backend_kind = 'pgbackrest', false);
+  v_summary := CASE WHEN v_pgbackrest THEN a.backend_summary::jsonb END;
+  v_stanza_hint := format('pgbackrest --stanza=%s archive-push %%p', coalesce(a.backend_stanza, '<stanza>'));
 
   -- The extra disk a snapshot takes in snapshot_dir, by method (the agent's SnapshotExtraBytes):
   -- basebackup copies the cluster; reflink shares its extents and adds the WAL copied from the
-  -- archive (four segments) and the filesystem's metadata (1/200 of the cluster at most).
-  v_method := coalesce(a.snapshot_method, 'basebackup');
+  -- archive (four segments) and the filesystem's metadata (1/200 of the cluster at most). With the
+  -- pgbackrest backend the snapshot is a backup in the stanza's repositories: snapshot_dir only
+  -- gets its snapshot.json.
+  v_method := CASE WHEN v_pgbackrest THEN 'pgbackrest' ELSE coalesce(a.snapshot_method, 'basebackup') END;
   v_extra := jsonb_build_object(
     'basebackup_bytes', v_cluster_size,
     'reflink_bytes', 4 * (SELECT s.setting::bigint FROM pg_catalog.pg_settings s WHERE s.name = 'wal_segment_size')
                + v_cluster_size / 200);
+  IF v_pgbackrest THEN
+    v_extra := v_extra || jsonb_build_object('pgbackrest_bytes', 0);
+  END IF;
   v_snapshot_need := (v_extra ->> (v_method || '_bytes'))::bigint;
 
   IF v_in_recovery THEN
@@ -72,12 +86,18 @@ BEGIN
   END IF;
   IF v_archive_mode = 'off' THEN
     v_reasons := v_reasons || 'archive_mode is off, so no WAL is archived for point-in-time recovery'::text;
-    v_hints := v_hints || 'Set archive_mode = on with an archive_command '
-                          '(the agent''s "safe-upgrade-agent wal-push") and restart the server.'::text;
+    v_hints := v_hints || CASE WHEN v_pgbackrest
+                               THEN format('Set archive_mode = on with archive_command = ''%s'' and restart the server.',
+                                           v_stanza_hint)
+                               ELSE 'Set archive_mode = on with an archive_command '
+                                    '(the agent''s "safe-upgrade-agent wal-push") and restart the server.' END;
   ELSIF coalesce(v_archive_command, '') IN ('', '(disabled)') AND coalesce(v_archive_library, '') = '' THEN
     v_reasons := v_reasons || 'archive_mode is on but neither archive_command nor archive_library is set'::text;
-    v_hints := v_hints || 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p" '
-                          'and reload the configuration.'::text;
+    v_hints := v_hints || CASE WHEN v_pgbackrest
+                               THEN format('Set archive_command = ''%s'' (the agent''s backend is pgBackRest) '
+                                           'and reload the configuration.', v_stanza_hint)
+                               ELSE 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p" '
+                                    'and reload the configuration.' END;
   END IF;
   IF NOT coalesce(a.reachable, false) THEN
     v_reasons := v_reasons || format('the safe-upgrade agent is unreachable: %s',
@@ -90,14 +110,39 @@ BEGIN
                                        a.system_identifier, v_system_id);
       v_hints := v_hints || 'Point safe_upgrade.agent_address at the agent that runs beside this cluster.'::text;
     END IF;
-    IF NOT coalesce(a.wal_archive_writable, false) THEN
+    IF v_pgbackrest THEN
+      -- The rollback replays WAL from the stanza's archive, which only `pgbackrest check` proves
+      -- works (it switches WAL and waits for the segment in the repository); the agent runs it
+      -- at start, then every minute and after each job.
+      IF a.backend_check_ok IS NULL THEN
+        v_reasons := v_reasons || format('pgbackrest check has not run yet for stanza "%s", so nothing proves that '
+                                         'archive_command archives into the stanza a rollback reads',
+                                         a.backend_stanza);
+        v_hints := v_hints || 'The agent runs it within a minute of its start; plan again shortly, or see the '
+                              'agent''s log if it does not finish.'::text;
+      ELSIF NOT a.backend_check_ok THEN
+        v_reasons := v_reasons || format('pgbackrest check failed for stanza "%s" (at %s): %s',
+                                         a.backend_stanza, a.backend_checked_at,
+                                         coalesce(a.backend_problem, 'no message'));
+        v_hints := v_hints || format('Run "pgbackrest --stanza=%s check" as the OS user that runs the agent and fix '
+                                     'what it reports (archive_command must be ''%s''); the agent checks again '
+                                     'within a minute.', a.backend_stanza, v_stanza_hint);
+      END IF;
+      IF v_summary ? 'system_identifier' AND v_summary ->> 'system_identifier' <> v_system_id::text THEN
+        v_reasons := v_reasons || format('pgBackRest stanza "%s" belongs to another cluster (system identifier %s; '
+                                         'this cluster is %s)',
+                                         a.backend_stanza, v_summary ->> 'system_identifier', v_system_id);
+        v_hints := v_hints || 'Set the agent''s backend.stanza to the stanza of this cluster and restart it.'::text;
+      END IF;
+    END IF;
+    IF NOT v_pgbackrest AND NOT coalesce(a.wal_archive_writable, false) THEN
       v_reasons := v_reasons || 'the agent cannot write to its WAL archive directory'::text;
       v_hints := v_hints || 'Make the agent''s wal_archive_dir writable by the OS user that runs the agent.'::text;
     END IF;
     -- A rollback replays WAL from the agent's archive. A file the server says it archived well
     -- before the agent last looked must be there; if it is not, archive_command archives somewhere
     -- else, or nowhere (''/bin/true''), and no rollback could work.
-    IF a.wal_archive_files IS NOT NULL AND v_archiver.last_archived_wal IS NOT NULL
+    IF NOT v_pgbackrest AND a.wal_archive_files IS NOT NULL AND v_archiver.last_archived_wal IS NOT NULL
        AND v_archiver.last_archived_time < a.checked_at - interval '1 second'
        AND (a.wal_archive_newest IS NULL
             OR v_archiver.last_archived_wal::text COLLATE "C" > a.wal_archive_newest COLLATE "C") THEN
@@ -110,7 +155,7 @@ BEGIN
       v_hints := v_hints || 'Set archive_command to the agent''s "safe-upgrade-agent wal-push --config <file> %p", '
                             'reload the configuration, then run SELECT pg_switch_wal() and plan again.'::text;
     END IF;
-    IF NOT coalesce(a.snapshot_method_possible, true) THEN
+    IF NOT v_pgbackrest AND NOT coalesce(a.snapshot_method_possible, true) THEN
       v_reasons := v_reasons || format('the snapshot cannot be taken: %s', a.snapshot_method_reason);
       v_hints := v_hints || 'Put the data directory, the agent''s snapshot_dir and work_dir on one filesystem that '
                             'clones extents (XFS with reflink, btrfs), or set snapshot_method = "auto" in the '
@@ -149,6 +194,23 @@ BEGIN
                           '(ALTER TABLE ... SET TABLESPACE to a new one), then plan again.'::text;
   END IF;
 
+  -- The backend: the backups a rollback could build on are the newest full one and those after it
+  -- (the agent lists only those).
+  v_backend := CASE WHEN v_pgbackrest THEN jsonb_build_object(
+                 'kind', 'pgbackrest',
+                 'stanza', a.backend_stanza,
+                 'check_ok', a.backend_check_ok,
+                 'checked_at', a.backend_checked_at,
+                 'problem', a.backend_problem,
+                 'status', v_summary -> 'status',
+                 'info_error', v_summary -> 'info_error',
+                 'repos', v_summary -> 'repos',
+                 'backups', v_summary -> 'backups',
+                 'backups_total', v_summary -> 'backups_total',
+                 'backups_omitted', v_summary -> 'backups_omitted',
+                 'archive_max', v_summary -> 'archive_max')
+               ELSE jsonb_build_object('kind', CASE WHEN a.reachable THEN coalesce(a.backend_kind, 'local') END) END;
+
   RETURN jsonb_build_object(
     'wal_level', v_wal_level,
     'archive_mode', v_archive_mode,
@@ -159,7 +221,7 @@ BEGIN
     'agent_error', a.last_error,
     'agent_address', a.address,
     'agent_checked_at', a.checked_at,
-    'wal_archive_writable', a.wal_archive_writable,
+    'wal_archive_writable', CASE WHEN NOT v_pgbackrest THEN a.wal_archive_writable END,
     'snapshot_free_bytes', a.snapshot_free_bytes,
     'disk_reserve_bytes', a.disk_reserve_bytes,
     'data_free_bytes', a.data_free_bytes,
@@ -175,7 +237,10 @@ BEGIN
       'newest_file', a.wal_archive_newest,
       'needed_from', a.wal_needed_from,
       'server_last_archived', v_archiver.last_archived_wal,
-      'note', 'segments before needed_from serve no kept snapshot and are pruned after each snapshot'),
+      'note', CASE WHEN v_pgbackrest
+                   THEN 'unused: with the pgbackrest backend WAL is archived into the stanza (see backend)'
+                   ELSE 'segments before needed_from serve no kept snapshot and are pruned after each snapshot' END),
+    'backend', v_backend,
     'database_size_bytes', v_db_size,
     'cluster_size_bytes', v_cluster_size,
     'enough_disk', v_enough,

@@ -156,7 +156,7 @@ Datum TextDatum(const char* value) { return CStringGetTextDatum(value); }
 // a PostgreSQL call or plain C, so it runs under one PgGuard.
 Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* system_identifier,
                        bool may_read_settings) {
-  constexpr int kColumns = 21;
+  constexpr int kColumns = 27;
   Datum values[kColumns];
   bool nulls[kColumns];
   for (int i = 0; i < kColumns; ++i) nulls[i] = i >= 8;
@@ -203,6 +203,20 @@ Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* syst
       values[19] = CStringGetTextDatum(copy->snapshot_method_reason);
       values[20] = BoolGetDatum(copy->snapshot_method_possible);
       nulls[17] = nulls[18] = nulls[19] = nulls[20] = !method_known;
+      // The backend: check_ok, problem and checked_at stay NULL until a check has run (and for
+      // "local", which has none); the summary is NULL when the agent sent none.
+      values[21] = CStringGetTextDatum(copy->backend_kind);
+      nulls[21] = copy->backend_kind[0] == '\0';
+      values[22] = CStringGetTextDatum(copy->backend_stanza);
+      nulls[22] = copy->backend_stanza[0] == '\0';
+      values[23] = BoolGetDatum(copy->backend_check_ok);
+      nulls[23] = !copy->backend_checked;
+      values[24] = CStringGetTextDatum(copy->backend_problem);
+      nulls[24] = !copy->backend_checked || copy->backend_problem[0] == '\0';
+      values[25] = CStringGetTextDatum(copy->backend_summary);
+      nulls[25] = copy->backend_summary[0] == '\0';
+      values[26] = TimestampTzGetDatum(copy->backend_checked_at);
+      nulls[26] = !copy->backend_checked;
     }
   }
   values[7] = Int32GetDatum(copy->worker_pid);

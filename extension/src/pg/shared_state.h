@@ -37,6 +37,15 @@ struct SharedState {
   char snapshot_method[16];
   char snapshot_method_reason[512];
   bool snapshot_method_possible;
+  // The agent's backend ("" until an agent answered; "local" for older agents). backend_summary
+  // is a JSON object (FitBackendSummary), "" when there is none.
+  char backend_kind[16];
+  char backend_stanza[256];
+  bool backend_checked;
+  bool backend_check_ok;
+  TimestampTz backend_checked_at;
+  char backend_problem[1024];
+  char backend_summary[4096];
   TimestampTz checked_at;
 };
 

@@ -19,9 +19,11 @@ extern "C" {
 PGDLLEXPORT void safe_upgrade_worker_main(Datum arg);
 }
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
+#include "core/agent_facts.h"
 #include "gucs.h"
 #include "rpc/agent_client.h"
 #include "shared_state.h"
@@ -83,6 +85,17 @@ void CheckAgent() {
   AgentCallError err = client->Ping(ping);
   SharedState* s = Shared();
   TimestampTz now = PgGuard(&GetCurrentTimestamp);
+  // Fitted before the spinlock: JSON stays JSON, and text is cut between characters.
+  std::string backend_summary =
+      ping.backend_summary_json.empty()
+          ? std::string()
+          : FitBackendSummary(ping.backend_summary_json, sizeof s->backend_summary - 1);
+  std::string backend_problem = TruncateUtf8(ping.backend_problem, sizeof s->backend_problem - 1);
+  std::string backend_stanza = TruncateUtf8(ping.backend_stanza, sizeof s->backend_stanza - 1);
+  std::string backend_kind = ping.backend_kind.empty() ? "local" : ping.backend_kind;
+  TimestampTz backend_checked_at =
+      now -
+      static_cast<TimestampTz>(std::min<uint64_t>(ping.backend_checked_age_ms, 1000ULL * 86400 * 365)) * 1000;
   bool was_checked, was_reachable;
   // Under the spinlock only plain stores and snprintf: nothing that can raise an ERROR.
   SpinLockAcquire(&s->mutex);
@@ -111,6 +124,13 @@ void CheckAgent() {
     CopyString(s->snapshot_method, sizeof s->snapshot_method, ping.snapshot_method);
     CopyString(s->snapshot_method_reason, sizeof s->snapshot_method_reason, ping.snapshot_method_reason);
     s->snapshot_method_possible = ping.snapshot_method_possible;
+    CopyString(s->backend_kind, sizeof s->backend_kind, backend_kind);
+    CopyString(s->backend_stanza, sizeof s->backend_stanza, backend_stanza);
+    s->backend_checked = ping.backend_checked;
+    s->backend_check_ok = ping.backend_check_ok;
+    s->backend_checked_at = backend_checked_at;
+    CopyString(s->backend_problem, sizeof s->backend_problem, backend_problem);
+    CopyString(s->backend_summary, sizeof s->backend_summary, backend_summary);
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

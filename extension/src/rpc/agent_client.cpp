@@ -134,6 +134,13 @@ class GrpcAgentClient final : public AgentClient {
       out.snapshot_method_reason = resp.snapshot_method_reason();
       out.snapshot_method_possible = resp.snapshot_method_possible();
       out.facts_age_ms = resp.facts_age_ms();
+      out.backend_kind = resp.backend_kind();
+      out.backend_stanza = resp.backend_stanza();
+      out.backend_checked = resp.backend_checked();
+      out.backend_check_ok = resp.backend_check_ok();
+      out.backend_problem = resp.backend_problem();
+      out.backend_checked_age_ms = resp.backend_checked_age_ms();
+      out.backend_summary_json = resp.backend_summary_json();
     }
     return err;
   }

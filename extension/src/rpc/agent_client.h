@@ -45,6 +45,12 @@ struct AgentPing {
   bool snapshot_method_possible = true;
   // How old the agent's measurement of the host facts above is.
   uint64_t facts_age_ms = 0;
+  // The backend: "local" or "pgbackrest" ("" from older agents, which know only "local"); for
+  // pgbackrest the stanza, the last `pgbackrest check` (whether one ran, passed, its message and
+  // age) and the stanza's summary (a JSON object, see the proto).
+  std::string backend_kind, backend_stanza, backend_problem, backend_summary_json;
+  bool backend_checked = false, backend_check_ok = false;
+  uint64_t backend_checked_age_ms = 0;
 };
 
 struct AgentEvent {

@@ -61,6 +61,18 @@ TEST(PgBackRestInfo, a_stanza_without_backups_is_read_as_such) {
   EXPECT_FALSE(s.ok);
   EXPECT_EQ(s.status, "no valid backups");
   EXPECT_TRUE(s.backups.empty());
+  EXPECT_TRUE(s.Readable());
+}
+
+TEST(PgBackRestInfo, a_repository_that_cannot_be_read_is_not_taken_for_one_without_the_backup) {
+  // pgBackRest prints an unreadable repository as a status with exit code 0 and no backups.
+  PgBackRestStanza s = ParsePgBackRestInfo(
+      R"([{"archive":[],"backup":[],"db":[],"name":"main","repo":[{"cipher":"none","key":1,)"
+      R"("status":{"code":99,"message":"[FileOpenError] unable to open file"}}],)"
+      R"("status":{"code":99,"message":"other"}}])",
+      "main");
+  EXPECT_FALSE(s.Readable());
+  EXPECT_EQ(s.status_code, 99);
 }
 
 TEST(PgBackRestCommands, restore_command_quotes_every_word_and_names_the_recovering_directory) {
