@@ -94,6 +94,14 @@ void PrintPlan(std::ostream& out, const json& plan) {
   // Where the snapshot and the WAL a rollback replays live (the details stay in the PITR section).
   if (plan.contains("pitr") && plan["pitr"].is_object() && plan["pitr"].contains("backend"))
     out << "backend: " << BackendLine(plan["pitr"]["backend"]) << "\n";
+  // What archive_command runs, in order; every part must succeed for a segment to count archived.
+  if (plan.contains("pitr") && plan["pitr"].is_object() && plan["pitr"].contains("archive_chain") &&
+      plan["pitr"]["archive_chain"].is_array() && !plan["pitr"]["archive_chain"].empty()) {
+    std::string chain;
+    for (const auto& part : plan["pitr"]["archive_chain"])
+      chain += (chain.empty() ? "" : " && ") + JsonString(part, "kind", "other");
+    out << "archive_command runs: " << chain << "\n";
+  }
   struct Section {
     const char* title;
     const char* key;

@@ -125,3 +125,20 @@ AS $fn$
   INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail) VALUES ($1, $2, $3, $4, $5);
   SELECT @extschema@._wake_worker_at_commit();
 $fn$;
+
+-- The commands an archive_command chains with && (a site's own tool, then the agent's wal-push:
+-- both must succeed for PostgreSQL to count a segment archived), each with what it is: the
+-- agent's "wal-push", pgBackRest's "archive-push", or "other". plan() reports it as
+-- pitr.archive_chain; an empty array when archiving runs no command.
+CREATE FUNCTION @extschema@._archive_chain(archive_command text)
+RETURNS jsonb LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'command', part,
+           'kind', CASE WHEN part ~ '(^|/|'')safe-upgrade-agent''?\s+wal-push(\s|$)' THEN 'agent wal-push'
+                        WHEN part ~ '(^|/|'')pgbackrest''?\s.*archive-push(\s|$)' THEN 'pgbackrest archive-push'
+                        ELSE 'other' END) ORDER BY n), '[]'::jsonb)
+  FROM (SELECT btrim(p) AS part, n
+          FROM unnest(string_to_array(coalesce($1, ''), '&&')) WITH ORDINALITY AS t(p, n)) parts
+  WHERE part <> '' AND part <> '(disabled)'
+$fn$;

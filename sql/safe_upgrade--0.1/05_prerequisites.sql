@@ -91,6 +91,14 @@ BEGIN
                                            v_stanza_hint)
                                ELSE 'Set archive_mode = on with an archive_command '
                                     '(the agent''s "safe-upgrade-agent wal-push") and restart the server.' END;
+  ELSIF v_failing THEN
+    -- Every command of a chain must succeed: one that fails keeps each segment out of every archive.
+    v_reasons := v_reasons || format('the archiver is failing: its last attempt (WAL file %s, at %s) failed after '
+                                     'its last success, so WAL does not reach the archive a rollback reads',
+                                     (SELECT s.last_failed_wal FROM pg_catalog.pg_stat_archiver s),
+                                     (SELECT s.last_failed_time FROM pg_catalog.pg_stat_archiver s));
+    v_hints := v_hints || 'Read the server log for archive_command''s error (each command of a chain joined '
+                          'with && must succeed), fix it, and plan again once pg_stat_archiver shows a success.'::text;
   ELSIF coalesce(v_archive_command, '') IN ('', '(disabled)') AND coalesce(v_archive_library, '') = '' THEN
     v_reasons := v_reasons || 'archive_mode is on but neither archive_command nor archive_library is set'::text;
     v_hints := v_hints || CASE WHEN v_pgbackrest
@@ -216,6 +224,7 @@ BEGIN
     'archive_mode', v_archive_mode,
     'archive_command', v_archive_command,
     'archive_library', v_archive_library,
+    'archive_chain', @extschema@._archive_chain(v_archive_command),
     'archiver_failing', v_failing,
     'agent_reachable', coalesce(a.reachable, false),
     'agent_error', a.last_error,

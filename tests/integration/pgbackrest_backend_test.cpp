@@ -13,6 +13,7 @@
 #include "base/fs_util.h"
 #include "fixtures.h"
 #include "object_store.h"
+#include "pg_errors.h"
 #include "pgbackrest_stanza.h"
 #include "postgres/catalog.h"
 #include "test_cluster.h"
@@ -169,6 +170,33 @@ TEST_F(PgBackRestBackend,
   std::string error =
       c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
   EXPECT_NE(error.find("repository cannot be read"), std::string::npos) << error;
+}
+
+// An archive_command that does not archive into the stanza: the agent's periodic pgbackrest
+// check fails, and plan() and begin() refuse, quoting pgBackRest.
+TEST_F(PgBackRestBackend, a_stanza_whose_archive_does_not_work_blocks_plan_and_begin) {
+  TestCluster c({.backend = "pgbackrest"});
+  c.Exec("CREATE EXTENSION su_fixture_counter VERSION '1.0'");
+  c.Exec("ALTER SYSTEM SET archive_command = '/bin/true'");
+  c.Exec("SELECT pg_reload_conf()");
+  ASSERT_TRUE(WaitUntil([&] { return c.Scalar("SHOW archive_command") == "/bin/true"; }, 30s));
+  json plan;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        plan = json::parse(c.Scalar("SELECT safe_upgrade.plan('su_fixture_counter', '1.1')::text"));
+        return plan["reasons"].dump().find("pgbackrest check failed") != std::string::npos;
+      },
+      180s, 1s))
+      << plan.dump(2);
+  EXPECT_EQ(plan.value("verdict", ""), "blocked");
+  const json& backend = plan["pitr"]["backend"];
+  EXPECT_EQ(backend.value("kind", ""), "pgbackrest") << backend.dump();
+  EXPECT_EQ(backend.value("stanza", ""), "sandbox") << backend.dump();
+  EXPECT_EQ(backend.value("check_ok", true), false) << backend.dump();
+  auto conn = c.Connect();
+  PgError e = ErrorOf(*conn, "SELECT safe_upgrade.begin('su_fixture_counter', '1.1')");
+  EXPECT_EQ(e.sqlstate(), "55000") << e.Full();
+  EXPECT_NE(e.detail().find("pgbackrest check failed"), std::string::npos) << e.Full();
 }
 
 // The same backend with the repository in an object store: S3 served by s3rver on loopback, over
