@@ -16,51 +16,30 @@ namespace {
 // The stanza's archive: `pgbackrest check` switches WAL and waits until the segment holding the
 // restore point is archived, then every segment from the backup's start to the restore point
 // must be listed in the repository.
-nlohmann::json ProveStanzaCovers(const AgentConfig& config, const std::string& sid,
-                                 const nlohmann::json& meta, const RestorePointRecord& restore_point,
-                                 const nlohmann::json& refused) {
+nlohmann::json ProveStanzaCovers(const AgentConfig& config, const nlohmann::json& meta,
+                                 const RestorePointRecord& restore_point) {
   PgBackRest pgbackrest(config);
-  try {
-    pgbackrest.Check(std::chrono::seconds(60));
-    auto conn = ConnectProduction(config, "safe-upgrade-agent archive proof");
-    uint32_t seg_size = static_cast<uint32_t>(
-        std::stoul(conn->Exec("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").Scalar()));
-    conn.reset();
-    std::string first =
-        WalSegmentName(restore_point.timeline, ParseLsn(meta.value("backup_start_lsn", "0/0")), seg_size);
-    std::string last = WalSegmentName(restore_point.timeline, ParseLsn(restore_point.lsn), seg_size);
-    PgBackRestStanza stanza = pgbackrest.Info();
-    std::vector<std::string> have =
-        pgbackrest.ArchivedSegments(stanza.archive_id, restore_point.timeline, first, last);
-    // Segments are consecutive: the count between first and last tells whether one is missing.
-    uint64_t wanted = (ParseLsn(restore_point.lsn) / seg_size) -
-                      (ParseLsn(meta.value("backup_start_lsn", "0/0")) / seg_size) + 1;
-    if (have.size() != wanted) {
-      std::string missing;
-      for (uint64_t n = ParseLsn(meta.value("backup_start_lsn", "0/0")) / seg_size;
-           n <= ParseLsn(restore_point.lsn) / seg_size; ++n) {
-        std::string name = WalSegmentName(restore_point.timeline, n * uint64_t{seg_size}, seg_size);
-        if (!std::binary_search(have.begin(), have.end(), name)) {
-          missing = name;
-          break;
-        }
-      }
-      throw JobFailure("a rollback of upgrade " + sid + " could not replay its WAL: segment " + missing +
-                           " is not in " + pgbackrest.Describe() + "; production is not touched",
-                       refused);
-    }
-    return {{"segments", have.size()},
-            {"from_lsn", meta.value("backup_start_lsn", "")},
-            {"to_lsn", restore_point.lsn},
-            {"timeline", restore_point.timeline},
-            {"archive", "pgbackrest stanza " + config.backend.stanza}};
-  } catch (const JobFailure&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw JobFailure(std::string("a rollback of upgrade ") + sid + " could not replay its WAL: " + e.what() +
-                         "; production is not touched",
-                     refused);
-  }
+  pgbackrest.Check(std::chrono::seconds(60));
+  auto conn = ConnectProduction(config, "safe-upgrade-agent archive proof");
+  uint64_t seg_size =
+      std::stoull(conn->Exec("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").Scalar());
+  conn.reset();
+  uint64_t from = ParseLsn(meta.value("backup_start_lsn", "0/0")) / seg_size;
+  uint64_t to = ParseLsn(restore_point.lsn) / seg_size;
+  auto name = [&](uint64_t n) {
+    return WalSegmentName(restore_point.timeline, n * seg_size, static_cast<uint32_t>(seg_size));
+  };
+  PgBackRestStanza stanza = pgbackrest.Info();
+  std::vector<std::string> have =
+      pgbackrest.ArchivedSegments(stanza.archive_id, restore_point.timeline, name(from), name(to));
+  for (uint64_t n = from; n <= to; ++n)
+    if (!std::binary_search(have.begin(), have.end(), name(n)))
+      throw std::runtime_error("WAL segment " + name(n) + " is not in " + pgbackrest.Describe());
+  return {{"segments", have.size()},
+          {"from_lsn", meta.value("backup_start_lsn", "")},
+          {"to_lsn", restore_point.lsn},
+          {"timeline", restore_point.timeline},
+          {"archive", "pgbackrest stanza " + config.backend.stanza}};
 }
 
 }  // namespace
@@ -87,8 +66,8 @@ nlohmann::json ProveRollbackWal(const AgentConfig& config, int64_t upgrade_id,
   uint64_t from = ParseLsn(meta.value("backup_start_lsn", "0/0"));
   uint64_t to = ParseLsn(restore_point.lsn);
   uint64_t system_identifier = std::stoull(meta.value("system_identifier", "0"));
-  if (config.backend.IsPgBackRest()) return ProveStanzaCovers(config, sid, meta, restore_point, refused);
   try {
+    if (config.backend.IsPgBackRest()) return ProveStanzaCovers(config, meta, restore_point);
     size_t segments = ProveWalArchiveCovers(config, system_identifier, restore_point.timeline, from, to);
     return {{"segments", segments},
             {"from_lsn", meta.value("backup_start_lsn", "")},

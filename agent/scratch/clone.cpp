@@ -101,19 +101,25 @@ void Clone::Create(double progress_from, double progress_to) {
   WriteSettings();
 }
 
+// Refuses when the clone's needed bytes would eat into the reserve; then makes its directories.
+void Clone::MakeRoom(uint64_t needed) {
+  const AgentConfig& config = ctx_.config();
+  uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
+  uint64_t free_bytes = FreeBytes(config.ClonesDir());
+  if (free_bytes < needed + reserve)
+    throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
+                     Megabytes(needed) + " plus the reserve of " + Megabytes(reserve) + ", and " +
+                     Megabytes(free_bytes) + " are free");
+  EnsureDir(dir_, 0700);
+  if (PathInside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+}
+
 // A snapshot that is a pgBackRest backup is restored from the stanza's repository straight into
 // the clone: no copy of the cluster lies on this host beforehand.
 void Clone::RestoreFromStanza(const json& meta, double progress_to) {
   const AgentConfig& config = ctx_.config();
   uint64_t total = meta.value("size_bytes", uint64_t{0});
-  uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
-  uint64_t free_bytes = FreeBytes(config.ClonesDir());
-  if (free_bytes < total + reserve)
-    throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
-                     Megabytes(total) + " plus the reserve of " + Megabytes(reserve) + ", and " +
-                     Megabytes(free_bytes) + " are free");
-  EnsureDir(dir_, 0700);
-  if (PathInside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+  MakeRoom(total);
   std::string label = meta["pgbackrest"].value("label", "");
   ctx_.Info("clone", "restoring pgBackRest backup " + label + " (" + Megabytes(total) + ") into " + data_dir_,
             {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}, {"label", label}});
@@ -137,17 +143,8 @@ void Clone::CopySnapshot(double progress_from, double progress_to) {
     throw JobFailure("snapshot " + snapshot_id_ + " has no data directory (" + source + ")");
   // The snapshot's tablespaces are copied into the clone too.
   uint64_t total = TreeSize(source) + LinkedTablespaceBytes(source);
-  uint64_t reserve = config.disk_reserve_mb * 1024 * 1024;
-  uint64_t free_bytes = FreeBytes(config.ClonesDir());
   // A copy that shares the snapshot's extents takes no data blocks until the clone writes.
-  uint64_t needed = CopiesShareExtents(source, config.ClonesDir()) ? 0 : total;
-  if (free_bytes < needed + reserve)
-    throw JobFailure("not enough free space for the dry-run clone in " + config.ClonesDir() + ": it needs " +
-                     Megabytes(needed) + " plus the reserve of " + Megabytes(reserve) + ", and " +
-                     Megabytes(free_bytes) + " are free");
-
-  EnsureDir(dir_, 0700);
-  if (PathInside(socket_dir_, dir_)) EnsureDir(socket_dir_, 0700);
+  MakeRoom(CopiesShareExtents(source, config.ClonesDir()) ? 0 : total);
   ctx_.Info("clone", "copying snapshot " + snapshot_id_ + " (" + Megabytes(total) + ") into " + data_dir_,
             {{"snapshot_id", snapshot_id_}, {"bytes", total}, {"clone_dir", dir_}});
 

@@ -56,6 +56,7 @@ class Clone {
   nlohmann::json ToJson() const;
 
  private:
+  void MakeRoom(uint64_t needed);
   void CopySnapshot(double progress_from, double progress_to);
   void RestoreFromStanza(const nlohmann::json& meta, double progress_to);
   void WriteSettings();
