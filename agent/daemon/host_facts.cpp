@@ -144,16 +144,21 @@ void HostFactsRefresher::MeasureBackend(BackendFacts& next, bool everything,
   uint64_t generation = jobs_.Generation();
   bool due = !next.checked || now - check_at_ >= kCheckInterval || generation != check_generation_;
   if (everything || !due || !jobs_.ActiveJobId().empty()) return;
+  bool ok = true;
+  std::string problem;
   try {
     pgbackrest.Check(kCheckTimeout);
-    next.check_ok = true;
-    next.check_problem.clear();
   } catch (const std::exception& e) {
-    if (next.check_ok || next.check_problem != ProtoSafeText(e.what()))
-      spdlog::warn("{}: pgbackrest check failed: {}", pgbackrest.Describe(), e.what());
-    next.check_ok = false;
-    next.check_problem = ProtoSafeText(e.what());
+    ok = false;
+    problem = ProtoSafeText(e.what());
   }
+  // A job that started meanwhile may have restarted the server under the check (a rollback):
+  // such a result says nothing about the archive, and the check runs again once the job ends.
+  if (jobs_.Generation() != generation || !jobs_.ActiveJobId().empty()) return;
+  if (!ok && (next.check_ok || next.check_problem != problem))
+    spdlog::warn("{}: pgbackrest check failed: {}", pgbackrest.Describe(), problem);
+  next.check_ok = ok;
+  next.check_problem = problem;
   next.checked = true;
   next.checked_at = std::chrono::system_clock::now();
   // The check's own WAL switch and wait are not counted against the interval.
