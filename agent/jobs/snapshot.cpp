@@ -87,6 +87,15 @@ void CheckFreeSpace(JobContext& ctx, PgConn& conn, const std::string& snapshot_i
            detail);
 }
 
+// The control database's extensions and their versions once the backup is taken.
+nlohmann::json ExtensionVersions(const AgentConfig& config) {
+  nlohmann::json extensions = nlohmann::json::object();
+  auto conn = ConnectProduction(config, "safe-upgrade-agent snapshot");
+  for (const auto& row : conn->Exec("SELECT extname::text, extversion FROM pg_extension ORDER BY 1").rows)
+    extensions[row[0].value_or("")] = row[1].value_or("");
+  return extensions;
+}
+
 // Our own scratch copies from an interrupted run of this job: never a published snapshot.
 void RemoveLeftovers(JobContext& ctx, const std::string& dir) {
   for (const char* name : {"data.partial", "data.superseded", "snapshot.superseded.json",
@@ -176,12 +185,7 @@ nlohmann::json TakeAndRecordPgBackRestSnapshot(JobContext& ctx, const UpgradeRec
   auto started = std::chrono::steady_clock::now();
   PgBackRestTaken taken = TakePgBackRestSnapshot(ctx, served_sysid);
   const PgBackRestBackup& b = taken.backup;
-  nlohmann::json extensions = nlohmann::json::object();
-  {
-    auto after = ConnectProduction(config, "safe-upgrade-agent snapshot");
-    for (const auto& row : after->Exec("SELECT extname::text, extversion FROM pg_extension ORDER BY 1").rows)
-      extensions[row[0].value_or("")] = row[1].value_or("");
-  }
+  nlohmann::json extensions = ExtensionVersions(config);
   double duration_s = SecondsSince(started);
   nlohmann::json meta = {
       {"snapshot_id", snapshot_id},
@@ -308,12 +312,7 @@ nlohmann::json RunSnapshotJob(JobContext& ctx) {
   if (backup_facts.system_identifier != served_sysid)
     throw JobFailure("the backup's system identifier " + std::to_string(backup_facts.system_identifier) +
                      " differs from the cluster's " + std::to_string(served_sysid));
-  nlohmann::json extensions = nlohmann::json::object();
-  {
-    auto after = ConnectProduction(config, "safe-upgrade-agent snapshot");
-    for (const auto& row : after->Exec("SELECT extname::text, extversion FROM pg_extension ORDER BY 1").rows)
-      extensions[row[0].value_or("")] = row[1].value_or("");
-  }
+  nlohmann::json extensions = ExtensionVersions(config);
   uint64_t size_bytes = TreeSize(partial);
   for (auto& ts : layout.tablespaces) {
     std::string copy = JoinPath(target.tablespaces_partial, ts.oid);

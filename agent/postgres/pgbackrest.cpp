@@ -137,14 +137,11 @@ std::vector<std::string> PgBackRest::Argv(const std::string& command, std::vecto
 }
 
 ProcessResult PgBackRest::Run(const std::string& command, std::vector<std::string> options,
-                              std::chrono::seconds timeout,
-                              const std::function<void(const std::string&)>& on_line,
-                              std::vector<std::string> args) const {
+                              std::chrono::seconds timeout, std::vector<std::string> args) const {
   ProcessOptions opt;
   opt.env["LC_ALL"] = "C";
   opt.timeout = timeout;
   opt.low_priority = command == "backup" || command == "restore" || command == "verify";
-  opt.on_stderr_line = on_line;
   ProcessResult r;
   try {
     r = RunProcess(Argv(command, std::move(options), std::move(args)), opt);
@@ -166,14 +163,13 @@ PgBackRestStanza PgBackRest::Info() const {
 }
 
 PgBackRestBackup PgBackRest::Backup(const std::string& type, bool fast_checkpoint,
-                                    std::chrono::seconds timeout,
-                                    const std::function<void(const std::string&)>& on_line) const {
+                                    std::chrono::seconds timeout) const {
   std::vector<std::string> before;
   for (const auto& b : Info().backups) before.push_back(b.label);
   Run("backup",
       {"--type=" + type, std::string("--start-fast=") + (fast_checkpoint ? "y" : "n"), "--archive-copy",
        "--archive-check"},
-      timeout, on_line);
+      timeout);
   PgBackRestStanza after = Info();
   // The newest backup that was not there before is ours (pgBackRest takes one backup of a
   // stanza at a time, under its lock).
@@ -218,12 +214,12 @@ std::vector<std::string> PgBackRest::ArchivedSegments(const std::string& archive
   // The repository keeps segments in one directory per 4 GB: archive/<stanza>/<id>/<first 16>/.
   std::string dirs_from = first.substr(0, 16), dirs_to = last.substr(0, 16);
   std::string root = "archive/" + config_.backend.stanza + "/" + archive_id;
-  json dirs = json::parse(Run("repo-ls", {"--output=json"}, std::chrono::seconds(120), {}, {root}).out);
+  json dirs = json::parse(Run("repo-ls", {"--output=json"}, std::chrono::seconds(120), {root}).out);
   for (const auto& [dir, entry] : dirs.items()) {
     if (dir.size() != 16 || dir < dirs_from || dir > dirs_to) continue;
     if (TimelineOfSegment(dir) != timeline) continue;
     json files =
-        json::parse(Run("repo-ls", {"--output=json"}, std::chrono::seconds(120), {}, {root + "/" + dir}).out);
+        json::parse(Run("repo-ls", {"--output=json"}, std::chrono::seconds(120), {root + "/" + dir}).out);
     for (const auto& [file, meta] : files.items()) {
       std::string name = file.substr(0, 24);
       if (!std::regex_match(name, segment) || (file.size() > 24 && file[24] != '-')) continue;

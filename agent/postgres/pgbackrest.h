@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -49,8 +48,8 @@ struct PgBackRestStanza {
   nlohmann::json ToJson() const;
 };
 
-// How a restore leaves recovery: "none" writes no recovery settings (the backup's own WAL,
-// copied into it, reaches consistency; the caller writes its own settings).
+// Which backup to restore, and where. Restores are --type=none: pgBackRest writes no recovery
+// settings (the WAL copied into the backup reaches consistency; the caller writes its own).
 struct PgBackRestRestore {
   std::string label, dest;
 };
@@ -64,8 +63,7 @@ class PgBackRest {
   PgBackRestStanza Info() const;
   // A backup of backup.backup_type (pgBackRest takes a full one when none exists yet), with the
   // WAL it needs for consistency copied into it; returns it as info describes it.
-  PgBackRestBackup Backup(const std::string& type, bool fast_checkpoint, std::chrono::seconds timeout,
-                          const std::function<void(const std::string&)>& on_line = {}) const;
+  PgBackRestBackup Backup(const std::string& type, bool fast_checkpoint, std::chrono::seconds timeout) const;
   // `pgbackrest verify --set`: the backup's files and the WAL it needs, checked in the repository.
   void Verify(const std::string& label, std::chrono::seconds timeout) const;
   // Restores label into dest (created empty, mode 0700), with no recovery settings of its own.
@@ -84,8 +82,7 @@ class PgBackRest {
   std::vector<std::string> Argv(const std::string& command, std::vector<std::string> options,
                                 std::vector<std::string> args = {}) const;
   ProcessResult Run(const std::string& command, std::vector<std::string> options,
-                    std::chrono::seconds timeout, const std::function<void(const std::string&)>& on_line = {},
-                    std::vector<std::string> args = {}) const;
+                    std::chrono::seconds timeout, std::vector<std::string> args = {}) const;
 
   const AgentConfig& config_;
 };
