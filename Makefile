@@ -12,8 +12,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # Debian packages the build, the tests and the demo need.
 DEB_PACKAGES = build-essential cmake pkg-config postgresql-15 postgresql-contrib-15 postgresql-server-dev-15 \
   libpq-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libspdlog-dev \
-  libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev \
-  postgresql-15-postgis-3 postgresql-15-postgis-3-scripts openssl pgbackrest gnuplot-nox jq xfsprogs
+  libgtest-dev libgmock-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libcurl4-openssl-dev \
+  postgresql-15-postgis-3 postgresql-15-postgis-3-scripts openssl pgbackrest gnuplot-nox jq xfsprogs \
+  patroni etcd-server
 
 .PHONY: all cmake-build extension fixtures install install-extension deps object-store-deps check unit-check regress-check demo bench clean
 

@@ -75,6 +75,7 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
     out << StateMeaning(state) << "\n";
   if (!error.empty()) out << "  reason: " << error << "\n";
   PrintDatabases(out, doc.databases, "  ");
+  PrintUpgradeStandbys(out, doc.standbys, "  ");
 
   auto timeline = PhaseTimeline(doc);
   PrintPhases(out, doc, timeline);

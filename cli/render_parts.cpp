@@ -90,6 +90,18 @@ void PrintDatabases(std::ostream& out, const json& databases, const std::string&
   t.Print(out, indent + "  ");
 }
 
+void PrintUpgradeStandbys(std::ostream& out, const json& standbys, const std::string& indent) {
+  if (!standbys.is_array() || standbys.empty()) return;
+  Table t({"standby", "sync", "slot", "rewindable", "agent", "outcome", "error"});
+  auto yes_no = [](const json& v) { return v.is_boolean() ? (v.get<bool>() ? "yes" : "no") : "unknown"; };
+  for (const auto& s : standbys)
+    t.AddRow({JsonString(s, "name"), JsonString(s, "sync_state", "-"), JsonString(s, "slot_name", "-"),
+              yes_no(JsonMember(s, "rewindable")), yes_no(JsonMember(s, "has_agent")), JsonString(s, "outcome"),
+              OneLine(JsonString(s, "error"))});
+  out << indent << "standbys:\n";
+  t.Print(out, indent + "  ");
+}
+
 void PrintPhases(std::ostream& out, const UpgradeDoc& doc, const std::vector<PhaseSpan>& timeline) {
   Table phases({"phase", "started", "duration"});
   for (const auto& p : timeline)

@@ -1,5 +1,5 @@
-// Pieces the renderers share (renderers.h): list items, millisecond durations, the drift, check
-// and database tables, and the phase table.
+// Pieces the renderers share (renderers.h): list items, millisecond durations, the drift, check,
+// database and standby tables, and the phase table.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -24,6 +24,9 @@ void PrintDrift(std::ostream& out, const nlohmann::json& drift, const std::strin
 void PrintChecks(std::ostream& out, const nlohmann::json& checks, const std::string& indent);
 // One line per database of the upgrade: where it started and how far it got.
 void PrintDatabases(std::ostream& out, const nlohmann::json& databases, const std::string& indent);
+// One line per standby of the upgrade (upgrade_standbys): what it was when the upgrade began and,
+// after a rollback, what became of it.
+void PrintUpgradeStandbys(std::ostream& out, const nlohmann::json& standbys, const std::string& indent);
 // The phase table: each phase, when it started (since the upgrade was created), how long it took.
 void PrintPhases(std::ostream& out, const UpgradeDoc& doc, const std::vector<PhaseSpan>& timeline);
 

@@ -52,6 +52,40 @@ std::string BackendLine(const json& backend) {
   return line;
 }
 
+// What the agent knows of a standby's agent, in a word or two.
+std::string StandbyAgentWord(const json& standby) {
+  const json& has_agent = JsonMember(standby, "has_agent");
+  if (!has_agent.is_boolean()) return "unknown";
+  if (!has_agent.get<bool>()) return "none";
+  const json& agent = JsonMember(standby, "agent");
+  const json& reachable = JsonMember(agent, "reachable");
+  if (!reachable.is_boolean() || !reachable.get<bool>()) return "unreachable";
+  const json& same_system = JsonMember(agent, "system_identifier_matches");
+  if (same_system.is_boolean() && !same_system.get<bool>()) return "other cluster";
+  const json& pg_rewind = JsonMember(agent, "pg_rewind");
+  return pg_rewind.is_boolean() && !pg_rewind.get<bool>() ? "ok, no pg_rewind" : "ok";
+}
+
+// One line per standby: whether it streams, how far behind it replays, and whether a rollback
+// could bring it along (rewind, agent).
+void PrintStandbys(std::ostream& out, const json& standbys) {
+  if (!standbys.is_array() || standbys.empty()) {
+    out << "\nstandbys: (none)\n";
+    return;
+  }
+  Table t({"standby", "state", "sync", "replay lag", "rewindable", "agent"});
+  for (const auto& s : standbys) {
+    if (!s.is_object()) continue;
+    auto lag = JsonNumber(s, "replay_lag_seconds");
+    const json& rewindable = JsonMember(s, "rewindable");
+    t.AddRow({JsonString(s, "name"), JsonString(s, "state", "-"), JsonString(s, "sync_state", "-"),
+              lag ? FormatDuration(*lag) : "-",
+              rewindable.is_boolean() ? (rewindable.get<bool>() ? "yes" : "no") : "-", StandbyAgentWord(s)});
+  }
+  out << "\nstandbys:\n";
+  t.Print(out, "  ");
+}
+
 }  // namespace
 
 void PrintPlan(std::ostream& out, const json& plan) {
@@ -79,6 +113,18 @@ void PrintPlan(std::ostream& out, const json& plan) {
     } else {
       out << "  " << key << ": " << JsonText(*items) << "\n";
     }
+  }
+  // What does not block but should be known (standbys a rollback leaves behind), each with its hint.
+  if (const json* warnings = take("warnings"); warnings && warnings->is_array() && !warnings->empty()) {
+    const json* hints = take("warning_hints");
+    out << "  warnings (not blocking):\n";
+    for (size_t i = 0; i < warnings->size(); ++i) {
+      out << "  - " << OneLine(PlainItem((*warnings)[i])) << "\n";
+      if (hints && hints->is_array() && i < hints->size())
+        out << "    " << OneLine(PlainItem((*hints)[i])) << "\n";
+    }
+  } else {
+    take("warning_hints");
   }
   // The extension and versions in one line (installed_version is null when the databases differ).
   {
@@ -127,6 +173,7 @@ void PrintPlan(std::ostream& out, const json& plan) {
     out << "\n" << s.title << ":\n";
     PrintJsonValue(out, *value, "  ");
   }
+  if (const json* standbys = take("standbys")) PrintStandbys(out, *standbys);
   for (auto it = plan.begin(); it != plan.end(); ++it) {
     if (done.count(it.key())) continue;
     std::string title = it.key();

@@ -23,6 +23,7 @@ void PrintStatus(std::ostream& out, const UpgradeDoc& doc) {
   if (options.is_object() && !options.empty()) out << "  options:  " << options.dump() << "\n";
   if (!IsTerminalState(state)) {
     PrintDatabases(out, doc.databases, "  ");
+    PrintUpgradeStandbys(out, doc.standbys, "  ");
     std::string error = JsonString(doc.upgrade, "error");
     if (!error.empty()) out << "  last error: " << error << "\n";
     auto progress = JsonNumber(doc.upgrade, "progress");

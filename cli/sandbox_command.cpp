@@ -32,6 +32,7 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
   static std::string dir;
   static int port = 0;
   static std::string backend = "local";
+  static int standbys = 0;
 
   auto* up = sandbox->add_subcommand("up", "create the sandbox, or start whatever of it is not running");
   up->add_option("--dir", dir, "sandbox directory")->required();
@@ -40,11 +41,16 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
                  "where snapshots and archived WAL live: local (the agent's own) or pgbackrest (a stanza "
                  "in a repository inside the sandbox); chosen when the sandbox is created")
       ->check(CLI::IsMember({"local", "pgbackrest"}));
+  up->add_option("--standbys", standbys,
+                 "streaming standbys on this machine, each with its own agent, in DIR/standby1 ... (0-9); "
+                 "chosen when the sandbox is created")
+      ->check(CLI::Range(0, 9));
   up->callback([&exit_code] {
     Run(exit_code, "sandbox up failed: ", [] {
       SandboxOptions options;
       options.port = port;
       options.backend = backend;
+      options.standbys = standbys;
       options.progress = [](const std::string& line) { std::cerr << "sandbox: " << line << "\n"; };
       SandboxInfo info = SandboxUp(dir, options);
       std::cout << "sandbox is up in " << info.dir << "\n"
@@ -53,6 +59,9 @@ void AddSandboxCommands(CLI::App& app, int& exit_code) {
       if (info.agent_config.backend.IsPgBackRest())
         std::cout << "  backend: pgBackRest stanza \"" << info.agent_config.backend.stanza << "\" ("
                   << info.agent_config.backend.config << ")\n";
+      for (const auto& standby : info.standbys)
+        std::cout << "  standby: " << standby.dir << " (port " << standby.port << ", agent "
+                  << standby.agent_config.listen << ", env " << standby.env_path << ")\n";
       std::cout << "  logs:    " << info.dir << "/postgres.log, " << info.dir << "/agent.log\n"
                 << "connect with:  set -a; . " << info.env_path << "; set +a; psql\n";
     });

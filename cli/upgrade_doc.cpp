@@ -24,6 +24,8 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
       "u.id),"
       "  'databases', coalesce((SELECT jsonb_agg(to_jsonb(d) - 'upgrade_id' ORDER BY d.datname) "
       "FROM safe_upgrade.upgrade_databases d WHERE d.upgrade_id = u.id), '[]'),"
+      "  'standbys', coalesce((SELECT jsonb_agg(to_jsonb(s) - 'upgrade_id' ORDER BY s.name) "
+      "FROM safe_upgrade.upgrade_standbys s WHERE s.upgrade_id = u.id), '[]'),"
       "  'events', coalesce((SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('at_epoch', extract(epoch "
       "FROM e.at))"
       "                                       ORDER BY e.id)"
@@ -38,6 +40,7 @@ std::optional<UpgradeDoc> LoadUpgradeDoc(PgConn& conn, int64_t id, int64_t after
   doc.upgrade = j["upgrade"];
   doc.restore_point = j["restore_point"];
   doc.databases = j["databases"];
+  doc.standbys = j["standbys"];
   doc.events = j["events"];
   doc.created_epoch = JsonNumber(j, "created_epoch").value_or(0);
   doc.updated_epoch = JsonNumber(j, "updated_epoch").value_or(0);

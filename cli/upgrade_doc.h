@@ -1,5 +1,5 @@
 // One upgrade as the command line sees it, read from the catalog tables (upgrades, events,
-// restore_points, upgrade_databases, which are part of the contract). Its renderings are in
+// restore_points, upgrade_databases, upgrade_standbys, which are part of the contract). Its renderings are in
 // renderers.h (for people) and upgrade_json.h (--json); its phases in timeline.h.
 #pragma once
 
@@ -17,6 +17,7 @@ struct UpgradeDoc {
   nlohmann::json upgrade;        // the upgrades row (to_jsonb)
   nlohmann::json restore_point;  // the restore_points row, or null
   nlohmann::json databases;      // the upgrade_databases rows, in name order
+  nlohmann::json standbys;       // the upgrade_standbys rows, in name order
   nlohmann::json events;         // events rows with id > the cursor asked for, each plus "at_epoch"
   double created_epoch = 0, updated_epoch = 0, now_epoch = 0;  // server clock
 

@@ -41,6 +41,7 @@ json DocToJson(const UpgradeDoc& doc) {
           {"phases", phases},
           {"restore_point", doc.restore_point},
           {"databases", doc.databases},
+          {"standbys", doc.standbys},
           {"data_loss_window", window.is_object() && !window.empty() ? window : json()},
           {"report", doc.Report()},
           {"events", events}};

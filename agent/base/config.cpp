@@ -26,6 +26,32 @@ void Read(const toml::table& tbl, const std::string& section, const std::string&
   throw ConfigError(section + "." + key + ": wrong type");
 }
 
+// [[standby]] tables: name (the standby's application_name) and agent (its address).
+void ReadStandbys(const toml::table& tbl, AgentConfig& c) {
+  auto node = tbl["standby"];
+  if (!node) return;
+  const toml::array* list = node.as_array();
+  if (!list) throw ConfigError("standby: must be an array of tables ([[standby]])");
+  static const std::regex standby_name("[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}");
+  for (size_t i = 0; i < list->size(); ++i) {
+    const toml::table* entry = (*list)[i].as_table();
+    std::string where = "standby[" + std::to_string(i) + "]";
+    if (!entry) throw ConfigError(where + ": must be a table ([[standby]])");
+    AgentConfig::StandbyAgent standby;
+    auto name = (*entry)["name"].value<std::string>();
+    auto agent = (*entry)["agent"].value<std::string>();
+    if (!name || !std::regex_match(*name, standby_name))
+      throw ConfigError(where + ".name: missing or not a standby's application_name (letters, digits, "
+                        "'_', '.', '-')");
+    if (!agent || agent->empty()) throw ConfigError(where + ".agent: missing (the standby agent's address)");
+    for (const auto& seen : c.standbys)
+      if (seen.name == *name) throw ConfigError(where + ".name: \"" + *name + "\" is listed twice");
+    standby.name = *name;
+    standby.agent = *agent;
+    c.standbys.push_back(standby);
+  }
+}
+
 std::string Quote(const std::string& s) {
   std::ostringstream o;
   o << toml::value<std::string>(s);
@@ -95,6 +121,12 @@ AgentConfig ParseAgentConfig(const std::string& toml_text, const std::string& so
   if (c.backend.backup_type != "incr" && c.backend.backup_type != "diff" && c.backend.backup_type != "full")
     throw ConfigError("backend.backup_type: \"" + c.backend.backup_type +
                       "\" is not one of \"incr\", \"diff\", \"full\"");
+  Read(tbl, "agent", "role", c.role);
+  if (c.role != "primary" && c.role != "standby")
+    throw ConfigError("agent.role: \"" + c.role + "\" is not one of \"primary\", \"standby\"");
+  ReadStandbys(tbl, c);
+  Read(tbl, "patroni", "rest_api", c.patroni.rest_api);
+  Read(tbl, "patroni", "ca_file", c.patroni.ca_file);
   Read(tbl, "tls", "ca_file", c.tls_ca_file);
   Read(tbl, "tls", "cert_file", c.tls_cert_file);
   Read(tbl, "tls", "key_file", c.tls_key_file);
@@ -157,6 +189,24 @@ void ValidateAgentConfig(const AgentConfig& c, bool data_directory_may_be_missin
     throw ConfigError("backend.stanza and backend.config are for kind = \"pgbackrest\"; backend.kind is \"" +
                       c.backend.kind + "\"");
   }
+  if (!c.patroni.rest_api.empty()) {
+    static const std::regex url(R"(https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}/?)");
+    if (!std::regex_match(c.patroni.rest_api, url))
+      throw ConfigError("patroni.rest_api: \"" + c.patroni.rest_api +
+                        "\" is not http(s)://host:port (Patroni's restapi.listen, nothing after the port)");
+    if (c.IsStandby())
+      throw ConfigError("patroni.rest_api: only the primary's agent pauses Patroni; remove it from a standby's");
+  }
+  if (!c.patroni.ca_file.empty() && (c.patroni.ca_file[0] != '/' || !PathExists(c.patroni.ca_file)))
+    throw ConfigError("patroni.ca_file: \"" + c.patroni.ca_file + "\" is not an absolute path to an existing file");
+  if (c.IsStandby() && !c.standbys.empty())
+    throw ConfigError("standby: a standby's agent (agent.role = \"standby\") lists no standbys of its own");
+  for (const auto& standby : c.standbys) {
+    bool unix_address = standby.agent.rfind("unix:/", 0) == 0;
+    if (!unix_address && c.tls_ca_file.empty() && !c.insecure_tcp)
+      throw ConfigError("standby \"" + standby.name + "\": agent \"" + standby.agent +
+                        "\" is a TCP address, which needs tls.ca_file, tls.cert_file and tls.key_file");
+  }
   bool tcp = c.listen.rfind("unix:", 0) != 0;
   if (tcp && !c.insecure_tcp && (c.tls_ca_file.empty() || c.tls_cert_file.empty() || c.tls_key_file.empty()))
     throw ConfigError("agent.listen: TCP listening requires tls.ca_file, tls.cert_file and tls.key_file");
@@ -217,6 +267,7 @@ std::string RenderAgentConfig(const AgentConfig& c) {
   o << "backup_checkpoint = " << Quote(c.backup_checkpoint) << "\n";
   if (c.allow_root) o << "allow_root = true\n";
   if (!c.agent_binary.empty()) o << "agent_binary = " << Quote(c.agent_binary) << "\n";
+  if (c.IsStandby()) o << "role = \"standby\"\n";
   if (c.backend.IsPgBackRest()) {
     o << "\n[backend]\nkind = \"pgbackrest\"\nstanza = " << Quote(c.backend.stanza) << "\n";
     if (!c.backend.config.empty()) o << "config = " << Quote(c.backend.config) << "\n";
@@ -231,6 +282,12 @@ std::string RenderAgentConfig(const AgentConfig& c) {
         << "\nkey_file = " << Quote(c.tls_key_file) << "\n";
     if (c.insecure_tcp) o << "insecure_tcp = true\n";
   }
+  if (!c.patroni.rest_api.empty()) {
+    o << "\n[patroni]\nrest_api = " << Quote(c.patroni.rest_api) << "\n";
+    if (!c.patroni.ca_file.empty()) o << "ca_file = " << Quote(c.patroni.ca_file) << "\n";
+  }
+  for (const auto& standby : c.standbys)
+    o << "\n[[standby]]\nname = " << Quote(standby.name) << "\nagent = " << Quote(standby.agent) << "\n";
   return o.str();
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace safe_upgrade {
 
@@ -64,7 +65,29 @@ struct AgentConfig {
     bool IsPgBackRest() const { return kind == "pgbackrest"; }
   } backend;
 
-  // [tls] (for TCP listening)
+  // [agent] role: "primary" (the node the worker talks to; it rolls back and calls its standbys'
+  // agents) or "standby" (next to a streaming standby: it confirms the target's files are
+  // installed here and re-syncs its standby after the primary's rollback, when asked).
+  std::string role = "primary";
+  bool IsStandby() const { return role == "standby"; }
+  // [[standby]] (primary only): each streaming standby's agent. name is the standby's
+  // application_name in pg_stat_replication; agent its address ("unix:/path" or "host:port",
+  // reached with this agent's [tls] client certificate).
+  struct StandbyAgent {
+    std::string name, agent;
+  };
+  std::vector<StandbyAgent> standbys;
+
+  // [patroni] (primary only): the REST API of the Patroni member that manages this server. The
+  // agent pauses Patroni (maintenance mode) from the upgrade's scheduled step, before the restore
+  // point, until the upgrade has ended, so that no failover or restart fights the apply or the
+  // rollback. Empty: the cluster is not managed by Patroni.
+  struct Patroni {
+    std::string rest_api;  // "http://127.0.0.1:8008"
+    std::string ca_file;   // https: the CA that signs Patroni's certificate ("" = the system's)
+  } patroni;
+
+  // [tls] (for TCP listening, and for calling standby agents over TCP)
   std::string tls_ca_file, tls_cert_file, tls_key_file;
   bool insecure_tcp = false;  // tests only
 

@@ -206,4 +206,12 @@ std::string NowIso8601() {
   return out;
 }
 
+std::string CompactUtcStamp() {
+  std::string iso = NowIso8601();  // 2026-12-01T21:04:02.123Z
+  std::string out;
+  for (char ch : iso.substr(0, iso.find('.')))
+    if (ch != '-' && ch != ':') out += ch;
+  return out + "Z";
+}
+
 }  // namespace safe_upgrade

@@ -46,5 +46,8 @@ std::string JoinPath(const std::string& a, const std::string& b);
 // Gives the tree to the OS user (when we are root and the user exists).
 void ChownTree(const std::string& path, const std::string& user);
 std::string NowIso8601();
+// The same to the second without separators (20261201T210402Z): part of the names of the
+// directories set aside, so that they never collide with those of an earlier cluster.
+std::string CompactUtcStamp();
 
 }  // namespace safe_upgrade

@@ -137,6 +137,11 @@ struct RollbackContext {
   std::optional<double> downtime_started, downtime_s;
   std::optional<int> timeline_after;
   std::optional<std::string> failed_restore;
+  // The physical replication slots production had at the precheck: a restored copy lacks them
+  // (backups leave pg_replslot out), and the standbys that stream through them need them back.
+  std::vector<std::string> physical_slots;
+  // Once the primary is restored: per standby agent, how its re-sync went (jobs/standbys.h).
+  nlohmann::json standbys = nlohmann::json::array();
 };
 
 // One upgrade's document.
@@ -158,6 +163,9 @@ struct JournalDoc {
   std::string rollback_step;  // the last one done; names are the rollback's step table's
   std::optional<RollbackContext> rollback_context;
   std::optional<std::string> rollback_putting_back;  // why, while the original is put back
+  // The agent paused Patroni for this upgrade (at its scheduled step) and resumes it once the
+  // upgrade has ended; false when Patroni was paused already (by someone else, who resumes it).
+  bool patroni_paused = false;
 };
 
 // The one conversion between the document and its JSON. FromJson throws JournalError.

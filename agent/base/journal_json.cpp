@@ -134,7 +134,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RollbackContext, fast, snapshot_
                                                 snapshot_data, system_identifier, restore_point, events,
                                                 dir_suffix, outside, set_aside, catalog_events, report,
                                                 catalog_databases, timeline_before, window, downtime_started,
-                                                downtime_s, timeline_after, failed_restore)
+                                                downtime_s, timeline_after, failed_restore,
+                                                physical_slots, standbys)
 
 std::string ToString(ApplyState state) { return NameIn(kApplyStates, state); }
 std::string ToString(DatabaseApplyState state) { return NameIn(kDatabaseApplyStates, state); }
@@ -173,6 +174,7 @@ json ToJson(const JournalDoc& doc) {
   if (!doc.rollback_step.empty()) j["rollback_step"] = doc.rollback_step;
   PutIf(j, "rollback_context", doc.rollback_context);
   PutIf(j, "rollback_putting_back", doc.rollback_putting_back);
+  if (doc.patroni_paused) j["patroni_paused"] = true;
   return j;
 }
 
@@ -208,6 +210,7 @@ JournalDoc JournalDocFromJson(const json& j) {
   Get(j, "rollback_step", doc.rollback_step);
   Get(j, "rollback_context", doc.rollback_context);
   Get(j, "rollback_putting_back", doc.rollback_putting_back);
+  Get(j, "patroni_paused", doc.patroni_paused);
   return doc;
 }
 

@@ -7,7 +7,12 @@
 #include <algorithm>
 #include <optional>
 
+#include "base/fs_util.h"
 #include "build_info.h"
+#include "checks/extension_files.h"
+#include "postgres/pgbackrest_summary.h"
+#include "core/state_table.h"
+#include "jobs/jobs.h"
 #include "jobs/registry.h"
 #include "postgres/catalog.h"
 #include "postgres/pg_conn.h"
@@ -66,8 +71,14 @@ grpc::Status UnknownUpgrade(int64_t upgrade_id) {
 }  // namespace
 
 AgentService::AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal,
-                           const HostFactsRefresher& facts, uint64_t system_identifier)
-    : config_(config), jobs_(jobs), journal_(journal), facts_(facts), system_identifier_(system_identifier) {}
+                           const HostFactsRefresher& facts, const StandbyAgentsWatcher& standbys,
+                           uint64_t system_identifier)
+    : config_(config),
+      jobs_(jobs),
+      journal_(journal),
+      facts_(facts),
+      standbys_(standbys),
+      system_identifier_(system_identifier) {}
 
 // Runs body and maps whatever it throws onto a status code.
 template <typename F>
@@ -126,6 +137,10 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
           std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(checked_age).count()));
     }
     resp->set_backend_summary_json(facts.backend.summary_json);
+    resp->set_role(config_.role);
+    resp->set_standbys_json(standbys_.CurrentJson());
+    resp->set_pg_rewind_available(PathExists(JoinPath(config_.bin_dir, "pg_rewind")));
+    resp->set_standby_signal(PathExists(JoinPath(config_.data_directory, "standby.signal")));
     return grpc::Status::OK;
   });
 }
@@ -145,6 +160,13 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
     }
     auto valid = ValidateUpgradeId(req->upgrade_id());
     if (!valid.ok()) return valid;
+    for (JobKind standby_kind : kStandbyJobKinds)
+      if (*kind == standby_kind) return StartStandbyJob(*kind, req->upgrade_id(), resp);
+    // A standby's agent never snapshots, applies or rolls back: its node follows the primary.
+    if (config_.IsStandby())
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "this agent serves a standby (agent.role = \"standby\"); the " +
+                              std::string(JobKindName(*kind)) + " job runs on the primary's agent");
     const JobSpec& spec = SpecOf(*kind);
     // Existence and state, not just format: a job only ever runs for an upgrade that the catalog
     // says is at that job's step.
@@ -161,6 +183,31 @@ grpc::ServerUnaryReactor* AgentService::StartJob(grpc::CallbackServerContext* ct
     resp->set_job_id(jobs_.Start(*kind, req->upgrade_id(), RequestedJobBody(spec)));
     return grpc::Status::OK;
   });
+}
+
+// A standby job starts only on a standby's agent, and only while the standby's own catalog (its
+// replica of the primary's) says the upgrade may have touched production: holding a client
+// certificate is not enough to stop and rewind a standby.
+grpc::Status AgentService::StartStandbyJob(JobKind kind, int64_t upgrade_id, v1::JobRef* resp) {
+  if (!config_.IsStandby())
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "this agent serves a primary; the " + std::string(JobKindName(kind)) +
+                            " job runs only on a standby's agent (agent.role = \"standby\")");
+  try {
+    auto conn = ConnectForAdmission(config_);
+    auto state = CatalogState(*conn, upgrade_id);
+    if (!state) return UnknownUpgrade(upgrade_id);
+    auto parsed = ParseState(*state);
+    if (!parsed || !ProductionMayBeTouched(*parsed))
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "upgrade " + std::to_string(upgrade_id) + " is " + *state +
+                              " in this standby's catalog; a standby is re-synced only after the primary was "
+                              "rolled back (the upgrade applying, verifying or rolling back here)");
+  } catch (const PgError& e) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the standby's catalog: " + e.message());
+  }
+  resp->set_job_id(jobs_.Start(kind, upgrade_id, RunResyncStandbyJob));
+  return grpc::Status::OK;
 }
 
 grpc::ServerUnaryReactor* AgentService::GetJob(grpc::CallbackServerContext* ctx, const v1::JobRef* req,
@@ -248,6 +295,34 @@ grpc::ServerUnaryReactor* AgentService::GetInstalledVersions(grpc::CallbackServe
     } catch (const PgError& e) {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "cannot read the installed versions: " + e.message());
+    }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::ServerUnaryReactor* AgentService::CheckStandbyFiles(grpc::CallbackServerContext* ctx,
+                                                          const v1::UpgradeRef* req, v1::StandbyFiles* resp) {
+  return Handle(ctx, "CheckStandbyFiles", [&] {
+    auto valid = ValidateUpgradeId(req->upgrade_id());
+    if (!valid.ok()) return valid;
+    if (!config_.IsStandby())
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "this agent serves a primary; CheckStandbyFiles is a standby agent's call");
+    try {
+      auto conn = ConnectForAdmission(config_);
+      if (!CatalogState(*conn, req->upgrade_id())) return UnknownUpgrade(req->upgrade_id());
+      UpgradeRecord upgrade = LoadUpgrade(*conn, req->upgrade_id());
+      ExtensionFilesReport report = CheckExtensionFiles(*conn, upgrade);
+      resp->set_upgrade_id(req->upgrade_id());
+      resp->set_extname(upgrade.extname);
+      resp->set_to_version(upgrade.to_version);
+      resp->set_ready(report.problems.empty());
+      for (const auto& problem : report.problems) resp->add_problems(ProtoSafeText(problem));
+      resp->set_data_directory(config_.data_directory);
+      resp->set_share_dir(report.share_dir);
+      resp->set_lib_dir(report.lib_dir);
+    } catch (const PgError& e) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot read the standby's catalog: " + e.message());
     }
     return grpc::Status::OK;
   });

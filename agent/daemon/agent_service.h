@@ -10,6 +10,7 @@
 #include "base/job.h"
 #include "base/journal.h"
 #include "daemon/host_facts.h"
+#include "daemon/standby_agents.h"
 #include "safe_upgrade/v1/agent.grpc.pb.h"
 
 namespace safe_upgrade {
@@ -19,7 +20,7 @@ class AgentService final : public v1::Agent::CallbackService {
   // Callers are authorized before a call reaches the service: on the Unix socket by the listener
   // (peer credentials, per connection), on TCP by gRPC (TLS client certificates).
   AgentService(const AgentConfig& config, JobManager& jobs, Journal& journal, const HostFactsRefresher& facts,
-               uint64_t system_identifier);
+               const StandbyAgentsWatcher& standbys, uint64_t system_identifier);
 
   grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* ctx, const v1::PingRequest* req,
                                  v1::PingResponse* resp) override;
@@ -31,14 +32,19 @@ class AgentService final : public v1::Agent::CallbackService {
                                               v1::UpgradeJournal* resp) override;
   grpc::ServerUnaryReactor* GetInstalledVersions(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
                                                  v1::InstalledVersions* resp) override;
+  grpc::ServerUnaryReactor* CheckStandbyFiles(grpc::CallbackServerContext* ctx, const v1::UpgradeRef* req,
+                                              v1::StandbyFiles* resp) override;
 
  private:
   template <typename F>
   grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, const char* rpc, F&& body);
+  // StartJob of a standby agent's kind (kStandbyJobKinds).
+  grpc::Status StartStandbyJob(JobKind kind, int64_t upgrade_id, v1::JobRef* resp);
   const AgentConfig& config_;
   JobManager& jobs_;
   Journal& journal_;
   const HostFactsRefresher& facts_;
+  const StandbyAgentsWatcher& standbys_;
   uint64_t system_identifier_;
 };
 

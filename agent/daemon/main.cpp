@@ -20,6 +20,8 @@
 #include "build_info.h"
 #include "daemon/agent_service.h"
 #include "daemon/host_facts.h"
+#include "daemon/patroni_resumer.h"
+#include "daemon/standby_agents.h"
 #include "daemon/unix_listener.h"
 #include "jobs/jobs.h"
 #include "postgres/cluster.h"
@@ -119,7 +121,9 @@ int Serve(const std::string& config_path, const std::string& argv0) {
     std::unique_ptr<UnixListener> listener;
     if (unix_socket) listener = std::make_unique<UnixListener>(address.substr(5), config.allow_root);
     HostFactsRefresher host_facts(config, jobs);
-    AgentService service(config, jobs, journal, host_facts, facts.system_identifier);
+    StandbyAgentsWatcher standby_agents(config, facts.system_identifier);
+    PatroniResumer patroni_resumer(config, journal, jobs);
+    AgentService service(config, jobs, journal, host_facts, standby_agents, facts.system_identifier);
 
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (unix_socket) {

@@ -8,6 +8,7 @@
 #include "base/elapsed.h"
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
+#include "jobs/standbys.h"
 #include "postgres/catalog.h"
 #include "postgres/upgrade_runner.h"
 #include "scratch/clone.h"
@@ -121,6 +122,23 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                   {{"datname", db.datname}});
 }
 
+// Before anything is copied: every standby's node has the target's files. A standby promoted
+// later without the new library could not run the catalog the primary will have replicated.
+template <typename Failure>
+void RequireStandbysReady(JobContext& ctx, const UpgradeRecord& upgrade, json& report, Failure failure) {
+  if (ctx.config().standbys.empty()) return;
+  StandbyFilesVerdict verdict = CheckStandbysFiles(ctx, upgrade.id);
+  report["standbys"] = verdict.standbys;
+  if (!verdict.Ready())
+    throw failure("the upgrade's target is not installed on every standby: " + Join(verdict.problems) +
+                      "; install " + upgrade.extname + " " + upgrade.to_version +
+                      " there first (production was not touched)",
+                  {{"standbys", verdict.standbys}});
+  ctx.Info("standbys", "every standby (" + std::to_string(verdict.standbys.size()) + ") has the files of " +
+                           upgrade.extname + " " + upgrade.to_version,
+           {{"standbys", verdict.standbys}});
+}
+
 }  // namespace
 
 json RunDryRunJob(JobContext& ctx) {
@@ -156,6 +174,7 @@ json RunDryRunJob(JobContext& ctx) {
   report["extname"] = upgrade.extname;
   report["from_version"] = upgrade.from_version;
   report["to_version"] = upgrade.to_version;
+  RequireStandbysReady(ctx, upgrade, report, failure);
 
   std::string snapshot_id = SnapshotIdOf(ctx);
   report["snapshot_id"] = snapshot_id;

@@ -22,6 +22,9 @@ nlohmann::json RunVerifyJob(JobContext& ctx);
 // Point-in-time rollback to the upgrade's restore point.
 nlohmann::json RunRollbackJob(JobContext& ctx);
 
+// On a standby's agent: rewind (or re-clone) the standby onto the primary's new timeline.
+nlohmann::json RunResyncStandbyJob(JobContext& ctx);
+
 // At agent start: remove orphaned clones, resume interrupted rollbacks.
 void RecoverOnStartup(JobManager& jobs, Journal& journal, const AgentConfig& config);
 

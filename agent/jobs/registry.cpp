@@ -7,6 +7,7 @@
 
 #include "core/state_table.h"
 #include "jobs/jobs.h"
+#include "jobs/patroni_maintenance.h"
 #include "postgres/catalog.h"
 #include "scratch/rollback_target.h"
 
@@ -17,7 +18,7 @@ const JobSpec kJobs[] = {
     {JobKind::kSnapshot, RunSnapshotJob,
      "a snapshot is taken only when safe_upgrade.begin() starts an upgrade"},
     {JobKind::kDryRun, RunDryRunJob, "a dry run runs only right after the upgrade's snapshot"},
-    {JobKind::kRollbackTarget, RunPrepareRollbackJob,
+    {JobKind::kRollbackTarget, RunScheduledJob,
      "a rollback target is prepared only while the upgrade is scheduled, before its restore point"},
     {JobKind::kApply, RunApplyJob,
      "production is upgraded only once the restore point of a validated, scheduled upgrade is archived"},

@@ -51,6 +51,8 @@ const std::vector<RollbackStepDef>& RollbackStepTable() {
       // Production runs at the restore point now; these retry safely if the agent restarts.
       {"settings_removed", S::kFinishing, &R::RemoveRecoverySettings, nullptr,
        "ALTER SYSTEM RESET is idempotent"},
+      {"standbys_resynced", S::kFinishing, &R::BringBackStandbys, nullptr,
+       "a slot that exists is kept, and a standby that streams on the new timeline is left alone"},
       {"outcome_written", S::kFinishing, &R::WriteRolledBackOutcome, nullptr,
        "its inserts skip rows already there, in one transaction"},
       {"done", S::kEnd, nullptr, nullptr, "it is the end record"},
@@ -125,10 +127,16 @@ nlohmann::json RollbackRun::Run() {
   Finish(RollbackState::kRolledBack);
   // The target's scratch and journal entry go (a swapped-in target is production now).
   ReleaseRollbackTarget(ctx_, "rolling_back", "the rollback is over");
-  return {{"state", "rolled_back"},
-          {"data_loss_window", rc_.window ? ToJson(*rc_.window) : nlohmann::json()},
-          {"path", PathName()},
-          {"downtime_s", rc_.downtime_s.value_or(-1.0)}};
+  // The primary is at the restore point; the upgrade is rolled back only if its standbys follow.
+  std::string standbys_problem = StandbysProblem();
+  nlohmann::json result = {
+      {"state", standbys_problem.empty() ? "rolled_back" : "rollback_failed"},
+      {"data_loss_window", rc_.window ? ToJson(*rc_.window) : nlohmann::json()},
+      {"path", PathName()},
+      {"downtime_s", rc_.downtime_s.value_or(-1.0)},
+      {"standbys", rc_.standbys}};
+  if (!standbys_problem.empty()) result["error"] = standbys_problem;
+  return result;
 }
 
 void RollbackRun::RunStage(RollbackStage stage) {

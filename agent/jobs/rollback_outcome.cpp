@@ -13,8 +13,12 @@ namespace safe_upgrade {
 
 using nlohmann::json;
 
+// The primary is at the restore point: rolled back, unless a standby does not follow it.
 void RollbackRun::WriteRolledBackOutcome() {
-  WriteOutcome(std::string(StateName(UpgradeState::kRolledBack)), "");
+  std::string standbys_problem = StandbysProblem();
+  WriteOutcome(std::string(StateName(standbys_problem.empty() ? UpgradeState::kRolledBack
+                                                               : UpgradeState::kRollbackFailed)),
+               standbys_problem, true);
 }
 
 // A rollback that cannot go on: its state and reason, when the server accepts them (best effort:
@@ -41,7 +45,20 @@ void RollbackRun::WriteFailedOutcome(const std::string& error) {
   }
 }
 
-void RollbackRun::WriteOutcome(const std::string& state, const std::string& error) {
+// Each standby's re-sync into its row of upgrade_standbys (begin() recorded the ones that
+// streamed then); a standby agent that begin() did not see streaming gets a row of its own.
+void RollbackRun::WriteStandbyOutcomes(PgConn& conn) {
+  for (const auto& standby : rc_.standbys)
+    conn.Exec(
+        "INSERT INTO safe_upgrade.upgrade_standbys AS s (upgrade_id, name, has_agent, outcome, error, detail, "
+        "updated_at) VALUES ($1::bigint, $2, $3 <> 'no_agent', $3, nullif($4, ''), $5::jsonb, now()) "
+        "ON CONFLICT (upgrade_id, name) DO UPDATE SET outcome = excluded.outcome, error = excluded.error, "
+        "detail = excluded.detail, updated_at = now()",
+        {std::to_string(id_), standby.value("name", ""), standby.value("outcome", ""), standby.value("error", ""),
+         standby.dump()});
+}
+
+void RollbackRun::WriteOutcome(const std::string& state, const std::string& error, bool primary_restored) {
   auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
   conn->ExecScript("BEGIN");
   try {
@@ -76,13 +93,15 @@ void RollbackRun::WriteOutcome(const std::string& state, const std::string& erro
                           {"failed_restore", rc_.failed_restore.value_or("")},
                           {"set_aside", ToJson(rc_.set_aside)},
                           {"path", PathName()},
-                          {"downtime_s", rc_.downtime_s.value_or(-1.0)}};
+                          {"downtime_s", rc_.downtime_s.value_or(-1.0)},
+                          {"standbys", rc_.standbys}};
     if (!error.empty()) report["rollback"]["error"] = error;
     std::string message =
         state == StateName(UpgradeState::kRolledBack)
             ? "rolled back to restore point " + rp.name + "; " + rc_.extname + " is at " + rc_.from_version +
                   " again"
-            : "rollback failed: " + error + "; the original data directory is running again";
+        : primary_restored ? "rollback failed: " + error
+                           : "rollback failed: " + error + "; the original data directory is running again";
     conn->Exec(
         "INSERT INTO safe_upgrade.events (upgrade_id, phase, level, message, detail) "
         "VALUES ($1::bigint, $2, $3, $4, $5::jsonb)",
@@ -95,6 +114,7 @@ void RollbackRun::WriteOutcome(const std::string& state, const std::string& erro
         {id, state, report.dump(), error});
     // Each database's results as they were before the recovery rewound them; rolled back, every
     // one of them is where the restore point left it.
+    if (primary_restored) WriteStandbyOutcomes(*conn);
     for (const auto& db : rc_.catalog_databases)
       conn->Exec(
           "UPDATE safe_upgrade.upgrade_databases SET report = $3::jsonb, error = $5, "

@@ -24,17 +24,6 @@ using nlohmann::json;
 // back to restoring the snapshot.
 constexpr std::chrono::seconds kParkWait{120};
 
-// 20261201T210402Z: part of the names of the directories a rollback sets aside, so that they
-// never collide with those of an earlier cluster (upgrade ids start again at 1 in a re-created
-// cluster of the same name).
-std::string CompactUtcStamp() {
-  std::string iso = NowIso8601();  // 2026-12-01T21:04:02.123Z
-  std::string out;
-  for (char ch : iso.substr(0, iso.find('.')))
-    if (ch != '-' && ch != ':') out += ch;
-  return out + "Z";
-}
-
 }  // namespace
 
 // Nothing has been touched yet: refuse cleanly when the rollback cannot work.
@@ -88,6 +77,10 @@ void RollbackRun::Precheck() {
   // Every path the rollback moves aside, journaled before the first move.
   rc_.set_aside = {{config_.data_directory, AsideDir()}};
   for (const auto& moved : SetAsidePathsFromJson(outside.SetAside())) rc_.set_aside.push_back(moved);
+  for (const auto& row : conn->Exec("SELECT slot_name FROM pg_catalog.pg_replication_slots "
+                                    "WHERE slot_type = 'physical' AND NOT temporary ORDER BY slot_name")
+                             .rows)
+    rc_.physical_slots.push_back(row[0].value_or(""));
   if (!fast) RequireDiskForRestore();
   RequireRoomToSetAside();
   if (IsPgBackRestSnapshot(meta)) {

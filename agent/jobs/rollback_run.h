@@ -2,7 +2,8 @@
 // step table and its runner), rollback_precheck.cpp (what is checked and recorded while
 // production still runs), rollback_swap.cpp (the stop, the data-directory moves, the restore or
 // swap, putting the original back), rollback_recovery.cpp (recovery, promotion, verification)
-// and rollback_outcome.cpp (the outcome written into the restored catalog).
+// rollback_standbys.cpp (replication slots and standbys brought back) and rollback_outcome.cpp
+// (the outcome written into the restored catalog).
 #pragma once
 
 #include <chrono>
@@ -14,6 +15,7 @@
 #include "base/journal.h"
 #include "jobs/rollback.h"
 #include "postgres/cluster.h"
+#include "postgres/pg_conn.h"
 #include "postgres/tablespaces.h"
 
 namespace safe_upgrade {
@@ -34,6 +36,7 @@ class RollbackRun {
   void StartAndWaitForPromotion();
   void VerifyRestored();
   void RemoveRecoverySettings();
+  void BringBackStandbys();
   void WriteRolledBackOutcome();
 
  private:
@@ -75,8 +78,16 @@ class RollbackRun {
   // Recovery (rollback_recovery.cpp).
   std::string LastFatalLine() const;
 
+  // Standbys (rollback_standbys.cpp).
+  void RestoreReplicationSlots();
+  // "" when every standby streams again, else why not, per standby.
+  std::string StandbysProblem() const;
+
   // Outcome (rollback_outcome.cpp).
-  void WriteOutcome(const std::string& state, const std::string& error);
+  // primary_restored: the primary runs at the restore point (a standby failed), rather than the
+  // original data directory put back.
+  void WriteOutcome(const std::string& state, const std::string& error, bool primary_restored = false);
+  void WriteStandbyOutcomes(PgConn& conn);
   void WriteFailedOutcome(const std::string& error);
 
   JobContext& ctx_;

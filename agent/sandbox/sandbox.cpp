@@ -146,6 +146,29 @@ void WaitForFirstStanzaCheck(PgConn& conn) {
   throw SandboxError("the agent's pgbackrest check of the sandbox's stanza did not pass: " + problem);
 }
 
+// The standbys recorded in the marker (their ports), laid out and listed in the primary agent's
+// configuration.
+void AttachStandbys(SandboxInfo& info, const std::vector<int>& ports) {
+  info.standbys.clear();
+  info.agent_config.standbys.clear();
+  for (size_t i = 0; i < ports.size(); ++i) {
+    SandboxInfo standby = SandboxStandbyLayout(info, static_cast<int>(i) + 1, ports[i]);
+    info.agent_config.standbys.push_back({"standby" + std::to_string(i + 1), "unix:" + standby.agent_socket});
+    info.standbys.push_back(standby);
+  }
+}
+
+std::vector<int> FreePortsBesides(int taken, int count) {
+  std::vector<int> ports;
+  while (static_cast<int>(ports.size()) < count) {
+    int port = FindFreePort();
+    bool clash = port == taken;
+    for (int p : ports) clash = clash || p == port;
+    if (!clash) ports.push_back(port);
+  }
+  return ports;
+}
+
 }  // namespace
 
 SandboxInfo SandboxLayout(const std::string& abs_dir, int port, const std::string& backend) {
@@ -169,7 +192,9 @@ SandboxInfo SandboxOpen(const std::string& dir) {
   if (!PathExists(marker))
     throw SandboxError("\"" + abs + "\" is not a safe-upgrade sandbox (no " + kMarker + ")");
   auto doc = nlohmann::json::parse(ReadFile(marker));
-  return Layout(abs, doc.at("port").get<int>(), doc.value("backend", std::string("local")));
+  SandboxInfo info = Layout(abs, doc.at("port").get<int>(), doc.value("backend", std::string("local")));
+  AttachStandbys(info, doc.value("standby_ports", std::vector<int>()));
+  return info;
 }
 
 long SandboxAgentPid(const SandboxInfo& info) {
@@ -262,8 +287,12 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
     int port = options.port ? options.port : FindFreePort();
     if (options.backend != "local" && options.backend != "pgbackrest")
       throw SandboxError("backend \"" + options.backend + "\" is not one of \"local\", \"pgbackrest\"");
+    if (options.standbys < 0 || options.standbys > 9)
+      throw SandboxError("--standbys " + std::to_string(options.standbys) + " is not between 0 and 9");
     EnsureDir(abs, 0755);
     info = Layout(abs, port, options.backend);
+    std::vector<int> standby_ports = FreePortsBesides(port, options.standbys);
+    AttachStandbys(info, standby_ports);
     ChownTree(abs, user);
     CheckReachableBy(abs, user);
     for (const char* sub : {"run", "bin"}) EnsureDir(JoinPath(abs, sub), 0755);
@@ -278,13 +307,20 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
     InitDb(kPgBinDir, info.data_dir, user);
     AtomicWriteFile(
         JoinPath(abs, kMarker),
-        nlohmann::json{{"port", port}, {"backend", options.backend}, {"created_at", NowIso8601()}}.dump(2),
+        nlohmann::json{{"port", port},
+                       {"backend", options.backend},
+                       {"standby_ports", standby_ports},
+                       {"created_at", NowIso8601()}}
+            .dump(2),
         0644);
   } else {
     info = SandboxOpen(abs);
     if (options.backend != "local" && info.agent_config.backend.kind != options.backend)
       throw SandboxError("the sandbox in \"" + abs + "\" uses the " + info.agent_config.backend.kind +
                          " backend; it cannot change to " + options.backend);
+    if (options.standbys && options.standbys != static_cast<int>(info.standbys.size()))
+      throw SandboxError("the sandbox in \"" + abs + "\" has " + std::to_string(info.standbys.size()) +
+                         " standby(s); it cannot change to " + std::to_string(options.standbys));
     if (options.port && options.port != info.port)
       throw SandboxError("the sandbox in \"" + abs + "\" uses port " + std::to_string(info.port) +
                          "; it cannot change to " + std::to_string(options.port));
@@ -296,6 +332,8 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
   auto socket_only = SocketOnlySettings(info.port, info.socket_dir);
   settings.insert(socket_only.begin(), socket_only.end());
   settings.insert({"log_line_prefix", "'%m [%p] %q%a '"});
+  // A standby that replayed past the restore point is rewound with pg_rewind, which needs it.
+  if (!info.standbys.empty()) settings["wal_log_hints"] = "on";
   for (const auto& [k, v] : options.extra_settings) settings[k] = v;
   info.agent_config.allow_root = options.allow_root_callers;
   WriteManagedSettings(info.data_dir, settings);
@@ -325,11 +363,13 @@ SandboxInfo SandboxUp(const std::string& dir, const SandboxOptions& options) {
       WaitForFirstStanzaCheck(conn);
     }
   }
+  if (!info.standbys.empty()) SandboxUpStandbys(info, options);
   return info;
 }
 
 void SandboxDown(const std::string& dir) {
   SandboxInfo info = SandboxOpen(dir);
+  SandboxDownStandbys(info);
   SandboxStopAgent(info, SIGTERM);
   ServerControl server(kPgBinDir, info.data_dir, "pg_ctl", info.os_user, info.agent_config.server_log);
   server.Stop("fast");

@@ -30,6 +30,15 @@ struct SandboxOptions {
   std::string backend = "local";
   // pgbackrest: [global] lines replacing the posix repository (e.g. an S3 server's repo1-*).
   std::vector<std::string> repo_options;
+  // Streaming standbys on loopback, DIR/standby1 ... DIR/standbyN, each a pg_basebackup of the
+  // primary (through a physical slot named after it) with its own agent (agent.role =
+  // "standby"), which the primary's agent lists. Chosen when the sandbox is created.
+  int standbys = 0;
+  // Extra postgresql.conf lines for the standbys only (after extra_settings).
+  std::map<std::string, std::string> standby_settings;
+  // The PostgreSQL binaries the standbys run (and their agents use); default: the build's. A
+  // test gives a copy of the installation that lacks a file, as a node installed apart would.
+  std::string standby_bin_dir;
   // Called with short progress lines ("initdb", "server started", ...).
   void (*progress)(const std::string&) = nullptr;
 };
@@ -38,6 +47,8 @@ struct SandboxInfo {
   std::string dir, data_dir, socket_dir, agent_socket, agent_config_path, env_path, os_user;
   int port = 0;
   AgentConfig agent_config;
+  // The sandbox's standbys (SandboxOptions.standbys), each laid out like a sandbox of its own.
+  std::vector<SandboxInfo> standbys;
   std::string ConnInfo(const std::string& dbname = "postgres") const;
 };
 
@@ -69,6 +80,13 @@ std::map<std::string, std::string> SandboxAgentSettings(const SandboxInfo& info)
 // "sandbox", and the stanza created once the server runs.
 void WriteSandboxStanzaConfig(const SandboxInfo& info, const std::vector<std::string>& repo_options);
 void CreateSandboxStanza(const SandboxInfo& info);
+
+// Standbys (sandbox_standbys.cpp). The layout of standby k (1-based) of a primary sandbox.
+SandboxInfo SandboxStandbyLayout(const SandboxInfo& primary, int k, int port);
+// Creates the standbys that do not exist yet (the primary must run), then starts whatever of them
+// is not running.
+void SandboxUpStandbys(SandboxInfo& primary, const SandboxOptions& options);
+void SandboxDownStandbys(const SandboxInfo& primary);
 
 // Agent process control inside a sandbox.
 void SandboxStartAgent(const SandboxInfo& info, const std::map<std::string, std::string>& env = {});

@@ -89,6 +89,27 @@ CREATE TABLE @extschema@.upgrade_databases (
   PRIMARY KEY (upgrade_id, datname)
 );
 
+-- One row per streaming standby of the primary when an upgrade began (safe_upgrade._standbys()):
+-- whether it can be rewound and has an agent, and what became of it after a rollback. begin()
+-- inserts the rows ('pending'); only the agent changes them, after a rollback: it rewinds each
+-- standby with an agent (pg_rewind, else a new clone) and writes the outcome back with the rest
+-- of the upgrade's outcome (a point-in-time recovery rewinds these rows too).
+CREATE TABLE @extschema@.upgrade_standbys (
+  upgrade_id    bigint NOT NULL REFERENCES @extschema@.upgrades (id) ON DELETE CASCADE,
+  name          text NOT NULL,  -- its application_name, the name of its agent in the agent's configuration
+  client_addr   text,
+  sync_state    text,
+  slot_name     text,
+  rewindable    boolean,
+  has_agent     boolean,        -- NULL: the agent did not say which standby agents it has
+  outcome       text NOT NULL DEFAULT 'pending' CHECK (outcome IN (
+                  'pending', 'streaming', 'rewound', 'recloned', 'failed', 'unreachable', 'no_agent')),
+  error         text,
+  detail        jsonb NOT NULL DEFAULT '{}',
+  updated_at    timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (upgrade_id, name)
+);
+
 CREATE TABLE @extschema@.dependency_snapshots (
   upgrade_id        bigint NOT NULL REFERENCES @extschema@.upgrades (id),
   phase             text NOT NULL CHECK (phase IN ('before', 'after')),
@@ -119,6 +140,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.restore_points', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.upgrade_databases', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.upgrade_standbys', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.dependency_snapshots', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.health_checks', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.health_checks_id_seq', '');

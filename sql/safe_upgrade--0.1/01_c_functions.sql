@@ -10,6 +10,12 @@
 -- agent's backend ('local' or 'pgbackrest'); for pgbackrest its stanza, the last `pgbackrest check`
 -- (backend_check_ok NULL until one ran) and backend_summary, the stanza's status, repositories,
 -- backups and newest archived segment as JSON text (at most 4 KB; see the agent's proto).
+-- agent_role: the node the agent serves ('primary' or 'standby'); standby_agents: on a primary, the
+-- standby agents it is configured with as it last pinged them, a JSON array of {name, agent,
+-- reachable, error, role, system_identifier_matches, in_recovery, pg_rewind, data_directory,
+-- checked_age_ms} (at most 4 KB: an element {"truncated": true} marks a list cut short; the
+-- data_directory keys are hidden like data_directory); agent_pg_rewind: pg_rewind is in the agent's
+-- bin_dir. All three are NULL when the agent did not report them (older agents).
 CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
@@ -20,7 +26,8 @@ CREATE FUNCTION @extschema@.agent_status(
   OUT snapshot_method_configured text, OUT snapshot_method text, OUT snapshot_method_reason text,
   OUT snapshot_method_possible boolean,
   OUT backend_kind text, OUT backend_stanza text, OUT backend_check_ok boolean, OUT backend_problem text,
-  OUT backend_summary text, OUT backend_checked_at timestamptz)
+  OUT backend_summary text, OUT backend_checked_at timestamptz,
+  OUT agent_role text, OUT standby_agents jsonb, OUT agent_pg_rewind boolean)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;

@@ -142,3 +142,75 @@ AS $fn$
           FROM unnest(string_to_array(coalesce($1, ''), '&&')) WITH ORDINALITY AS t(p, n)) parts
   WHERE part <> '' AND part <> '(disabled)'
 $fn$;
+
+-- The streaming standbys of this server, a jsonb array of objects {name, client_addr, state,
+-- sync_state, write_lag_seconds, flush_lag_seconds, replay_lag_seconds, replay_lsn, slot_name,
+-- rewindable, has_agent, agent}: pg_stat_replication's physical walsenders (a logical one is
+-- connected to a database; pg_basebackup's are backups, not standbys), the physical slot each one
+-- holds, whether a rollback could rewind it (pg_rewind needs wal_log_hints or data checksums,
+-- which standbys share with their primary), and the standby agent of that name that the primary's
+-- agent is configured with (agent_status().standby_agents; agent is NULL without one). A standby
+-- agent whose standby does not stream from here is listed after them with state 'not_streaming'.
+-- has_agent is NULL when that is unknown: the agent is unreachable or did not report its standby
+-- agents, or its list was cut short. SECURITY DEFINER like _prerequisites(): it takes no
+-- arguments and returns facts, but client_addr only to roles that pg_stat_replication shows it to
+-- (pg_read_all_stats) and the agents' data_directory only to those that may read data_directory.
+CREATE FUNCTION @extschema@._standbys()
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  v_agents jsonb;
+  v_agents_cut boolean;
+  v_rewindable boolean := current_setting('wal_log_hints') = 'on' OR current_setting('data_checksums') = 'on';
+  v_see_addr boolean := pg_catalog.pg_has_role(session_user, 'pg_read_all_stats', 'USAGE');
+  v_see_dirs boolean := pg_catalog.pg_has_role(session_user, 'pg_read_all_settings', 'USAGE');
+  v_result jsonb;
+BEGIN
+  SELECT a.standby_agents INTO v_agents FROM @extschema@.agent_status() a WHERE a.reachable;
+  IF jsonb_typeof(v_agents) IS DISTINCT FROM 'array' THEN
+    v_agents := NULL;
+  END IF;
+  v_agents_cut := EXISTS (SELECT 1 FROM jsonb_array_elements(v_agents) x
+                           WHERE x ? 'truncated' OR x ? 'invalid');
+  WITH agents AS (
+    SELECT x ->> 'name' AS name,
+           CASE WHEN v_see_dirs THEN x ELSE x - 'data_directory' END AS agent
+      FROM jsonb_array_elements(coalesce(v_agents, '[]'::jsonb)) x
+     WHERE jsonb_typeof(x) = 'object' AND x ? 'name'),
+  senders AS (
+    SELECT r.pid, r.application_name AS name, r.client_addr, r.state, r.sync_state,
+           r.write_lag, r.flush_lag, r.replay_lag, r.replay_lsn,
+           (SELECT sl.slot_name FROM pg_catalog.pg_replication_slots sl
+             WHERE sl.active_pid = r.pid AND sl.slot_type = 'physical' LIMIT 1) AS slot_name
+      FROM pg_catalog.pg_stat_replication r
+      JOIN pg_catalog.pg_stat_activity act ON act.pid = r.pid
+     WHERE coalesce(act.datid, 0) = 0
+       AND r.application_name IS DISTINCT FROM 'pg_basebackup' AND r.state IS DISTINCT FROM 'backup'),
+  listed AS (
+    SELECT 0 AS streams, s.name, s.pid, jsonb_build_object(
+             'name', s.name,
+             'client_addr', CASE WHEN v_see_addr THEN pg_catalog.host(s.client_addr) END,
+             'state', s.state,
+             'sync_state', s.sync_state,
+             'write_lag_seconds', extract(epoch FROM s.write_lag),
+             'flush_lag_seconds', extract(epoch FROM s.flush_lag),
+             'replay_lag_seconds', extract(epoch FROM s.replay_lag),
+             'replay_lsn', s.replay_lsn,
+             'slot_name', s.slot_name,
+             'rewindable', v_rewindable,
+             'has_agent', CASE WHEN a.agent IS NOT NULL THEN true
+                               WHEN v_agents IS NULL OR v_agents_cut THEN NULL ELSE false END,
+             'agent', a.agent) AS standby
+      FROM senders s LEFT JOIN agents a ON a.name = s.name
+    UNION ALL
+    SELECT 1, a.name, NULL, jsonb_build_object(
+             'name', a.name, 'client_addr', NULL, 'state', 'not_streaming', 'sync_state', NULL,
+             'write_lag_seconds', NULL, 'flush_lag_seconds', NULL, 'replay_lag_seconds', NULL,
+             'replay_lsn', NULL, 'slot_name', NULL, 'rewindable', v_rewindable, 'has_agent', true,
+             'agent', a.agent)
+      FROM agents a WHERE NOT EXISTS (SELECT 1 FROM senders s WHERE s.name = a.name))
+  SELECT coalesce(jsonb_agg(l.standby ORDER BY l.streams, l.name, l.pid), '[]'::jsonb) INTO v_result FROM listed l;
+  RETURN v_result;
+END
+$fn$;

@@ -1,6 +1,89 @@
 -- safe_upgrade--0.1.sql, part 06: plan().
 -- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
 
+-- What plan() warns about the standbys of _standbys() (none of it blocks: the agent refuses an
+-- upgrade that a standby could not follow before it is applied): each warning with its hint, for
+-- the standbys that would not follow the primary after a rollback, or only slowly.
+CREATE FUNCTION @extschema@._standby_warnings(standbys jsonb)
+RETURNS TABLE (warning text, hint text) LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  s jsonb;
+  v_name text;
+  v_agent jsonb;
+  v_shared record;
+  v_seen text[] := '{}';
+BEGIN
+  FOR v_shared IN
+    SELECT x ->> 'name' AS name, count(*) AS n FROM jsonb_array_elements($1) x
+     WHERE x ->> 'state' IS DISTINCT FROM 'not_streaming' GROUP BY 1 HAVING count(*) > 1 ORDER BY 1
+  LOOP
+    warning := format('%s standbys stream under the name "%s", so their agents cannot tell them apart',
+                      v_shared.n, v_shared.name);
+    hint := 'Give each standby its own application_name in primary_conninfo (or its own cluster_name).';
+    RETURN NEXT;
+  END LOOP;
+  FOR s IN SELECT x FROM jsonb_array_elements($1) x LOOP
+    v_name := s ->> 'name';
+    v_agent := s -> 'agent';
+    -- Standbys of one name share one agent entry, and so its warnings (counted above).
+    CONTINUE WHEN v_name = ANY (v_seen);
+    v_seen := v_seen || v_name;
+    IF s -> 'has_agent' = 'null'::jsonb THEN
+      warning := format('whether standby "%s" has an agent is unknown: the agent did not report its standby agents',
+                        v_name);
+      hint := 'Check that the agent is reachable and up to date (SELECT * FROM safe_upgrade.agent_status()).';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    IF NOT (s ->> 'has_agent')::boolean THEN
+      warning := format('standby "%s" has no agent: after a rollback it will not follow the primary and must be '
+                        're-cloned by hand', v_name);
+      hint := format('Run safe-upgrade-agent next to standby "%s" (role "standby") and add it to this server''s '
+                     'agent configuration as a [[standby]] named "%s".', v_name, v_name);
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    IF s ->> 'state' = 'not_streaming' THEN
+      warning := format('standby "%s" has an agent (%s) but does not stream from this server', v_name,
+                        coalesce(v_agent ->> 'agent', '?'));
+      hint := format('Check primary_conninfo and the server log of standby "%s", or remove its [[standby]] entry '
+                     'from the agent''s configuration.', v_name);
+      RETURN NEXT;
+    END IF;
+    IF NOT coalesce((v_agent ->> 'reachable')::boolean, false) THEN
+      warning := format('the agent of standby "%s" (%s) is unreachable: %s', v_name,
+                        coalesce(v_agent ->> 'agent', '?'), coalesce(nullif(v_agent ->> 'error', ''), 'no answer'));
+      hint := format('Start the safe-upgrade-agent of standby "%s", or correct its address in the agent''s '
+                     '[[standby]] entry.', v_name);
+      RETURN NEXT;
+      CONTINUE;  -- what it would say about its node is unknown
+    END IF;
+    IF NOT coalesce((v_agent ->> 'system_identifier_matches')::boolean, true) THEN
+      warning := format('the agent of standby "%s" (%s) serves another cluster (its system identifier is not '
+                        'this cluster''s)', v_name, coalesce(v_agent ->> 'agent', '?'));
+      hint := format('Point the [[standby]] entry "%s" at the agent that runs beside that standby.', v_name);
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    IF NOT coalesce((s ->> 'rewindable')::boolean, false) THEN
+      warning := format('standby "%s" cannot be rewound (wal_log_hints and data_checksums are off): after a '
+                        'rollback it is re-cloned with pg_basebackup, which takes longer', v_name);
+      hint := 'Set wal_log_hints = on and restart the primary, so that pg_rewind can rewind its standbys.';
+      RETURN NEXT;
+    END IF;
+    IF NOT coalesce((v_agent ->> 'pg_rewind')::boolean, true) THEN
+      warning := format('pg_rewind is missing on the node of standby "%s": after a rollback it is re-cloned with '
+                        'pg_basebackup, which takes longer', v_name);
+      hint := format('Install pg_rewind (it comes with the PostgreSQL server package) in the bin_dir of the agent '
+                     'of standby "%s".', v_name);
+      RETURN NEXT;
+    END IF;
+  END LOOP;
+END
+$fn$;
+
 -- Read-only preflight report: what begin() would do, what it needs, and what a rollback costs.
 CREATE FUNCTION @extschema@.plan(extname name, target_version text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -25,6 +108,9 @@ DECLARE
   v_snapshot_bytes bigint;
   v_data_free bigint;
   v_auto_mode text;
+  v_standbys jsonb := @extschema@._standbys();
+  v_warnings text[];
+  v_warning_hints text[];
 BEGIN
   -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
   -- connect to (their count otherwise).
@@ -60,6 +146,11 @@ BEGIN
                                  'or cancel it with safe_upgrade.cancel(%s).',
                                  v_in_flight.id, v_in_flight.id, v_in_flight.id);
   END IF;
+
+  -- Standbys only warn (see _standby_warnings).
+  SELECT coalesce(array_agg(w.warning ORDER BY w.n), '{}'), coalesce(array_agg(w.hint ORDER BY w.n), '{}')
+    INTO v_warnings, v_warning_hints
+    FROM @extschema@._standby_warnings(v_standbys) WITH ORDINALITY AS w (warning, hint, n);
 
   v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
   v_data_free := (v_pitr ->> 'data_free_bytes')::bigint;
@@ -110,11 +201,18 @@ BEGIN
       'loses', 'every write committed after the restore point, in every database of the cluster, '
                'including writes made by the upgraded version and writes to databases this upgrade does not '
                'change; the data directory it replaces is kept aside, not deleted',
-      'databases_rewound_but_not_upgraded', v_untouched),
+      'databases_rewound_but_not_upgraded', v_untouched,
+      'standbys', CASE WHEN jsonb_array_length(v_standbys) = 0 THEN 'none: no standby streams from this server'
+                       ELSE 'after a rollback the agent rewinds each standby that has an agent (pg_rewind, else '
+                            'a new clone with pg_basebackup) so that it follows the primary on its new timeline; '
+                            'a standby without an agent must be re-cloned by hand' END),
+    'standbys', v_standbys,
     'in_flight_upgrade', CASE WHEN v_in_flight.id IS NULL THEN NULL
                               ELSE jsonb_build_object('id', v_in_flight.id, 'state', v_in_flight.state) END,
     'verdict', CASE WHEN cardinality(v_reasons) = 0 THEN 'ok' ELSE 'blocked' END,
     'reasons', to_jsonb(v_reasons),
-    'hints', to_jsonb(v_hints));
+    'hints', to_jsonb(v_hints),
+    'warnings', to_jsonb(v_warnings),
+    'warning_hints', to_jsonb(v_warning_hints));
 END
 $fn$;

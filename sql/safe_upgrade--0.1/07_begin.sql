@@ -84,6 +84,15 @@ BEGIN
   SELECT v_id, d ->> 'datname', d ->> 'installed_version',
          ARRAY(SELECT jsonb_array_elements_text(d -> 'update_path'))
     FROM jsonb_array_elements(v_selection -> 'databases') d;
+  -- The standbys streaming from production (one row per name; plan() warns when names repeat): the
+  -- agent rewinds them after a rollback and records how each one fared here.
+  INSERT INTO @extschema@.upgrade_standbys (upgrade_id, name, client_addr, sync_state, slot_name, rewindable,
+                                           has_agent)
+  SELECT DISTINCT ON (x ->> 'name') v_id, x ->> 'name', x ->> 'client_addr', x ->> 'sync_state', x ->> 'slot_name',
+         (x ->> 'rewindable')::boolean, (x ->> 'has_agent')::boolean
+    FROM jsonb_array_elements(@extschema@._standbys()) x
+   WHERE x ->> 'state' IS DISTINCT FROM 'not_streaming'
+   ORDER BY x ->> 'name';
   INSERT INTO @extschema@.dependency_snapshots (upgrade_id, datname, phase, object_type, object_schema,
                                                object_identity, depends_on_type, depends_on_identity, deptype)
   SELECT v_id, d ->> 'datname', 'before', r ->> 'object_type', r ->> 'object_schema', r ->> 'object_identity',

@@ -1,8 +1,9 @@
 -- safe_upgrade--0.1.sql, part 08: status() and wait().
 -- (extension/Makefile concatenates sql/safe_upgrade--0.1/*.sql in order into the install script.)
 
--- The whole story of one upgrade: its row, its events, its restore point, the drift of the
--- objects that depend on the extension (before vs after the upgrade, once the dry run has run).
+-- The whole story of one upgrade: its row, its databases and standbys, its events, its restore point,
+-- the drift of the objects that depend on the extension (before vs after the upgrade, once the dry
+-- run has run).
 CREATE FUNCTION @extschema@.status(upgrade_id bigint)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -14,10 +15,13 @@ DECLARE
   v_restore_point jsonb;
   v_drift jsonb;
   v_databases jsonb;
+  v_standbys jsonb;
 BEGIN
   v_row := @extschema@._upgrade_or_error($1, false);
   SELECT coalesce(jsonb_agg(to_jsonb(d) - 'upgrade_id' ORDER BY d.datname), '[]'::jsonb) INTO v_databases
     FROM @extschema@.upgrade_databases d WHERE d.upgrade_id = v_row.id;
+  SELECT coalesce(jsonb_agg(to_jsonb(s) - 'upgrade_id' ORDER BY s.name), '[]'::jsonb) INTO v_standbys
+    FROM @extschema@.upgrade_standbys s WHERE s.upgrade_id = v_row.id;
   SELECT coalesce(jsonb_agg(jsonb_build_object('id', e.id, 'at', e.at, 'phase', e.phase, 'level', e.level,
                                                'message', e.message, 'detail', e.detail) ORDER BY e.id), '[]'::jsonb)
     INTO v_events FROM @extschema@.events e WHERE e.upgrade_id = v_row.id;
@@ -55,6 +59,7 @@ BEGIN
   RETURN to_jsonb(v_row) || jsonb_build_object(
     'terminal', v_row.state = ANY (@extschema@._terminal_states()),
     'databases', v_databases,
+    'standbys', v_standbys,
     'events', v_events,
     'restore_point', v_restore_point,
     'dependency_drift', v_drift);

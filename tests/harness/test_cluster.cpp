@@ -65,6 +65,9 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   so.allow_root_callers = options_.allow_root_callers;
   so.backend = options_.backend;
   so.repo_options = options_.repo_options;
+  so.standbys = options_.standbys;
+  so.standby_settings = options_.standby_settings;
+  so.standby_bin_dir = options_.standby_bin_dir;
   if (options_.debian_cluster) {
     // Unique among the clusters of this host: the temporary directory's random part.
     debian_.name = "su_test_" + root_.substr(root_.rfind('-') + 1);
@@ -78,6 +81,10 @@ TestCluster::TestCluster(ClusterOptions options) : options_(std::move(options)) 
   } catch (...) {
     std::cerr << "--- postgres.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/postgres.log"))) << "\n";
     std::cerr << "--- agent.log ---\n" << Tail(ReadOrEmpty(JoinPath(root_, "sb/agent.log"))) << "\n";
+    for (int k = 1; k <= options_.standbys; ++k) {
+      std::string dir = JoinPath(root_, "sb/standby" + std::to_string(k));
+      std::cerr << "--- standby" << k << "/postgres.log ---\n" << Tail(ReadOrEmpty(dir + "/postgres.log")) << "\n";
+    }
     throw;
   }
 }
@@ -93,6 +100,19 @@ TestCluster::~TestCluster() {
   if (failed) {
     std::cerr << "--- " << server_log_ << " ---\n" << Tail(log) << "\n";
     std::cerr << "--- " << info_.dir << "/agent.log ---\n" << Tail(AgentLog()) << "\n";
+    for (const auto& standby : info_.standbys) {
+      std::cerr << "--- " << standby.dir << "/postgres.log ---\n"
+                << Tail(ReadOrEmpty(standby.agent_config.server_log)) << "\n";
+      std::cerr << "--- " << standby.dir << "/agent.log ---\n" << Tail(ReadOrEmpty(standby.agent_config.log_file))
+                << "\n";
+    }
+  }
+  for (const auto& standby : info_.standbys) {
+    try {
+      SandboxStopAgent(standby, SIGTERM);
+      ServerControl(kPgBinDir, standby.data_dir, "pg_ctl", standby.os_user, "").Stop("immediate");
+    } catch (...) {
+    }
   }
   try {
     SandboxStopAgent(info_, SIGTERM);

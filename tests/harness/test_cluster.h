@@ -42,6 +42,11 @@ struct ClusterOptions {
   // store that repo_options name ([global] lines, e.g. an S3 server's repo1-* options).
   std::string backend = "local";
   std::vector<std::string> repo_options;
+  // Streaming standbys with their own agents (SandboxOptions.standbys), and postgresql.conf lines
+  // for them only.
+  int standbys = 0;
+  std::map<std::string, std::string> standby_settings;
+  std::string standby_bin_dir;  // SandboxOptions.standby_bin_dir
 };
 
 class TestCluster {

@@ -42,4 +42,48 @@ std::string FitBackendSummary(const std::string& json_text, size_t max_bytes) {
   return text.size() <= max_bytes ? text : std::string();
 }
 
+namespace {
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// An agent's error may be a long stderr; its first line says enough for plan().
+constexpr size_t kShortError = 200;
+
+}  // namespace
+
+std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes) {
+  auto fitting = [max_bytes](const json& j) { return Dump(j).size() <= max_bytes; };
+  json doc = json::parse(json_text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_array()) {
+    json invalid = json::array({{{"invalid", true}}});
+    return fitting(invalid) ? Dump(invalid) : std::string();
+  }
+  if (fitting(doc)) return Dump(doc);
+  for (json& standby : doc)
+    if (standby.is_object() && standby.contains("error") && standby["error"].is_string())
+      standby["error"] = TruncateUtf8(standby["error"].get<std::string>(), kShortError);
+  if (fitting(doc)) return Dump(doc);
+  // The leading standbys that fit next to the marker that counts the others.
+  json kept = json::array();
+  for (size_t i = 0; i < doc.size(); ++i) {
+    json attempt = kept;
+    attempt.push_back(doc[i]);
+    attempt.push_back({{"truncated", true}, {"omitted", doc.size() - i - 1}});
+    if (!fitting(attempt)) break;
+    kept.push_back(doc[i]);
+  }
+  kept.push_back({{"truncated", true}, {"omitted", doc.size() - kept.size()}});
+  if (fitting(kept)) return Dump(kept);
+  json minimal = json::array({{{"truncated", true}}});
+  return fitting(minimal) ? Dump(minimal) : std::string();
+}
+
+std::string WithoutStandbyDataDirectories(const std::string& json_text) {
+  json doc = json::parse(json_text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_array()) return json_text;
+  for (json& standby : doc)
+    if (standby.is_object()) standby.erase("data_directory");
+  return Dump(doc);
+}
+
 }  // namespace safe_upgrade

@@ -1,5 +1,5 @@
 // The agent's facts as the worker keeps them in shared memory (fixed-size fields): text cut at a
-// UTF-8 character boundary, and JSON that stays JSON when it does not fit.
+// UTF-8 character boundary, and JSON that stays JSON (of the same kind) when it does not fit.
 #pragma once
 
 #include <cstddef>
@@ -14,5 +14,17 @@ std::string TruncateUtf8(const std::string& text, size_t max_bytes);
 // as it is when it fits; else with an empty "backups" list ("backups_omitted" counting them); else
 // {"truncated": true} with "ok" kept. Text that is not a JSON object gives {"invalid": true}.
 std::string FitBackendSummary(const std::string& json_text, size_t max_bytes);
+
+// The primary's standby agents (Ping's standbys_json, a JSON array of objects) in at most max_bytes
+// bytes, always a JSON array: as it is when it fits; else with each "error" cut to a short line;
+// else the leading standbys that fit, then {"truncated": true, "omitted": N}; else
+// [{"truncated": true}]. Text that is not a JSON array gives [{"invalid": true}]. A reader tells
+// from a "truncated" element that standbys may be missing from the list.
+std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes);
+
+// The standby agents without their "data_directory", for roles that may not read the server's own
+// data_directory setting (agent_status() hides it the same way). Text that is not a JSON array is
+// returned as it is.
+std::string WithoutStandbyDataDirectories(const std::string& json_text);
 
 }  // namespace safe_upgrade

@@ -15,10 +15,16 @@ enum class JobKind {
   kApply,           // ALTER EXTENSION ... UPDATE on production
   kVerify,          // the health checks on production
   kRollback,        // the point-in-time rollback to the restore point
+  // A standby agent's job, which the primary's agent (never the worker) starts: after the
+  // primary's rollback, rewind (or re-clone) the standby and have it stream on the new timeline.
+  kResyncStandby,
 };
 
+// The kinds the worker starts on the primary's agent, one per job-following state.
 inline constexpr JobKind kAllJobKinds[] = {JobKind::kSnapshot, JobKind::kDryRun, JobKind::kRollbackTarget,
                                            JobKind::kApply,    JobKind::kVerify, JobKind::kRollback};
+// The kinds a standby's agent runs for the primary's agent.
+inline constexpr JobKind kStandbyJobKinds[] = {JobKind::kResyncStandby};
 
 // The name in job ids ("<name>-<upgrade id>"), logs and events.
 constexpr std::string_view JobKindName(JobKind kind) {
@@ -35,12 +41,16 @@ constexpr std::string_view JobKindName(JobKind kind) {
       return "verify";
     case JobKind::kRollback:
       return "rollback";
+    case JobKind::kResyncStandby:
+      return "resync";
   }
   return "";
 }
 
 constexpr std::optional<JobKind> ParseJobKind(std::string_view name) {
   for (JobKind kind : kAllJobKinds)
+    if (JobKindName(kind) == name) return kind;
+  for (JobKind kind : kStandbyJobKinds)
     if (JobKindName(kind) == name) return kind;
   return std::nullopt;
 }

@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(safe_upgrade_restore_point_name);
 
 #include <string>
 
+#include "core/agent_facts.h"
 #include "core/restore_point.h"
 #include "gucs.h"
 #include "shared_state.h"
@@ -155,8 +156,8 @@ Datum TextDatum(const char* value) { return CStringGetTextDatum(value); }
 // C only: the agent_status() row of what the worker last published (copy). Everything in it is
 // a PostgreSQL call or plain C, so it runs under one PgGuard.
 Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* system_identifier,
-                       bool may_read_settings) {
-  constexpr int kColumns = 27;
+                       bool may_read_settings, const char* standby_agents) {
+  constexpr int kColumns = 30;
   Datum values[kColumns];
   bool nulls[kColumns];
   for (int i = 0; i < kColumns; ++i) nulls[i] = i >= 8;
@@ -217,6 +218,15 @@ Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* syst
       nulls[25] = copy->backend_summary[0] == '\0';
       values[26] = TimestampTzGetDatum(copy->backend_checked_at);
       nulls[26] = !copy->backend_checked;
+      // Older agents report no role, no standbys and no pg_rewind: all three stay NULL (unknown).
+      bool role_known = copy->agent_role[0] != '\0';
+      values[27] = CStringGetTextDatum(copy->agent_role);
+      nulls[27] = !role_known;
+      if (standby_agents[0] != '\0')
+        values[28] = DirectFunctionCall1(jsonb_in, CStringGetDatum(standby_agents));
+      nulls[28] = standby_agents[0] == '\0';
+      values[29] = BoolGetDatum(copy->pg_rewind_available);
+      nulls[29] = !role_known;
     }
   }
   values[7] = Int32GetDatum(copy->worker_pid);
@@ -241,8 +251,12 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   bool may_read_settings =
       PgGuard(&has_privs_of_role, PgGuard(&GetUserId), static_cast<Oid>(ROLE_PG_READ_ALL_SETTINGS));
   std::string system_identifier = std::to_string(copy.system_identifier);
+  // The standbys' data directories are hidden by the same rule as this server's.
+  std::string standby_agents = copy.standby_agents;
+  if (!may_read_settings && !standby_agents.empty())
+    standby_agents = WithoutStandbyDataDirectories(standby_agents);
   return PgGuard(&AgentStatusTuple, desc, static_cast<const SharedState*>(&copy), system_identifier.c_str(),
-                 may_read_settings);
+                 may_read_settings, static_cast<const char*>(standby_agents.c_str()));
 }
 
 Datum WakeWorkerAtCommitImpl(FunctionCallInfo) {

@@ -46,6 +46,11 @@ struct SharedState {
   TimestampTz backend_checked_at;
   char backend_problem[1024];
   char backend_summary[4096];
+  // The node the agent serves ("primary", "standby"; "" from older agents, which report neither
+  // this nor the next two). standby_agents is a JSON array (FitStandbyAgents), "" when none came.
+  char agent_role[16];
+  char standby_agents[4096];
+  bool pg_rewind_available;
   TimestampTz checked_at;
 };
 

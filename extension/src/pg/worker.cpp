@@ -90,6 +90,10 @@ void CheckAgent() {
       ping.backend_summary_json.empty()
           ? std::string()
           : FitBackendSummary(ping.backend_summary_json, sizeof s->backend_summary - 1);
+  std::string standby_agents =
+      ping.standbys_json.empty() ? std::string()
+                                 : FitStandbyAgents(ping.standbys_json, sizeof s->standby_agents - 1);
+  std::string agent_role = TruncateUtf8(ping.role, sizeof s->agent_role - 1);
   std::string backend_problem = TruncateUtf8(ping.backend_problem, sizeof s->backend_problem - 1);
   std::string backend_stanza = TruncateUtf8(ping.backend_stanza, sizeof s->backend_stanza - 1);
   std::string backend_kind = ping.backend_kind.empty() ? "local" : ping.backend_kind;
@@ -131,6 +135,9 @@ void CheckAgent() {
     s->backend_checked_at = backend_checked_at;
     CopyString(s->backend_problem, sizeof s->backend_problem, backend_problem);
     CopyString(s->backend_summary, sizeof s->backend_summary, backend_summary);
+    CopyString(s->agent_role, sizeof s->agent_role, agent_role);
+    CopyString(s->standby_agents, sizeof s->standby_agents, standby_agents);
+    s->pg_rewind_available = ping.pg_rewind_available;
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

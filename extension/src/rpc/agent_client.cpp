@@ -141,6 +141,10 @@ class GrpcAgentClient final : public AgentClient {
       out.backend_problem = resp.backend_problem();
       out.backend_checked_age_ms = resp.backend_checked_age_ms();
       out.backend_summary_json = resp.backend_summary_json();
+      out.role = resp.role();
+      out.standbys_json = resp.standbys_json();
+      out.pg_rewind_available = resp.pg_rewind_available();
+      out.standby_signal = resp.standby_signal();
     }
     return err;
   }
@@ -203,6 +207,21 @@ class GrpcAgentClient final : public AgentClient {
     out.clear();
     if (err.ok)
       for (const auto& db : resp.databases()) out[db.datname()] = db.extversion();
+    return err;
+  }
+
+  AgentCallError CheckStandbyFiles(int64_t upgrade_id, AgentStandbyFiles& out) override {
+    v1::StandbyFiles resp;
+    AgentCallError err = Call(&v1::Agent::Stub::CheckStandbyFiles, UpgradeRefOf(upgrade_id), resp);
+    if (err.ok) {
+      out.extname = resp.extname();
+      out.to_version = resp.to_version();
+      out.ready = resp.ready();
+      out.problems.assign(resp.problems().begin(), resp.problems().end());
+      out.data_directory = resp.data_directory();
+      out.share_dir = resp.share_dir();
+      out.lib_dir = resp.lib_dir();
+    }
     return err;
   }
 

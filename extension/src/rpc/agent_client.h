@@ -51,6 +51,11 @@ struct AgentPing {
   std::string backend_kind, backend_stanza, backend_problem, backend_summary_json;
   bool backend_checked = false, backend_check_ok = false;
   uint64_t backend_checked_age_ms = 0;
+  // "primary" or "standby" ("" from older agents); on a primary, its standby agents as last
+  // pinged (a JSON array, see the proto; "" from older agents); pg_rewind in its bin_dir.
+  std::string role, standbys_json;
+  bool pg_rewind_available = false;
+  bool standby_signal = false;  // the agent's data directory holds standby.signal
 };
 
 struct AgentEvent {
@@ -73,6 +78,13 @@ struct AgentJob {
 
 struct AgentJournal {
   std::string apply = "none", rollback = "none", rollback_step, snapshot_id;
+};
+
+// A standby agent's answer on the upgrade's target files (CheckStandbyFiles in the proto).
+struct AgentStandbyFiles {
+  std::string extname, to_version, data_directory, share_dir, lib_dir;
+  bool ready = false;
+  std::vector<std::string> problems;
 };
 
 // Client certificate for a TCP agent (PEM file paths). Empty: plain channel (Unix socket).
@@ -98,6 +110,8 @@ class AgentClient {
   // The extension's version now in each database of the upgrade ("" where it is not installed).
   virtual AgentCallError GetInstalledVersions(int64_t upgrade_id,
                                               std::map<std::string, std::string>& out) = 0;
+  // A standby agent's check of the upgrade's target files on its node.
+  virtual AgentCallError CheckStandbyFiles(int64_t upgrade_id, AgentStandbyFiles& out) = 0;
   virtual const std::string& address() const = 0;
 };
 

@@ -16,7 +16,9 @@ static_assert(v1::JOB_KIND_SNAPSHOT == 1 + static_cast<int>(JobKind::kSnapshot) 
               v1::JOB_KIND_ROLLBACK_TARGET == 1 + static_cast<int>(JobKind::kRollbackTarget) &&
               v1::JOB_KIND_APPLY == 1 + static_cast<int>(JobKind::kApply) &&
               v1::JOB_KIND_VERIFY == 1 + static_cast<int>(JobKind::kVerify) &&
-              v1::JOB_KIND_ROLLBACK == 1 + static_cast<int>(JobKind::kRollback) && v1::JobKind_MAX == 6);
+              v1::JOB_KIND_ROLLBACK == 1 + static_cast<int>(JobKind::kRollback) &&
+              v1::JOB_KIND_RESYNC_STANDBY == 1 + static_cast<int>(JobKind::kResyncStandby) &&
+              v1::JobKind_MAX == 7);
 static_assert(v1::FAILURE_KIND_NONE == static_cast<int>(JobFailureKind::kNone) &&
               v1::FAILURE_KIND_FAILED == static_cast<int>(JobFailureKind::kFailed) &&
               v1::FAILURE_KIND_CHECKS_FAILED == static_cast<int>(JobFailureKind::kChecksFailed) &&

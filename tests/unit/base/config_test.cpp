@@ -189,5 +189,87 @@ TEST_F(FakeDataDir, a_pgbackrest_backend_renders_and_parses_back) {
   EXPECT_EQ(back.wal_archive_dir, "");
 }
 
+// agent.role and the primary's [[standby]] list.
+class StandbyConfig : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/su-unit-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    AtomicWriteFile(JoinPath(dir_, "PG_VERSION"), "15\n");
+  }
+  void TearDown() override { RemoveTree(dir_); }
+  std::string Toml(const std::string& agent_lines, const std::string& tail = "") const {
+    return "[cluster]\ndata_directory = \"" + dir_ +
+           "\"\n[agent]\nlisten = \"unix:/tmp/x/agent.sock\"\nsnapshot_dir = \"/tmp/s\"\nwal_archive_dir = \"/tmp/w\"\n" +
+           agent_lines + tail;
+  }
+  // The message of the ConfigError that parsing and validating text throws ("" when none).
+  std::string ErrorOf(const std::string& text) const {
+    try {
+      ValidateAgentConfig(ParseAgentConfig(text));
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  }
+  std::string dir_;
+};
+
+TEST_F(StandbyConfig, a_primary_lists_its_standby_agents_and_they_round_trip) {
+  AgentConfig c = ParseAgentConfig(Toml("", "[[standby]]\nname = \"replica-1\"\nagent = \"unix:/run/a.sock\"\n"
+                                            "[[standby]]\nname = \"replica_2\"\nagent = \"unix:/run/b.sock\"\n"));
+  EXPECT_NO_THROW(ValidateAgentConfig(c));
+  EXPECT_EQ(c.role, "primary");
+  ASSERT_EQ(c.standbys.size(), 2u);
+  EXPECT_EQ(c.standbys[1].name, "replica_2");
+  AgentConfig back = ParseAgentConfig(RenderAgentConfig(c));
+  ASSERT_EQ(back.standbys.size(), 2u);
+  EXPECT_EQ(back.standbys[0].agent, "unix:/run/a.sock");
+  EXPECT_FALSE(back.IsStandby());
+}
+
+TEST_F(StandbyConfig, a_standby_role_round_trips) {
+  AgentConfig c = ParseAgentConfig(Toml("role = \"standby\"\n"));
+  EXPECT_TRUE(c.IsStandby());
+  EXPECT_TRUE(ParseAgentConfig(RenderAgentConfig(c)).IsStandby());
+}
+
+TEST_F(StandbyConfig, bad_values_are_refused_with_the_key_named) {
+  EXPECT_NE(ErrorOf(Toml("role = \"replica\"\n")).find("agent.role"), std::string::npos);
+  // A name that is not an application_name, or one that could smuggle anything else.
+  for (const char* name : {"", "a b", "x'; DROP TABLE t; --", "../etc", "-dash"})
+    EXPECT_NE(ErrorOf(Toml("", std::string("[[standby]]\nname = \"") + name + "\"\nagent = \"unix:/a\"\n"))
+                  .find("standby[0].name"),
+              std::string::npos)
+        << name;
+  EXPECT_NE(ErrorOf(Toml("", "[[standby]]\nname = \"s1\"\n")).find("standby[0].agent: missing"), std::string::npos);
+  EXPECT_NE(ErrorOf(Toml("", "[[standby]]\nname = \"s1\"\nagent = \"unix:/a\"\n[[standby]]\nname = \"s1\"\n"
+                             "agent = \"unix:/b\"\n"))
+                .find("listed twice"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("standby = \"s1\"\n" + Toml("")).find("array of tables"), std::string::npos);
+  // A TCP standby agent is reached with this agent's client certificate: none, no TCP.
+  EXPECT_NE(ErrorOf(Toml("", "[[standby]]\nname = \"s1\"\nagent = \"10.0.0.2:7443\"\n")).find("tls.ca_file"),
+            std::string::npos);
+  // A standby's agent does not call standbys of its own.
+  EXPECT_NE(ErrorOf(Toml("role = \"standby\"\n", "[[standby]]\nname = \"s1\"\nagent = \"unix:/a\"\n"))
+                .find("lists no standbys"),
+            std::string::npos);
+}
+
+TEST_F(StandbyConfig, patroni_rest_api_is_a_bare_http_url_on_the_primary) {
+  AgentConfig c = ParseAgentConfig(Toml("", "[patroni]\nrest_api = \"http://127.0.0.1:8008\"\n"));
+  EXPECT_NO_THROW(ValidateAgentConfig(c));
+  EXPECT_EQ(ParseAgentConfig(RenderAgentConfig(c)).patroni.rest_api, "http://127.0.0.1:8008");
+  for (const char* bad : {"127.0.0.1:8008", "ftp://h:1", "http://h:8008/config", "http://h", "http://u@h:1",
+                          "http://h:1?pause=true", "file:///etc/passwd"})
+    EXPECT_NE(ErrorOf(Toml("", std::string("[patroni]\nrest_api = \"") + bad + "\"\n")).find("patroni.rest_api"),
+              std::string::npos)
+        << bad;
+  EXPECT_NE(ErrorOf(Toml("role = \"standby\"\n", "[patroni]\nrest_api = \"http://h:8008\"\n"))
+                .find("only the primary's agent"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace safe_upgrade

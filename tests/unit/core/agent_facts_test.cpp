@@ -1,5 +1,6 @@
 // Unit tests of how the worker fits the agent's facts into shared memory: text cut between UTF-8
-// characters, and a backend summary that stays a JSON object when it does not fit.
+// characters, a backend summary that stays a JSON object and a standby list that stays a JSON array
+// when they do not fit.
 #include "core/agent_facts.h"
 
 #include <gtest/gtest.h>
@@ -58,6 +59,71 @@ TEST(FitBackendSummary, even_a_tiny_field_gets_json_and_invalid_input_is_marked)
   EXPECT_EQ(FitBackendSummary(Summary(3).dump(), 5), "");
   EXPECT_EQ(json::parse(FitBackendSummary("{\"ok\": tru", 4095)), json({{"invalid", true}}));
   EXPECT_EQ(json::parse(FitBackendSummary("[1, 2]", 4095)), json({{"invalid", true}}));
+}
+
+json Standbys(size_t count, const std::string& error = "") {
+  json list = json::array();
+  for (size_t i = 0; i < count; ++i)
+    list.push_back({{"name", "standby" + std::to_string(i + 1)},
+                    {"agent", "unix:/var/run/standby" + std::to_string(i + 1) + "/agent.sock"},
+                    {"reachable", error.empty()},
+                    {"error", error},
+                    {"role", "standby"},
+                    {"system_identifier_matches", true},
+                    {"in_recovery", true},
+                    {"pg_rewind", true},
+                    {"data_directory", "/var/lib/postgresql/15/standby" + std::to_string(i + 1)},
+                    {"checked_age_ms", 1200}});
+  return list;
+}
+
+TEST(FitStandbyAgents, a_list_that_fits_is_kept) {
+  EXPECT_EQ(json::parse(FitStandbyAgents(Standbys(3).dump(), 4095)), Standbys(3));
+  EXPECT_EQ(FitStandbyAgents("[]", 4095), "[]");
+}
+
+TEST(FitStandbyAgents, long_errors_are_cut_first_and_every_standby_stays) {
+  std::string error(1500, 'x');
+  std::string text = Standbys(3, error).dump();
+  ASSERT_GT(text.size(), 4095u);
+  std::string fitted = FitStandbyAgents(text, 4095);
+  ASSERT_LE(fitted.size(), 4095u);
+  json j = json::parse(fitted);
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[0]["error"].get<std::string>().size(), 200u);
+  EXPECT_EQ(j[2]["name"], "standby3");
+  EXPECT_EQ(j[2]["data_directory"], "/var/lib/postgresql/15/standby3");
+}
+
+TEST(FitStandbyAgents, too_many_standbys_keep_the_leading_ones_and_count_the_others) {
+  std::string text = Standbys(40).dump();
+  ASSERT_GT(text.size(), 4095u);
+  std::string fitted = FitStandbyAgents(text, 4095);
+  ASSERT_LE(fitted.size(), 4095u);
+  json j = json::parse(fitted);
+  ASSERT_TRUE(j.is_array());
+  ASSERT_GT(j.size(), 2u);
+  EXPECT_EQ(j[0]["name"], "standby1");
+  const json& marker = j.back();
+  EXPECT_EQ(marker["truncated"], true);
+  EXPECT_EQ(marker["omitted"].get<size_t>() + j.size() - 1, 40u);
+}
+
+TEST(FitStandbyAgents, even_a_tiny_field_gets_a_json_array_and_invalid_input_is_marked) {
+  EXPECT_EQ(json::parse(FitStandbyAgents(Standbys(3).dump(), 40)),
+            json::parse(R"([{"truncated": true, "omitted": 3}])"));
+  EXPECT_EQ(json::parse(FitStandbyAgents(Standbys(3).dump(), 20)), json::parse(R"([{"truncated": true}])"));
+  EXPECT_EQ(FitStandbyAgents(Standbys(3).dump(), 5), "");
+  EXPECT_EQ(json::parse(FitStandbyAgents("[{\"name\": ", 4095)), json::parse(R"([{"invalid": true}])"));
+  EXPECT_EQ(json::parse(FitStandbyAgents("{\"name\": \"s\"}", 4095)), json::parse(R"([{"invalid": true}])"));
+}
+
+TEST(WithoutStandbyDataDirectories, drops_only_the_data_directories) {
+  json hidden = json::parse(WithoutStandbyDataDirectories(Standbys(2).dump()));
+  json expected = Standbys(2);
+  for (json& s : expected) s.erase("data_directory");
+  EXPECT_EQ(hidden, expected);
+  EXPECT_EQ(WithoutStandbyDataDirectories("[{\"truncated\": true}]"), "[{\"truncated\":true}]");
 }
 
 }  // namespace

@@ -20,11 +20,13 @@ TEST(RollbackSteps, every_step_is_named_once) {
 }
 
 TEST(RollbackSteps, the_names_are_those_earlier_agents_journaled_in_the_same_order) {
-  // Journals written before the table existed name these; GetUpgradeJournal reports them.
+  // Journals written before the table existed name these; GetUpgradeJournal reports them. A step
+  // added later (standbys_resynced) comes after the steps it follows, so that such a journal
+  // resumes through it.
   EXPECT_EQ(RollbackSteps(),
             (std::vector<std::string>{"prechecked", "target_checked", "window_recorded", "stopped",
                                       "moved_aside", "restored", "configured", "promoted", "verified",
-                                      "settings_removed", "outcome_written", "done"}));
+                                      "settings_removed", "standbys_resynced", "outcome_written", "done"}));
 }
 
 TEST(RollbackSteps, stages_come_in_order_and_only_the_end_record_has_no_body) {
