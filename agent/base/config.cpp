@@ -32,7 +32,8 @@ void ReadStandbys(const toml::table& tbl, AgentConfig& c) {
   if (!node) return;
   const toml::array* list = node.as_array();
   if (!list) throw ConfigError("standby: must be an array of tables ([[standby]])");
-  static const std::regex standby_name("[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}");
+  // An application_name (Debian's standbys stream as their cluster_name, e.g. "15/main").
+  static const std::regex standby_name("[A-Za-z0-9_][A-Za-z0-9_./-]{0,62}");
   for (size_t i = 0; i < list->size(); ++i) {
     const toml::table* entry = (*list)[i].as_table();
     std::string where = "standby[" + std::to_string(i) + "]";
@@ -42,7 +43,7 @@ void ReadStandbys(const toml::table& tbl, AgentConfig& c) {
     auto agent = (*entry)["agent"].value<std::string>();
     if (!name || !std::regex_match(*name, standby_name))
       throw ConfigError(where + ".name: missing or not a standby's application_name (letters, digits, "
-                        "'_', '.', '-')");
+                        "'_', '.', '/', '-')");
     if (!agent || agent->empty()) throw ConfigError(where + ".agent: missing (the standby agent's address)");
     for (const auto& seen : c.standbys)
       if (seen.name == *name) throw ConfigError(where + ".name: \"" + *name + "\" is listed twice");
