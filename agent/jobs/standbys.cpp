@@ -25,6 +25,28 @@ std::string Describe(const AgentCallError& e) {
   return e.message;
 }
 
+// Repeats call while it fails in a way retryable forgives, for up to patience; an exception (a
+// client that cannot be made) is a failed call.
+template <typename Call>
+AgentCallError CallPatiently(std::chrono::seconds patience, bool (*retryable)(const AgentCallError&), Call call) {
+  AgentCallError err;
+  auto deadline = Clock::now() + patience;
+  try {
+    for (;;) {
+      err = call();
+      if (err.ok || !retryable(err) || Clock::now() >= deadline) return err;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  } catch (const std::exception& e) {
+    err.ok = false;
+    err.message = e.what();
+  }
+  return err;
+}
+
+// The agent is up (or coming up) but cannot start the job yet.
+bool StartRetryable(const AgentCallError& e) { return e.unavailable || e.unreachable || e.busy; }
+
 // A standby whose resync job is followed.
 struct Following {
   const AgentConfig::StandbyAgent* standby;
@@ -50,19 +72,11 @@ StandbyFilesVerdict CheckStandbysFiles(JobContext& ctx, int64_t upgrade_id) {
   for (const auto& standby : ctx.config().standbys) {
     json entry = {{"name", standby.name}, {"agent", standby.agent}, {"ready", false}};
     AgentStandbyFiles files;
-    AgentCallError err;
-    auto deadline = Clock::now() + kFilesDeadline;
-    try {
-      auto client = ConnectStandbyAgent(ctx.config(), standby, kCallDeadlineMs);
-      do {
-        err = client->CheckStandbyFiles(upgrade_id, files);
-        if (err.ok || !Retryable(err)) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      } while (Clock::now() < deadline);
-    } catch (const std::exception& e) {
-      err.ok = false;
-      err.message = e.what();
-    }
+    std::unique_ptr<AgentClient> client;
+    AgentCallError err = CallPatiently(kFilesDeadline, Retryable, [&] {
+      if (!client) client = ConnectStandbyAgent(ctx.config(), standby, kCallDeadlineMs);
+      return client->CheckStandbyFiles(upgrade_id, files);
+    });
     if (!err.ok) {
       entry["error"] = Describe(err);
       verdict.problems.push_back(standby.name + ": the target's files could not be checked: " + Describe(err));
@@ -85,19 +99,10 @@ json ResyncStandbys(JobContext& ctx, const std::string& phase) {
   std::vector<Following> following;
   for (const auto& standby : config.standbys) {
     Following f{&standby, nullptr, "", 0, {{"name", standby.name}, {"agent", standby.agent}}};
-    AgentCallError err;
-    try {
-      f.client = ConnectStandbyAgent(config, standby, kCallDeadlineMs);
-      auto deadline = Clock::now() + kStartDeadline;
-      do {
-        err = f.client->StartJob(JobKind::kResyncStandby, id, f.job_id);
-        if (err.ok || !(err.unavailable || err.unreachable || err.busy)) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
-      } while (Clock::now() < deadline);
-    } catch (const std::exception& e) {
-      err.ok = false;
-      err.message = e.what();
-    }
+    AgentCallError err = CallPatiently(kStartDeadline, StartRetryable, [&] {
+      if (!f.client) f.client = ConnectStandbyAgent(config, standby, kCallDeadlineMs);
+      return f.client->StartJob(JobKind::kResyncStandby, id, f.job_id);
+    });
     if (!err.ok) {
       f.result["outcome"] = err.unreachable || err.unavailable ? "unreachable" : "failed";
       f.result["error"] = Describe(err);

@@ -65,9 +65,10 @@ std::string DebianClustersUnavailable() {
   return "";
 }
 
-SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& options,
-                                DebianCluster& cluster) {
-  int port = FindFreePort();
+namespace {
+
+// The layout of an agent in dir serving the Debian cluster on port.
+SandboxInfo DebianLayout(const std::string& dir, int port, const SandboxOptions& options, DebianCluster& cluster) {
   SandboxInfo info = SandboxLayout(dir, port);
   info.data_dir = cluster.DataDir();
   info.socket_dir = "/var/run/postgresql";
@@ -79,13 +80,41 @@ SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& op
   c.server_log = "";  // pg_ctlcluster chooses the log; the agent is told none, as on a real server
   c.allow_root = options.allow_root_callers;
   cluster.log_file = "/var/log/postgresql/postgresql-" + cluster.version + "-" + cluster.name + ".log";
+  return info;
+}
 
+// The agent's directories, binary and configuration.
+void InstallAgent(const SandboxInfo& info, const SandboxOptions& options) {
+  const std::string& dir = info.dir;
   EnsureDir(dir, 0755);
   EnsureDir(JoinPath(dir, "bin"), 0755);
   for (const char* sub : {"agent", "snapshots", "wal_archive", "work"}) EnsureDir(JoinPath(dir, sub), 0700);
   SandboxInstallAgent(info, options.agent_binary);
-  AtomicWriteFile(info.agent_config_path, RenderAgentConfig(c), 0644);
+  AtomicWriteFile(info.agent_config_path, RenderAgentConfig(info.agent_config), 0644);
   ChownTree(dir, info.os_user);
+}
+
+void PrintLogAndDrop(const SandboxInfo& info, const DebianCluster& cluster) {
+  std::cerr << "--- " << cluster.log_file << " ---\n";
+  try {
+    std::cerr << ReadFile(cluster.log_file) << "\n";
+  } catch (...) {
+  }
+  try {
+    SandboxStopAgent(info, SIGTERM);
+  } catch (...) {
+  }
+  DropDebianCluster(cluster);
+}
+
+}  // namespace
+
+SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& options,
+                                DebianCluster& cluster) {
+  int port = FindFreePort();
+  SandboxInfo info = DebianLayout(dir, port, options, cluster);
+  const AgentConfig& c = info.agent_config;
+  InstallAgent(info, options);
   try {
     // Not started at boot; initdb's fsync is skipped, as for every test cluster.
     RunChecked({"pg_createcluster", cluster.version, cluster.name, "-p", std::to_string(port),
@@ -97,16 +126,36 @@ SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& op
     ServerControl(kPgBinDir, info.data_dir, c.control).Start();
     if (options.create_extension) PgConn(info.ConnInfo()).Exec("CREATE EXTENSION IF NOT EXISTS safe_upgrade");
   } catch (...) {
-    std::cerr << "--- " << cluster.log_file << " ---\n";
-    try {
-      std::cerr << ReadFile(cluster.log_file) << "\n";
-    } catch (...) {
-    }
-    try {
-      SandboxStopAgent(info, SIGTERM);
-    } catch (...) {
-    }
-    DropDebianCluster(cluster);
+    PrintLogAndDrop(info, cluster);
+    throw;
+  }
+  return info;
+}
+
+SandboxInfo CreateDebianStandby(const SandboxInfo& primary, const std::string& dir, const std::string& standby_name,
+                                const SandboxOptions& options, DebianCluster& cluster) {
+  int port = FindFreePort();
+  SandboxInfo info = DebianLayout(dir, port, options, cluster);
+  info.agent_config.role = "standby";
+  InstallAgent(info, options);
+  try {
+    RunChecked({"pg_createcluster", cluster.version, cluster.name, "-p", std::to_string(port),
+                "--start-conf=manual", "--", "--no-sync"},
+               AsRoot());
+    WriteAgentSettings(cluster, info, options);
+    LetRootConnectAsPostgres(cluster, info.os_user);
+    // Its own data directory gives way to a copy of the primary's.
+    RemoveTree(info.data_dir);
+    ProcessOptions as_service = AsRoot();
+    as_service.run_as = info.os_user;
+    RunChecked({JoinPath(kPgBinDir, "pg_basebackup"), "--pgdata=" + info.data_dir, "--wal-method=stream",
+                "--checkpoint=fast", "--write-recovery-conf", "--create-slot", "--slot=" + standby_name,
+                "--no-sync", "--dbname=" + ConnInfo(primary.socket_dir, primary.port, "postgres", "postgres", standby_name)},
+               as_service);
+    if (options.start_agent) SandboxStartAgent(info, options.agent_env);
+    ServerControl(kPgBinDir, info.data_dir, info.agent_config.control).Start();
+  } catch (...) {
+    PrintLogAndDrop(info, cluster);
     throw;
   }
   return info;

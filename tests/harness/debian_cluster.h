@@ -31,6 +31,15 @@ std::string DebianClustersUnavailable();
 SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& options,
                                 DebianCluster& cluster);
 
+// A streaming standby of primary (a Debian cluster made by CreateDebianCluster) in Debian's layout:
+// pg_createcluster for its configuration in /etc (its port, conf.d/safe_upgrade.conf pointing the
+// worker at its own agent), its data directory replaced by a pg_basebackup of the primary with
+// standby.signal and primary_conninfo (application_name = standby_name, through a physical slot
+// of that name), its agent (role "standby", control = pg_ctlcluster) in dir, and both started.
+// On failure it drops what it made and throws.
+SandboxInfo CreateDebianStandby(const SandboxInfo& primary, const std::string& dir, const std::string& standby_name,
+                                const SandboxOptions& options, DebianCluster& cluster);
+
 // pg_dropcluster --stop, then removes what the agent left next to the data directory
 // (<data directory>.failed-*, .ready-*). Never throws.
 void DropDebianCluster(const DebianCluster& cluster);

@@ -6,12 +6,15 @@
 // during the rollback is reported, and the primary stays up.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "base/fs_util.h"
 #include "base/process.h"
 #include "build_info.h"
+#include "debian_cluster.h"
 #include "fixtures.h"
 #include "postgres/cluster.h"
 #include "test_cluster.h"
@@ -144,6 +147,52 @@ TEST(Standbys, a_standby_down_during_the_rollback_is_reported_and_the_primary_st
   std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
   EXPECT_NE(error.find("the primary was rolled back to restore point"), std::string::npos) << error;
   EXPECT_NE(error.find("standby standby1 unreachable"), std::string::npos) << error;
+}
+
+// Debian's layout on both nodes: configuration in /etc, controlled with pg_ctlcluster. The standby's
+// files in /etc are its own and pg_rewind never sees them; its postgresql.auto.conf (with its
+// primary_conninfo) and standby.signal live in the data directory, which pg_rewind rewrites.
+TEST(Standbys, a_debian_standby_is_rewound_and_keeps_its_own_configuration) {
+  std::string why = DebianClustersUnavailable();
+  if (!why.empty()) GTEST_SKIP() << "needs pg_createcluster clusters, which cannot be made here: " << why;
+  TestCluster c({.settings = {{"wal_log_hints", "on"}}, .debian_cluster = true});
+  DebianCluster standby_cluster;
+  standby_cluster.name = c.debian().name + "_standby";
+  SandboxOptions so;
+  so.agent_binary = JoinPath(BuildDir(), "safe-upgrade-agent");
+  so.allow_root_callers = true;
+  SandboxInfo standby = CreateDebianStandby(c.info(), JoinPath(c.root(), "standby"), "debian_standby", so, standby_cluster);
+  struct Drop {
+    const SandboxInfo& info;
+    const DebianCluster& cluster;
+    ~Drop() {
+      SandboxStopAgent(info, SIGTERM);
+      DropDebianCluster(cluster);
+    }
+  } drop{standby, standby_cluster};
+  // The primary's agent lists the standby's.
+  c.StopAgent();
+  AgentConfig primary_agent = c.info().agent_config;
+  primary_agent.standbys.push_back({"debian_standby", "unix:" + standby.agent_socket});
+  AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_agent), 0644);
+  c.StartAgent();
+  std::string etc_conf = JoinPath(standby_cluster.ConfigDir(), "postgresql.conf");
+  std::string etc_before = ReadFile(etc_conf);
+
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c);
+  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  ExpectOnlyRowsBeforeRestorePoint(c);
+  json rows = StandbyRows(c, h.id);
+  ASSERT_EQ(rows.size(), 1u) << rows.dump(2);
+  EXPECT_EQ(rows[0]["name"], "debian_standby");
+  EXPECT_EQ(rows[0]["outcome"], "rewound") << rows[0].dump();
+  ExpectStreamingOnPrimaryTimeline(c, standby, "debian");
+  EXPECT_EQ(OnStandby(standby, "SELECT extversion FROM pg_extension WHERE extname = 'su_rollback_fixture'"), "1.0");
+  EXPECT_EQ(OnStandby(standby, "SHOW port"), std::to_string(standby.port));
+  EXPECT_EQ(OnStandby(standby, "SHOW config_file"), etc_conf);
+  EXPECT_EQ(ReadFile(etc_conf), etc_before);
 }
 
 // A copy of the PostgreSQL installation (binaries, libraries, share) without one library, for a

@@ -190,14 +190,8 @@ TEST_F(FakeDataDir, a_pgbackrest_backend_renders_and_parses_back) {
 }
 
 // agent.role and the primary's [[standby]] list.
-class StandbyConfig : public ::testing::Test {
+class StandbyConfig : public FakeDataDir {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/su-unit-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    AtomicWriteFile(JoinPath(dir_, "PG_VERSION"), "15\n");
-  }
-  void TearDown() override { RemoveTree(dir_); }
   std::string Toml(const std::string& agent_lines, const std::string& tail = "") const {
     return "[cluster]\ndata_directory = \"" + dir_ +
            "\"\n[agent]\nlisten = \"unix:/tmp/x/agent.sock\"\nsnapshot_dir = \"/tmp/s\"\nwal_archive_dir = \"/tmp/w\"\n" +
@@ -212,7 +206,6 @@ class StandbyConfig : public ::testing::Test {
     }
     return "";
   }
-  std::string dir_;
 };
 
 TEST_F(StandbyConfig, a_primary_lists_its_standby_agents_and_they_round_trip) {
