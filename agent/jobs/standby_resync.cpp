@@ -32,7 +32,14 @@ json RunResyncStandbyJob(JobContext& ctx) {
   if (before.primary_conninfo.empty())
     throw JobFailure("the standby has no primary_conninfo: it does not say which primary to follow", {},
                      JobFailureKind::kRefused);
-  const std::string source = PrimaryQueryConnInfo(before.primary_conninfo, config.database);
+  // As the agent's own role, which may read what pg_rewind reads; primary_conninfo's is often a
+  // replication role that may not (Patroni's "replicator").
+  std::string source;
+  try {
+    source = PrimaryQueryConnInfo(before.primary_conninfo, config.db_user, config.database);
+  } catch (const std::exception& e) {
+    throw JobFailure(e.what(), {}, JobFailureKind::kRefused);
+  }
   int timeline = 0;
   try {
     timeline = PrimaryTimeline(source);
@@ -77,7 +84,15 @@ json RunResyncStandbyJob(JobContext& ctx) {
   }
   RestoreStandbySettings(saved, config.data_directory);
   ctx.Progress(0.7);
-  server.Start();
+  try {
+    server.Start();
+  } catch (const std::exception& e) {
+    // A manager such as Patroni may have started it meanwhile (its settings are back): then it is
+    // judged by whether it streams, like one started here.
+    if (!server.Running()) throw;
+    ctx.Event("resync", "warning",
+              std::string("the standby was started by someone else meanwhile (") + e.what() + "); waiting for it to stream");
+  }
   ctx.Info("resync", "standby started; waiting until it streams on timeline " + std::to_string(timeline));
   if (!WaitUntilStreaming(config, timeline, std::chrono::seconds(120)))
     throw JobFailure("the standby was " + std::string(method == "rewind" ? "rewound" : "re-cloned") +

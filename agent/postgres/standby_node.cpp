@@ -1,6 +1,8 @@
 // A standby on its own host (standby_node.h).
 #include "postgres/standby_node.h"
 
+#include <libpq-fe.h>
+
 #include <filesystem>
 #include <thread>
 
@@ -33,11 +35,31 @@ StandbyState ReadStandbyState(PgConn& standby) {
   return s;
 }
 
-std::string PrimaryQueryConnInfo(const std::string& primary_conninfo, const std::string& database) {
-  if (primary_conninfo.rfind("postgres://", 0) == 0 || primary_conninfo.rfind("postgresql://", 0) == 0)
-    return primary_conninfo;
-  // In a keyword/value string the last setting of a keyword wins.
-  return primary_conninfo + " dbname=" + QuoteConnValue(database);
+std::string PrimaryQueryConnInfo(const std::string& primary_conninfo, const std::string& user,
+                                 const std::string& database) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(primary_conninfo.c_str(), &error);
+  if (!options) {
+    std::string why = error ? error : "out of memory";
+    PQfreemem(error);
+    throw std::runtime_error("cannot parse the standby's primary_conninfo: " + why);
+  }
+  std::string own_user;
+  for (PQconninfoOption* o = options; o->keyword; ++o)
+    if (std::string(o->keyword) == "user" && o->val) own_user = o->val;
+  const bool same_user = user.empty() || user == own_user;
+  std::string out;
+  for (PQconninfoOption* o = options; o->keyword; ++o) {
+    std::string keyword = o->keyword;
+    if (!o->val || keyword == "dbname" || keyword == "replication" || keyword == "user" ||
+        (keyword == "password" && !same_user))
+      continue;
+    out += keyword + "=" + QuoteConnValue(o->val) + " ";
+  }
+  PQconninfoFree(options);
+  if (!same_user) out += "user=" + QuoteConnValue(user) + " ";
+  else if (!own_user.empty()) out += "user=" + QuoteConnValue(own_user) + " ";
+  return out + "dbname=" + QuoteConnValue(database);
 }
 
 int PrimaryTimeline(const std::string& conninfo) {

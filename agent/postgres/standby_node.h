@@ -28,9 +28,13 @@ struct StandbyState {
 
 StandbyState ReadStandbyState(PgConn& standby);
 
-// A conninfo to the primary for pg_rewind and queries: the standby's primary_conninfo with
-// dbname set to database (a URI is used as it is).
-std::string PrimaryQueryConnInfo(const std::string& primary_conninfo, const std::string& database);
+// A conninfo to the primary for pg_rewind and queries: where the standby's primary_conninfo
+// points (host, port, TLS settings, passfile...), as user (the agent's [cluster] user; "" keeps the
+// primary_conninfo's, typically a replication role that may not read the files pg_rewind needs),
+// to database. A password in primary_conninfo is kept only for its own user. Throws when
+// primary_conninfo cannot be parsed.
+std::string PrimaryQueryConnInfo(const std::string& primary_conninfo, const std::string& user,
+                                 const std::string& database);
 // The primary's current timeline (its current WAL file's), over conninfo.
 int PrimaryTimeline(const std::string& conninfo);
 
