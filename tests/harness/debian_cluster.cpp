@@ -94,6 +94,17 @@ void InstallAgent(const SandboxInfo& info, const SandboxOptions& options) {
   ChownTree(dir, info.os_user);
 }
 
+// pg_createcluster on port, not started at boot (initdb's fsync skipped, as for every test
+// cluster), with the agent's settings in conf.d and root let in as postgres.
+void CreateConfiguredCluster(const DebianCluster& cluster, int port, const SandboxInfo& info,
+                             const SandboxOptions& options) {
+  RunChecked({"pg_createcluster", cluster.version, cluster.name, "-p", std::to_string(port), "--start-conf=manual",
+              "--", "--no-sync"},
+             AsRoot());
+  WriteAgentSettings(cluster, info, options);
+  LetRootConnectAsPostgres(cluster, info.os_user);
+}
+
 void PrintLogAndDrop(const SandboxInfo& info, const DebianCluster& cluster) {
   std::cerr << "--- " << cluster.log_file << " ---\n";
   try {
@@ -116,12 +127,7 @@ SandboxInfo CreateDebianCluster(const std::string& dir, const SandboxOptions& op
   const AgentConfig& c = info.agent_config;
   InstallAgent(info, options);
   try {
-    // Not started at boot; initdb's fsync is skipped, as for every test cluster.
-    RunChecked({"pg_createcluster", cluster.version, cluster.name, "-p", std::to_string(port),
-                "--start-conf=manual", "--", "--no-sync"},
-               AsRoot());
-    WriteAgentSettings(cluster, info, options);
-    LetRootConnectAsPostgres(cluster, info.os_user);
+    CreateConfiguredCluster(cluster, port, info, options);
     if (options.start_agent) SandboxStartAgent(info, options.agent_env);
     ServerControl(kPgBinDir, info.data_dir, c.control).Start();
     if (options.create_extension) PgConn(info.ConnInfo()).Exec("CREATE EXTENSION IF NOT EXISTS safe_upgrade");
@@ -139,11 +145,7 @@ SandboxInfo CreateDebianStandby(const SandboxInfo& primary, const std::string& d
   info.agent_config.role = "standby";
   InstallAgent(info, options);
   try {
-    RunChecked({"pg_createcluster", cluster.version, cluster.name, "-p", std::to_string(port),
-                "--start-conf=manual", "--", "--no-sync"},
-               AsRoot());
-    WriteAgentSettings(cluster, info, options);
-    LetRootConnectAsPostgres(cluster, info.os_user);
+    CreateConfiguredCluster(cluster, port, info, options);
     // Its own data directory gives way to a copy of the primary's.
     RemoveTree(info.data_dir);
     ProcessOptions as_service = AsRoot();

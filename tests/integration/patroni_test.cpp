@@ -56,6 +56,19 @@ class Patroni : public ::testing::Test {
   }
 };
 
+// A cluster up at the test's start: node1 leads, the replica streams from it.
+class PatroniRunning : public Patroni {
+ protected:
+  void SetUp() override {
+    Patroni::SetUp();
+    if (IsSkipped()) return;
+    cluster_ = std::make_unique<PatroniCluster>();
+    ASSERT_NO_THROW(cluster_->WaitForLeaderAndStreamingReplica(Clock::now() + 120s));
+    ASSERT_EQ(cluster_->Leader().name, "node1");
+  }
+  std::unique_ptr<PatroniCluster> cluster_;
+};
+
 TEST_F(Patroni, harness_brings_up_a_leader_and_a_streaming_replica) {
   auto start = Clock::now();
   PatroniCluster cluster;
@@ -99,12 +112,10 @@ TEST_F(Patroni, harness_brings_up_a_leader_and_a_streaming_replica) {
   EXPECT_EQ(view.Leader()->host, "127.0.0.1");
 }
 
-TEST_F(Patroni, pause_lets_the_leader_be_restarted_by_hand_without_failover_and_resume_keeps_it_leader) {
-  PatroniCluster cluster;
-  ASSERT_NO_THROW(cluster.WaitForLeaderAndStreamingReplica(Clock::now() + 120s));
+TEST_F(PatroniRunning, pause_lets_the_leader_be_restarted_by_hand_without_failover_and_resume_keeps_it_leader) {
+  PatroniCluster& cluster = *cluster_;
   const PatroniNode& leader = cluster.Leader();
   const PatroniNode& replica = cluster.Replica();
-  ASSERT_EQ(leader.name, "node1");
   PatroniClient client = cluster.Client(0);
   const std::string timeline = Scalar(leader, "SELECT timeline_id::text FROM pg_control_checkpoint()");
 
@@ -237,13 +248,11 @@ TEST_F(Patroni, member_stopped_while_paused_is_started_by_patroni_after_resume_w
 // taken before a restore point, recovers to it with the WAL of the replaced directory and
 // promotes onto a new timeline. The replica replayed past the restore point, so its history
 // forked off; after resume Patroni must bring it back (pg_rewind, use_pg_rewind: true).
-TEST_F(Patroni,
+TEST_F(PatroniRunning,
        leader_recovered_to_a_restore_point_while_paused_keeps_the_lead_and_the_replica_follows_after_resume) {
-  PatroniCluster cluster;
-  ASSERT_NO_THROW(cluster.WaitForLeaderAndStreamingReplica(Clock::now() + 120s));
+  PatroniCluster& cluster = *cluster_;
   const PatroniNode& leader = cluster.Leader();
   const PatroniNode& replica = cluster.Replica();
-  ASSERT_EQ(leader.name, "node1");
   PatroniClient client = cluster.Client(0);
   PgConn(leader.ConnInfo()).Exec("CREATE TABLE marks (batch int)");
   ASSERT_NO_THROW(client.Pause());
