@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "base/elapsed.h"
+#include "checks/config_tables.h"
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
 #include "jobs/standbys.h"
@@ -43,6 +44,26 @@ std::string Join(const std::vector<std::string>& v) {
   return out;
 }
 
+// The extension's registered tables (config_tables.h) after the upgrade committed on the clone:
+// fewer rows than before, or a table gone, blocks the upgrade.
+template <typename Failure>
+void RequireConfigTablesKept(JobContext& ctx, PgConn& conn, const std::string& extname, const std::string& datname,
+                             const std::vector<ConfigTable>& before, json& part, Failure failure) {
+  if (before.empty()) return;
+  std::vector<ConfigTable> after = ReadConfigTables(conn, extname);
+  ConfigTableChanges changes = CompareConfigTables(before, after);
+  part["config_tables"] = {{"before", ToJson(before)}, {"after", ToJson(after)}, {"changes", changes.ToJson()}};
+  if (!changes.losses.empty())
+    throw failure("database " + datname + ": the upgrade loses rows of " + extname +
+                      "'s own data (tables registered with pg_extension_config_dump): " + Join(changes.losses),
+                  {{"datname", datname}, {"config_tables", part["config_tables"]}});
+  ctx.Info("config_tables",
+           "database " + datname + ": " + std::to_string(before.size()) + " table(s) of " + extname +
+               "'s own data keep their rows" +
+               (changes.changed.empty() ? "" : " (rewritten: " + Join(changes.changed) + ")"),
+           part["config_tables"]);
+}
+
 // The upgrade and its checks in one database of the clone; adds what it finds to report: flat
 // lists tagged with the database, and that database's own part in report.databases. Throws
 // JobFailure (via failure) when the upgrade or a check fails there.
@@ -58,6 +79,7 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                   (current.empty() ? "(none)" : current) + " in database " + db.datname + " of snapshot " +
                   snapshot_id + ", but the upgrade starts from " + db.from_version);
   json before = before_recorded.empty() ? DependencyRows(*conn, upgrade.extname) : before_recorded;
+  std::vector<ConfigTable> config_before = ReadConfigTables(*conn, upgrade.extname);
 
   auto hops = PlanHops(db.update_path, upgrade.to_version, current);
   UpgradeRunOptions opt;
@@ -88,6 +110,7 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
            {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
 
+  RequireConfigTablesKept(ctx, *conn, upgrade.extname, db.datname, config_before, part, failure);
   part["dependency_after"] = DependencyRows(*conn, upgrade.extname);
   json drift = DependencyDrift(before, part["dependency_after"]);
   drift["before_source"] = before_recorded.empty() ? "clone" : "production";

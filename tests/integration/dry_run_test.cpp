@@ -202,6 +202,25 @@ TEST(DryRun, upgrade_that_drops_a_function_a_view_uses_blocks_naming_the_view) {
   EXPECT_FALSE(PathExists(CloneDir(c, id)));
 }
 
+// pg_cron's jobs or pg_partman's part_config: rows users wrote into a table the extension
+// registered with pg_extension_config_dump. An update script that empties it passes every catalog
+// check; the row count before and after on the clone does not.
+TEST(DryRun, an_update_that_empties_its_config_table_blocks_naming_the_table) {
+  TestCluster c(SchedulerOff());
+  c.Exec("CREATE EXTENSION su_fixture_configdata VERSION '1.0'");
+  c.Exec("INSERT INTO su_cfg_jobs (command) VALUES ('vacuum'), ('analyze'), ('reindex')");
+  int64_t id = SnapshottedUpgrade(c, "su_fixture_configdata");
+
+  auto job = DryRun(c, id);
+  ASSERT_EQ(job.state, "failed") << job.EventText();
+  EXPECT_NE(job.error.find("loses rows of su_fixture_configdata's own data"), std::string::npos) << job.error;
+  EXPECT_NE(job.error.find("su_cfg_jobs: 3 row(s) before the upgrade, 0 after"), std::string::npos) << job.error;
+  EXPECT_EQ(job.result["config_tables"]["changes"]["losses"].size(), 1u) << job.result.dump(2);
+  // Production untouched: the rows and the version are there.
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_cfg_jobs"), "3");
+  EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_fixture_configdata'"), "1.0");
+}
+
 TEST(DryRun, user_health_check_returning_false_blocks_the_upgrade) {
   TestCluster c(SchedulerOff());
   c.Exec("CREATE EXTENSION su_fixture_badcheck");
