@@ -3,9 +3,14 @@
 // says the upgrade may have touched production, and answers nothing for an unknown upgrade; a
 // primary's agent runs no standby job.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <nlohmann/json.hpp>
 
+#include "base/fs_util.h"
+#include "fixtures.h"
+#include "pki.h"
+#include "postgres/cluster.h"
 #include "rpc/agent_client.h"
 #include "test_cluster.h"
 
@@ -69,6 +74,51 @@ TEST(StandbyAgentSecurity, each_agent_refuses_the_other_roles_calls_and_a_resync
   EXPECT_EQ(standbys[0]["role"], "standby");
   EXPECT_EQ(standbys[0]["system_identifier_matches"], true);
   EXPECT_EQ(standbys[0]["in_recovery"], true);
+}
+
+// Across hosts the primary's agent reaches a standby's over TCP with mTLS: the standby agent
+// serves with a certificate of the CA, the primary's presents its own [tls] certificate as a
+// client. A rollback's resync runs through it like through the Unix socket.
+TEST(StandbyAgentSecurity, the_primary_reaches_a_standby_agent_over_tcp_with_client_certificates) {
+  TestCluster c({.standbys = 1});
+  const SandboxInfo& standby = c.info().standbys[0];
+  Pki pki = MakePki(c);
+  int port = FindFreePort();
+  std::string address = "127.0.0.1:" + std::to_string(port);
+  AgentConfig standby_config = standby.agent_config;
+  standby_config.listen = address;
+  standby_config.tls_ca_file = pki.ca;
+  standby_config.tls_cert_file = pki.server_cert;
+  standby_config.tls_key_file = pki.server_key;
+  SandboxStopAgent(standby, SIGTERM);
+  AtomicWriteFile(standby.agent_config_path, RenderAgentConfig(standby_config), 0644);
+  SandboxStartAgent(standby);
+  // Without a client certificate the standby's agent answers nothing.
+  AgentPing ping;
+  EXPECT_FALSE(AgentClient::Create(address, 3000, {pki.ca, "", ""})->Ping(ping).ok);
+
+  AgentConfig primary_config = c.info().agent_config;
+  primary_config.standbys = {{"standby1", address}};
+  primary_config.tls_ca_file = pki.ca;
+  primary_config.tls_cert_file = pki.client_cert;
+  primary_config.tls_key_file = pki.client_key;
+  c.StopAgent();
+  AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_config), 0644);
+  c.StartAgent();
+  auto primary_agent = AgentClient::Create("unix:" + c.info().agent_socket);
+  ASSERT_TRUE(WaitUntil([&] {
+    AgentPing p;
+    return primary_agent->Ping(p).ok && nlohmann::json::parse(p.standbys_json)[0].value("reachable", false);
+  },
+                        30s));
+
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c);
+  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
+  EXPECT_EQ(c.Scalar("SELECT outcome FROM safe_upgrade.upgrade_standbys WHERE upgrade_id = $1::bigint",
+                     {std::to_string(h.id)}),
+            "rewound");
 }
 
 }  // namespace
