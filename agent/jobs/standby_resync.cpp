@@ -61,6 +61,7 @@ json RunResyncStandbyJob(JobContext& ctx) {
   ctx.Info("resync", "stopping the standby to rewind it onto the primary's timeline " + std::to_string(timeline));
   server.Stop("fast");
   ctx.Progress(0.2);
+  ctx.Failpoint("resync:after_stop");
   std::string method = "rewind";
   try {
     RewindStandby(config, source);

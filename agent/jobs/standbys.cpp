@@ -2,6 +2,7 @@
 #include "jobs/standbys.h"
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "base/elapsed.h"
@@ -55,6 +56,8 @@ struct Following {
   int64_t cursor = 0;
   json result;
   bool done = false;
+  // Since when its agent has not answered (a crash, a restart): it is given kStartDeadline.
+  std::optional<Clock::time_point> silent_since;
 };
 
 }  // namespace
@@ -98,7 +101,7 @@ json ResyncStandbys(JobContext& ctx, const std::string& phase) {
   auto started = Clock::now();
   std::vector<Following> following;
   for (const auto& standby : config.standbys) {
-    Following f{&standby, nullptr, "", 0, {{"name", standby.name}, {"agent", standby.agent}}};
+    Following f{&standby, nullptr, "", 0, {{"name", standby.name}, {"agent", standby.agent}}, false, std::nullopt};
     AgentCallError err = CallPatiently(kStartDeadline, StartRetryable, [&] {
       if (!f.client) f.client = ConnectStandbyAgent(config, standby, kCallDeadlineMs);
       return f.client->StartJob(JobKind::kResyncStandby, id, f.job_id);
@@ -137,11 +140,23 @@ json ResyncStandbys(JobContext& ctx, const std::string& phase) {
           f.result["error"] = job.error;
           f.done = true;
         }
-      } else if (!Retryable(err) || Clock::now() > deadline) {
-        f.result["outcome"] = err.unreachable ? "unreachable" : "failed";
+      } else if (err.not_found) {
+        // The agent restarted and forgot the job: what it did to the standby is unknown here.
+        f.result["outcome"] = "failed";
+        f.result["error"] = "its agent restarted during the resync (the job is gone); check the standby";
+        f.done = true;
+      } else if (!Retryable(err)) {
+        f.result["outcome"] = "failed";
         f.result["error"] = "lost track of its resync job: " + Describe(err);
         f.done = true;
+      } else if (!f.silent_since) {
+        f.silent_since = Clock::now();
+      } else if (Clock::now() - *f.silent_since > kStartDeadline) {
+        f.result["outcome"] = "unreachable";
+        f.result["error"] = "its agent stopped answering during the resync: " + Describe(err);
+        f.done = true;
       }
+      if (err.ok) f.silent_since.reset();
       if (!f.done && Clock::now() > deadline) {
         f.result["outcome"] = "failed";
         f.result["error"] = "its resync job did not end within " + std::to_string(config.job_timeout_s) + " s";
