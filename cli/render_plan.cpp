@@ -126,6 +126,16 @@ void PrintPlan(std::ostream& out, const json& plan) {
   } else {
     take("warning_hints");
   }
+  // What the extension's community documents for its upgrades, and what the apply does about it.
+  if (const json* notes = take("notes"); notes && notes->is_array() && !notes->empty()) {
+    out << "  notes for this extension:\n";
+    for (const auto& n : *notes) {
+      out << "  - " << OneLine(JsonString(n, "note")) << " (" << JsonString(n, "source") << ")\n";
+      std::string handled = JsonString(n, "handled");
+      out << "    " << (handled.empty() ? "not handled by safe-upgrade: do it yourself" : "handled: " + handled)
+          << "\n";
+    }
+  }
   // The extension and versions in one line (installed_version is null when the databases differ).
   {
     std::string ext = JsonString(plan, "extname");

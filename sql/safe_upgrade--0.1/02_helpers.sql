@@ -214,3 +214,29 @@ BEGIN
   RETURN v_result;
 END
 $fn$;
+
+-- Steps the community documents for upgrading particular extensions, as plan() shows them: one row
+-- per note, each with its source, and whether the agent's apply already does what it asks. Adding
+-- a note is adding a row.
+CREATE FUNCTION @extschema@._extension_notes(p_extname name)
+RETURNS jsonb LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('extension', n.extname, 'note', n.note, 'source', n.source,
+                                               'handled', n.handled) ORDER BY n.ord), '[]'::jsonb)
+    FROM (VALUES
+      (1, 'timescaledb', 'ALTER EXTENSION timescaledb UPDATE must be the first command of a fresh session, '
+          'before anything loads the old version''s library', 'https://docs.timescale.com/self-hosted/latest/upgrades/minor-upgrade/',
+          'the apply runs it on a connection of its own, after nothing but SET LOCAL and a read of pg_extension'),
+      (2, 'postgis', 'the PostGIS extensions of a database (postgis_raster, postgis_topology, postgis_sfcgal, '
+          'postgis_tiger_geocoder) are upgraded together, with postgis_extensions_upgrade(); '
+          'postgis_full_version() says "need upgrade" while one lags', 'https://postgis.net/docs/postgis_extensions_upgrade.html',
+          NULL),
+      (3, 'pg_partman', 'version 5 changes part_config and drops trigger-based partitioning; 4.x users follow the '
+          'migration guide before ALTER EXTENSION', 'https://github.com/pgpartman/pg_partman/blob/master/doc/migrate_to_partman_5.md',
+          NULL),
+      (4, 'citus', 'ALTER EXTENSION citus UPDATE runs on the coordinator and on every worker node, each a cluster '
+          'of its own', 'https://docs.citusdata.com/en/stable/admin_guide/upgrading_citus.html', NULL)
+    ) AS n(ord, extname, note, source, handled)
+   WHERE n.extname = p_extname
+$fn$;

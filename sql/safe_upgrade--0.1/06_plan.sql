@@ -174,6 +174,9 @@ BEGIN
     'required_by', v_required_by,
     'dependents', v_dependents,
     'pitr', v_pitr - 'reasons' - 'hints',
+    -- Documented steps for this extension (_extension_notes): handled says what the apply does
+    -- about it; null: it is up to you.
+    'notes', @extschema@._extension_notes(v_ext),
     'rollback', jsonb_build_object(
       'method', 'point-in-time recovery: restore the snapshot taken before the upgrade, '
                 'then replay the archived WAL up to the restore point created just before the apply',
