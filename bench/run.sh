@@ -21,6 +21,10 @@
 #     measuring refused write to accepted write;
 #   raw copies of the data directory (cp -a, with --reflink=always on reflink), pgbench writing;
 #   the idle scheduler's CPU and wakeups (first cell only).
+# With the basebackup method, a standbys cell per size (bench/lib/standbys.sh): a sandbox with one
+# streaming standby (`sandbox up --standbys 1`), BENCH_RUNS upgrades that roll back, each timed
+# from the rollback's start until the standby streams on the primary's new timeline (the agent
+# rewinds it), against rebuilding the standby with pg_basebackup, pgbench writing throughout.
 # The pgBackRest backend's cells are also set against the local backend's at the same size.
 # Then it writes $BENCH_RESULTS_DIR/<timestamp>.json, one chart per figure against size, and
 # prints each target as MET, MISSED or NOT EVALUATED.
@@ -36,11 +40,14 @@
 #   BENCH_IDLE_S         seconds to watch the idle scheduler (default 60)
 #   BENCH_MAX_RATE       agent.backup_max_rate for our snapshots (pg_basebackup --max-rate)
 #   BENCH_CHECKPOINT     agent.backup_checkpoint for our snapshots: fast (default) or spread
+#   BENCH_STANDBYS       1 (default): the standbys cells, at BENCH_SIZES, when BENCH_METHODS has
+#                        basebackup; 0: none
+#   BENCH_ONLY=standbys  only the standbys cells (no method cell; their targets are NOT EVALUATED)
 #   BENCH_WORK_DIR       scratch directory (default: a new directory under /var/tmp); removed at the end
 #   BENCH_KEEP=1         keep the scratch directory and leave the clusters running
 #   BENCH_RESULTS_DIR (default bench/results), BUILD_DIR (default build), BENCH_CHART=0 (no PNG)
 # The parts live in bench/lib/ (common, observers, filesystems, cell, ours, pgbackrest,
-# cell_report, report), sourced below in that order.
+# cell_report, standbys, report), sourced below in that order.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,6 +64,9 @@ CHECKPOINT="${BENCH_CHECKPOINT:-fast}"
 RESULTS_DIR="${BENCH_RESULTS_DIR:-$ROOT/bench/results}"
 CHART="${BENCH_CHART:-1}"
 METHODS="${BENCH_METHODS:-basebackup reflink pgbackrest}"
+STANDBYS="${BENCH_STANDBYS:-1}"
+ONLY="${BENCH_ONLY:-}"
+case "$ONLY" in ""|standbys) ;; *) echo "BENCH_ONLY=$ONLY: only \"standbys\" is known" >&2; exit 1 ;; esac
 sizes_of() { case "$1" in small) echo 100 ;; tiny) echo 8 ;; *) echo "$1" ;; esac; }
 SIZES="$(sizes_of "${BENCH_SIZES:-1024 4096}")"
 REFLINK_SIZES="$(sizes_of "${BENCH_REFLINK_SIZES:-1024 4096 16384}")"
@@ -68,13 +78,14 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 num() { [ -n "${1:-}" ] && [ "$1" != null ] && echo "$1" || echo null; }  # empty -> JSON null
 
-for lib in common observers filesystems cell ours pgbackrest cell_report; do
+for lib in common observers filesystems cell ours pgbackrest cell_report standbys; do
   . "$ROOT/bench/lib/$lib.sh"
 done
 
 IDLE_JSON=""
 SKIPPED=()
-for m in $METHODS; do
+CELL_METHODS="$METHODS"; [ "$ONLY" = standbys ] && CELL_METHODS=""
+for m in $CELL_METHODS; do
   case "$m" in
     basebackup|pgbackrest)
       for s in $SIZES; do
@@ -101,7 +112,19 @@ for m in $METHODS; do
   esac
 done
 for m in basebackup reflink pgbackrest; do
-  [[ " $METHODS " == *" $m "* ]] || SKIPPED+=("$(jq -n --arg m "$m" '{method: $m, reason: "not in BENCH_METHODS"}')")
+  if [[ " $METHODS " != *" $m "* ]]; then
+    SKIPPED+=("$(jq -n --arg m "$m" '{method: $m, reason: "not in BENCH_METHODS"}')")
+  elif [ "$ONLY" = standbys ]; then
+    SKIPPED+=("$(jq -n --arg m "$m" '{method: $m, reason: "BENCH_ONLY=standbys"}')")
+  fi
 done
+# the standbys cells (basebackup only)
+if [ "$STANDBYS" = 0 ]; then
+  SKIPPED+=("$(jq -n '{method: "standbys", reason: "BENCH_STANDBYS=0"}')")
+elif [[ " $METHODS " != *" basebackup "* ]]; then
+  SKIPPED+=("$(jq -n '{method: "standbys", reason: "basebackup not in BENCH_METHODS"}')")
+else
+  bench_standbys
+fi
 
 . "$ROOT/bench/lib/report.sh"

@@ -140,6 +140,21 @@ if [[ " $METHODS " == *" pgbackrest "* ]] && [ "${#COMPARISON_LINES[@]}" = 0 ]; 
   COMPARISON_LINES+=("none: no size at which both a pgbackrest cell and a local-backend cell (basebackup, reflink) completed (see the JSON's skipped)")
 fi
 
+# --- the standbys cells: a standby streaming again after a rollback, against a pg_basebackup rebuild ---
+# No target in the issue. MET when rebuild / ours >= STANDBYS_THRESHOLD (2: the resync must at
+# least halve the time a DBA would otherwise spend rebuilding the standby, or the rewind path would
+# not be worth having over a plain re-clone); otherwise the ratio is reported as a measurement.
+STANDBYS_THRESHOLD=2
+STANDBYS_CELLS="$( (cat "$W"/standbys/*.json 2>/dev/null || true) | jq -s --argjson l "$STANDBYS_THRESHOLD" '
+  sort_by(.target_mb) | map(. + {verdict: {limit: $l, met: (if .ratios.rebuild_vs_ours == null then null else .ratios.rebuild_vs_ours >= $l end)}})')"
+STANDBY_LINES=()
+while IFS= read -r line; do STANDBY_LINES+=("$line"); done < <(jq -r '
+  def r3: if . == null then "null" else (. * 1000 | round / 1000 | tostring) end;
+  .[] | "\(if .verdict.met == true then "MET" elif .verdict.met == false then "MEASURED" else "NOT EVALUATED" end | . + " " * (14 - length)) standby streaming again: pg_basebackup rebuild / ours (basebackup, \(.target_mb) MB)  value \(.ratios.rebuild_vs_ours | r3)  (MET at >= \(.verdict.limit))  ours \(.ours.median.rollback_start_to_streaming_s | r3) s from the rollback'"'"'s start [\(.ours.runs | map(.rollback_start_to_streaming_s | r3) | join(", "))], the resync itself \(.ours.median.resync_s | r3) s [\(.ours.runs | map(.resync_s | r3) | join(", "))], outcomes \(.ours.outcomes | to_entries | map("\(.key) \(.value)") | join(", ")); rebuild \(.rebuild.median.stop_to_streaming_s | r3) s [\(.rebuild.runs | map(.stop_to_streaming_s | r3) | join(", "))]\(if .failed then "; failed: " + .failed else "" end)"' <<<"$STANDBYS_CELLS")
+if [ "${#STANDBY_LINES[@]}" = 0 ] && [ "$STANDBYS" != 0 ] && [[ " $METHODS " == *" basebackup "* ]]; then
+  STANDBY_LINES+=("NOT EVALUATED  standby streaming again: no standbys cell completed (see the JSON's skipped)")
+fi
+
 # --- charts: one per figure against size -------------------------------------------------------
 CHARTS=()
 if [ "$CHART" = 1 ] && [ "$(jq length <<<"$CELLS")" -gt 0 ]; then
@@ -207,7 +222,7 @@ jq -n --arg stamp "$STAMP" --argjson cores "$(nproc)" \
   --arg kernel "$(uname -r)" --arg methods "$METHODS" --arg sizes "$SIZES" --arg rsizes "$REFLINK_SIZES" \
   --argjson runs "$RUNS" --argjson clients "$CLIENTS" --argjson idle_s "$IDLE_S" --argjson tps_s "$TPS_S" --arg rate "$MAX_RATE" --arg checkpoint "$CHECKPOINT" \
   --argjson cells "$CELLS" --argjson skipped "$(printf '%s\n' "${SKIPPED[@]}" | jq -s .)" \
-  --argjson idle "${IDLE_JSON:-null}" --argjson comparisons "$COMPARISONS" --argjson targets "$(printf '%s\n' "${TARGETS[@]}" | jq -s .)" \
+  --argjson idle "${IDLE_JSON:-null}" --argjson comparisons "$COMPARISONS" --argjson standbys "$STANDBYS_CELLS" --argjson targets "$(printf '%s\n' "${TARGETS[@]}" | jq -s .)" \
   --argjson charts "$(printf '%s\n' "${CHARTS[@]}" | jq -R . | jq -s 'map(select(. != ""))')" '
   {timestamp: $stamp, host: {cores: $cores, postgres: $pg, pgbackrest: $pgbr, kernel: $kernel},
    config: {methods: ($methods | split(" ") | map(select(. != ""))), sizes_mb: ($sizes | split(" ") | map(select(. != "") | tonumber)),
@@ -220,9 +235,10 @@ jq -n --arg stamp "$STAMP" --argjson cores "$(nproc)" \
             disk: "used bytes (statvfs) of the filesystems holding the data directory, snapshots and work directories every 100 ms; extra = peak - value at begin; the limit is 5% of sum(pg_database_size) + the WAL written meanwhile (from the LSNs of the prober'"'"'s writes)",
             snapshot: "the agent'"'"'s snapshot job: first to last snapshot-phase event (to snapshot ... verified)",
             pgbackrest: "process-max=2 compress-type=lz4 start-fast=y, local repository; archive_command is pgBackRest'"'"'s only during its part, the agent'"'"'s only during ours",
+            standbys: "method basebackup, sandbox up --standbys 1: ours = from the event state verifying -> rolling_back until standby1'"'"'s pg_stat_wal_receiver (polled every 50 ms through its env) shows streaming on the primary'"'"'s new timeline, beside the resync'"'"'s own upgrade_standbys.detail.result.seconds; rebuild = pg_ctl stop, data directory aside, pg_basebackup -X stream -c fast -R, its conf files copied back, pg_ctl start, until streaming; both with pgbench writing; MET when rebuild / ours >= 2 (no target in the issue)",
             pgbackrest_backend: "method pgbackrest: safe-upgrade sandbox up --backend pgbackrest (stanza sandbox, posix repository in the sandbox); each snapshot is pgbackrest backup --type=incr (full when the stanza has none) + verify, its type from status() snapshot.pgbackrest.type; clone, parked target and cold rollback are pgbackrest restore of it"},
    skipped: $skipped, cells: $cells, idle_worker: $idle, targets: $targets,
-   pgbackrest_backend_vs_local: $comparisons, charts: $charts}' >"$OUT"
+   pgbackrest_backend_vs_local: $comparisons, standbys: $standbys, charts: $charts}' >"$OUT"
 
 echo
 echo "targets (issue 3/7, speed that holds on a busy server):"
@@ -231,6 +247,11 @@ if [ "${#COMPARISON_LINES[@]}" -gt 0 ]; then
   echo
   echo "pgbackrest backend against the local backend (same size, same run; ratio = pgbackrest / local):"
   printf '  %s\n' "${COMPARISON_LINES[@]}"
+fi
+if [ "${#STANDBY_LINES[@]}" -gt 0 ]; then
+  echo
+  echo "standbys after a rollback (no target in the issue; MET when a pg_basebackup rebuild takes >= $STANDBYS_THRESHOLD x ours, else the measured ratio):"
+  printf '  %s\n' "${STANDBY_LINES[@]}"
 fi
 echo
 echo "results: $OUT"
