@@ -41,8 +41,9 @@ void RollbackRun::BringBackStandbys() {
   // Standbys that streamed when the upgrade began but have no agent here: replayed past the
   // restore point, they cannot follow the new timeline, and nothing here can bring them back.
   auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+  // Whatever begin() knew of their agents: the configuration is what the agent has now.
   for (const auto& row : conn->Exec("SELECT name FROM safe_upgrade.upgrade_standbys WHERE upgrade_id = $1::bigint "
-                                    "AND NOT has_agent ORDER BY name",
+                                    "ORDER BY name",
                                     {std::to_string(id_)})
                              .rows) {
     std::string name = row[0].value_or("");

@@ -149,6 +149,26 @@ TEST(Standbys, a_standby_down_during_the_rollback_is_reported_and_the_primary_st
   EXPECT_NE(error.find("standby standby1 unreachable"), std::string::npos) << error;
 }
 
+TEST(Standbys, a_standby_without_an_agent_is_named_and_the_rollback_does_not_claim_it_follows) {
+  TestCluster c({.standbys = 1});
+  // The primary's agent no longer lists the standby's: begin() still sees it stream.
+  c.StopAgent();
+  AgentConfig primary_agent = c.info().agent_config;
+  primary_agent.standbys.clear();
+  AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_agent), 0644);
+  c.StartAgent();
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c);
+  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
+  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rollback_failed") << c.Events(h.id);
+  ExpectOnlyRowsBeforeRestorePoint(c);
+  json rows = StandbyRows(c, h.id);
+  ASSERT_EQ(rows.size(), 1u) << rows.dump(2);
+  EXPECT_EQ(rows[0]["outcome"], "no_agent") << rows[0].dump();
+  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
+  EXPECT_NE(error.find("standby standby1 no_agent"), std::string::npos) << error;
+}
+
 // Debian's layout on both nodes: configuration in /etc, controlled with pg_ctlcluster. The standby's
 // files in /etc are its own and pg_rewind never sees them; its postgresql.auto.conf (with its
 // primary_conninfo) and standby.signal live in the data directory, which pg_rewind rewrites.
