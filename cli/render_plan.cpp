@@ -184,6 +184,14 @@ void PrintPlan(std::ostream& out, const json& plan) {
     PrintJsonValue(out, *value, "  ");
   }
   if (const json* standbys = take("standbys")) PrintStandbys(out, *standbys);
+  // The same objects as in the warnings, with the statement that drops them.
+  if (const json* breakage = take("predicted_breakage"); breakage && breakage->is_array()) {
+    out << "\npredicted breakage (read from the update scripts; the dry run decides):"
+        << (breakage->empty() ? " none\n" : "\n");
+    for (const auto& b : *breakage)
+      out << "  - " << JsonString(b, "datname") << ": " << OneLine(JsonString(b, "message")) << "\n    ("
+          << OneLine(JsonString(b, "statement")) << ")\n";
+  }
   for (auto it = plan.begin(); it != plan.end(); ++it) {
     if (done.count(it.key())) continue;
     std::string title = it.key();

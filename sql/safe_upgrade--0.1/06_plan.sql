@@ -111,6 +111,7 @@ DECLARE
   v_standbys jsonb := @extschema@._standbys();
   v_warnings text[];
   v_warning_hints text[];
+  v_breakage jsonb;
 BEGIN
   -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
   -- connect to (their count otherwise).
@@ -151,6 +152,14 @@ BEGIN
   SELECT coalesce(array_agg(w.warning ORDER BY w.n), '{}'), coalesce(array_agg(w.hint ORDER BY w.n), '{}')
     INTO v_warnings, v_warning_hints
     FROM @extschema@._standby_warnings(v_standbys) WITH ORDINALITY AS w (warning, hint, n);
+  -- So do the objects the scripts on the path drop that your objects use: the dry run decides.
+  v_breakage := @extschema@._predicted_breakage(v_ext, v_databases, v_dependents);
+  SELECT v_warnings || coalesce(array_agg(format('database %s: %s', b ->> 'datname', b ->> 'message')), '{}'),
+         v_warning_hints || coalesce(array_agg(format('the dry run will tell whether this breaks (%s); change or '
+                                                      'drop %s first if it does', b ->> 'statement',
+                                                      b ->> 'object_identity')), '{}')
+    INTO v_warnings, v_warning_hints
+    FROM jsonb_array_elements(v_breakage) b;
 
   v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
   v_data_free := (v_pitr ->> 'data_free_bytes')::bigint;
@@ -173,6 +182,9 @@ BEGIN
     'requires', v_requires,
     'required_by', v_required_by,
     'dependents', v_dependents,
+    -- What the scripts on the path drop or replace that those dependents use: advice, before any
+    -- snapshot; the dry run stays the judge.
+    'predicted_breakage', v_breakage,
     'pitr', v_pitr - 'reasons' - 'hints',
     -- Documented steps for this extension (_extension_notes): handled says what the apply does
     -- about it; null: it is up to you.

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -60,6 +62,36 @@ json Plan(const TestCluster& c, const std::string& ext, const std::string& versi
 
 std::string ConnInfoAs(const TestCluster& c, const std::string& user) {
   return safe_upgrade::ConnInfo(c.info().socket_dir, c.info().port, "postgres", user);
+}
+
+// Breakage predicted before any copy: plan() reads the update scripts on the path and names the
+// user objects that use what a hop drops, in well under a second, taking no snapshot.
+TEST(PlanPrediction, a_view_on_a_function_the_next_hop_drops_is_named_in_under_a_second_with_no_snapshot) {
+  TestCluster c;
+  c.Exec("CREATE EXTENSION su_fixture_dropfn VERSION '1.0'");
+  c.Exec("CREATE VIEW answer_view AS SELECT su_dropfn_answer() AS answer");
+  auto conn = c.Connect();
+  auto started = std::chrono::steady_clock::now();
+  json plan = json::parse(conn->Exec("SELECT safe_upgrade.plan('su_fixture_dropfn', '1.1')::text").Scalar());
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_LT(took, std::chrono::seconds(1));
+  ASSERT_EQ(plan["predicted_breakage"].size(), 1u) << plan.dump(2);
+  const json& b = plan["predicted_breakage"][0];
+  EXPECT_EQ(b["message"], "view public.answer_view uses function public.su_dropfn_answer(), which 1.0--1.1 drops");
+  EXPECT_EQ(b["statement"], "DROP FUNCTION su_dropfn_answer()");
+  EXPECT_EQ(b["datname"], "postgres");
+  std::string warnings = plan["warnings"].dump();
+  EXPECT_NE(warnings.find("database postgres: view public.answer_view uses function public.su_dropfn_answer()"),
+            std::string::npos)
+      << warnings;
+  // Advice only: the verdict is the prerequisites', and nothing was started or copied.
+  EXPECT_EQ(plan["verdict"], "ok") << plan.dump(2);
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM safe_upgrade.upgrades"), "0");
+  EXPECT_TRUE(std::filesystem::is_empty(c.info().agent_config.snapshot_dir));
+  // Without the view, nothing is predicted.
+  c.Exec("DROP VIEW answer_view");
+  plan = json::parse(conn->Exec("SELECT safe_upgrade.plan('su_fixture_dropfn', '1.1')::text").Scalar());
+  EXPECT_TRUE(plan["predicted_breakage"].empty()) << plan.dump(2);
 }
 
 TEST(PlanHstore, plan_lists_the_column_gist_index_and_view_that_use_hstore_and_the_full_update_path) {
