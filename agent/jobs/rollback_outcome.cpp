@@ -25,7 +25,7 @@ void RollbackRun::WriteRolledBackOutcome() {
 // the reason is in the job's error and the agent's events either way).
 void RollbackRun::WriteFailedOutcome(const std::string& error) {
   try {
-    auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+    auto conn = OutcomeConnection();
     std::string id = std::to_string(id_);
     conn->ExecScript("BEGIN");
     conn->Exec(
@@ -58,8 +58,16 @@ void RollbackRun::WriteStandbyOutcomes(PgConn& conn) {
          standby.dump()});
 }
 
-void RollbackRun::WriteOutcome(const std::string& state, const std::string& error, bool primary_restored) {
+// The outcome's commit waits for no standby: with synchronous_standby_names set, a standby that a
+// rollback could not bring back would hold it (and the record of why) forever.
+std::unique_ptr<PgConn> RollbackRun::OutcomeConnection() const {
   auto conn = ConnectProduction(config_, "safe-upgrade-agent rollback");
+  conn->Exec("SET synchronous_commit = local");
+  return conn;
+}
+
+void RollbackRun::WriteOutcome(const std::string& state, const std::string& error, bool primary_restored) {
+  auto conn = OutcomeConnection();
   conn->ExecScript("BEGIN");
   try {
     std::string id = std::to_string(id_);

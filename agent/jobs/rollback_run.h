@@ -88,6 +88,7 @@ class RollbackRun {
   // original data directory put back.
   void WriteOutcome(const std::string& state, const std::string& error, bool primary_restored = false);
   void WriteStandbyOutcomes(PgConn& conn);
+  std::unique_ptr<PgConn> OutcomeConnection() const;
   void WriteFailedOutcome(const std::string& error);
 
   JobContext& ctx_;

@@ -12,13 +12,28 @@ namespace {
 
 using namespace std::chrono_literals;
 
-TEST(StandbyAgentKilledWhileResyncing, the_rollback_ends_with_the_primary_up_and_the_standby_reported) {
-  RecordFault("a standby's agent SIGKILLed during its resync, right after it stopped the standby",
+// With the standby synchronous (synchronous_standby_names), the outcome's commit must not wait for
+// the standby that is down.
+class StandbyAgentKilledWhileResyncing : public ::testing::TestWithParam<bool> {};
+
+TEST_P(StandbyAgentKilledWhileResyncing, the_rollback_ends_with_the_primary_up_and_the_standby_reported) {
+  const bool synchronous = GetParam();
+  RecordFault(std::string("a ") + (synchronous ? "synchronous " : "") +
+                  "standby's agent SIGKILLed during its resync, right after it stopped the standby",
               "`rollback_failed` naming the standby (`unreachable`), the primary rolled back and serving, within "
               "a bounded wait");
   // The failpoint is in the standby agent's resync job only: the primary's agent never reaches it.
   TestCluster c({.agent_env = {{"SAFE_UPGRADE_FAILPOINT", "resync:after_stop"}}, .standbys = 1});
   c.ExpectCrashes();
+  // Once the standby streams (the sandbox waits for it): from then on every commit waits for it.
+  if (synchronous) {
+    c.Exec("ALTER SYSTEM SET synchronous_standby_names = 'standby1'");
+    c.Exec("SELECT pg_reload_conf()");
+    ASSERT_TRUE(WaitUntil([&] {
+      return c.Scalar("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'") == "sync";
+    },
+                          30s));
+  }
   PrepareRollbackFixture(c);
   HeldApply h = StartHeldUpgrade(c);
   ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
@@ -32,6 +47,9 @@ TEST(StandbyAgentKilledWhileResyncing, the_rollback_ends_with_the_primary_up_and
   std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
   EXPECT_NE(error.find("stopped answering during the resync"), std::string::npos) << error;
 }
+
+INSTANTIATE_TEST_SUITE_P(Standbys, StandbyAgentKilledWhileResyncing, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "synchronous" : "asynchronous"; });
 
 }  // namespace
 }  // namespace safe_upgrade::testing

@@ -165,6 +165,10 @@ void WorkerMain() {
   PgGuard(&BackgroundWorkerInitializeConnection, static_cast<const char*>(guc_database),
           static_cast<const char*>(nullptr), static_cast<uint32>(0));
   PgGuard(&pgstat_report_appname, "safe_upgrade scheduler");
+  // The scheduler's bookkeeping never waits for a synchronous standby: a rollback stops the
+  // standbys to rewind them, and a commit waiting for one would hold the upgrade's rows (and the
+  // agent's outcome behind them) until it came back, if ever.
+  PgGuard(&SetConfigOption, "synchronous_commit", "local", PGC_USERSET, PGC_S_SESSION);
 
   SharedState* s = Shared();
   SpinLockAcquire(&s->mutex);
