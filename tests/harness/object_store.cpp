@@ -28,16 +28,6 @@ std::string PackageDir() {
 
 std::string ServerScript() { return JoinPath(PackageDir(), "node_modules/s3rver/bin/s3rver.js"); }
 
-bool Runs(const std::vector<std::string>& argv) {
-  try {
-    ProcessOptions opt;
-    opt.timeout = std::chrono::seconds(30);
-    return RunProcess(argv, opt).Ok();
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
 void Openssl(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"openssl"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -58,11 +48,11 @@ bool Gone(pid_t pid) {
 }  // namespace
 
 std::string ObjectStoreServer::Unavailable() {
-  if (!Runs({"node", "--version"})) return "node (Debian package nodejs) is not installed";
+  if (!CommandRuns({"node", "--version"})) return "node (Debian package nodejs) is not installed";
   if (!PathExists(ServerScript()))
     return "the npm package s3rver is not installed in " + PackageDir() + "; run `make object-store-deps`";
-  if (!Runs({"openssl", "version"})) return "openssl is not installed";
-  if (!Runs({"pgbackrest", "version"})) return "pgbackrest is not installed";
+  if (!CommandRuns({"openssl", "version"})) return "openssl is not installed";
+  if (!CommandRuns({"pgbackrest", "version"})) return "pgbackrest is not installed";
   return "";
 }
 

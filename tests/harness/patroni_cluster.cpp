@@ -17,6 +17,7 @@
 #include "base/fs_util.h"
 #include "build_info.h"
 #include "postgres/cluster.h"
+#include "test_cluster.h"
 
 namespace safe_upgrade::testing {
 namespace {
@@ -112,18 +113,9 @@ std::string PatroniNode::ConnInfo(const std::string& dbname) const {
 }
 
 std::string PatroniUnavailable() {
-  auto runs = [](const std::vector<std::string>& argv) {
-    try {
-      ProcessOptions opt;
-      opt.timeout = std::chrono::seconds(30);
-      return RunProcess(argv, opt).Ok();
-    } catch (const std::exception&) {
-      return false;
-    }
-  };
   const std::string install = " (as root: `make deps`, or apt-get install patroni etcd-server)";
-  if (!runs({"patroni", "--version"})) return "patroni is not installed" + install;
-  if (!runs({"etcd", "--version"})) return "etcd is not installed" + install;
+  if (!CommandRuns({"patroni", "--version"})) return "patroni is not installed" + install;
+  if (!CommandRuns({"etcd", "--version"})) return "etcd is not installed" + install;
   if (!PathExists(JoinPath(kPgBinDir, "postgres")))
     return std::string("no PostgreSQL server in ") + kPgBinDir;
   if (geteuid() == 0 && !LookupUser("postgres"))

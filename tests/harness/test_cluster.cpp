@@ -47,6 +47,16 @@ bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds time
   }
 }
 
+bool CommandRuns(const std::vector<std::string>& argv) {
+  try {
+    ProcessOptions opt;
+    opt.timeout = std::chrono::seconds(30);
+    return RunProcess(argv, opt).Ok();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 bool ExtensionAvailable(PgConn& conn, const std::string& name) {
   return !conn.Exec("SELECT 1 FROM pg_available_extensions WHERE name = $1", {name}).Empty();
 }

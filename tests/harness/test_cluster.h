@@ -111,6 +111,9 @@ class TestCluster {
 bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
                std::chrono::milliseconds interval = std::chrono::milliseconds(50));
 
+// Whether the command runs and exits 0 within 30 s (a tool's presence: "patroni --version").
+bool CommandRuns(const std::vector<std::string>& argv);
+
 // The directory holding the built binaries (safe-upgrade, safe-upgrade-agent).
 std::string BuildDir();
 // Server's extension/fixture availability: true when pg_available_extensions lists it.

@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "base/fs_util.h"
@@ -58,22 +59,36 @@ json StandbyRows(const TestCluster& c, int64_t id) {
                               {std::to_string(id)}));
 }
 
+// A doomed upgrade (fixtures.h) of c rolled back: it must end in state, with the primary holding
+// exactly the rows from before the restore point. while_applying runs once it applies.
+struct RolledBack {
+  int64_t id = 0;
+  json standbys = json::array();  // its upgrade_standbys rows
+};
+RolledBack RollBackDoomedUpgrade(const TestCluster& c, const std::string& state,
+                                 const std::string& rollback_target = "auto",
+                                 const std::function<void()>& while_applying = {}) {
+  PrepareRollbackFixture(c);
+  HeldApply h = StartHeldUpgrade(c, rollback_target);
+  RolledBack out{h.id};
+  if (!WriteMarkersAroundDoomedApply(c, h, c.Connect(), while_applying)) return out;
+  EXPECT_EQ(c.WaitForTerminalState(h.id, 600s), state) << c.Events(h.id);
+  ExpectOnlyRowsBeforeRestorePoint(c);
+  out.standbys = StandbyRows(c, h.id);
+  return out;
+}
+
+std::string UpgradeError(const TestCluster& c, int64_t id) {
+  return c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+}
+
 class StandbyCount : public ::testing::TestWithParam<int> {};
 
 TEST_P(StandbyCount, a_rollback_rewinds_every_standby_onto_the_new_timeline) {
   const int standbys = GetParam();
   TestCluster c({.standbys = standbys});
-  PrepareRollbackFixture(c);
-  for (const auto& standby : c.info().standbys)
-    ASSERT_TRUE(WaitUntil([&] { return OnStandby(standby, "SELECT count(*)::text FROM pg_extension WHERE extname = "
-                                                          "'su_rollback_fixture'") == "1"; },
-                          60s));
-  HeldApply h = StartHeldUpgrade(c);
-  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
-  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
-  ExpectOnlyRowsBeforeRestorePoint(c);
-
-  json rows = StandbyRows(c, h.id);
+  RolledBack h = RollBackDoomedUpgrade(c, "rolled_back");
+  json rows = h.standbys;
   ASSERT_EQ(rows.size(), static_cast<size_t>(standbys)) << rows.dump(2);
   for (int k = 0; k < standbys; ++k) {
     const SandboxInfo& standby = c.info().standbys[k];
@@ -115,11 +130,7 @@ TEST(Standbys, a_succeeded_upgrade_reaches_the_standby_and_leaves_it_streaming) 
 TEST(Standbys, a_standby_that_cannot_be_rewound_is_recloned) {
   // Without wal_log_hints (and without checksums) pg_rewind refuses; the agent falls back.
   TestCluster c({.settings = {{"wal_log_hints", "off"}}, .standbys = 1});
-  PrepareRollbackFixture(c);
-  HeldApply h = StartHeldUpgrade(c, "cold");
-  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
-  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
-  json rows = StandbyRows(c, h.id);
+  json rows = RollBackDoomedUpgrade(c, "rolled_back", "cold").standbys;
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0]["outcome"], "recloned") << rows[0].dump();
   const SandboxInfo& standby = c.info().standbys[0];
@@ -132,19 +143,15 @@ TEST(Standbys, a_standby_that_cannot_be_rewound_is_recloned) {
 
 TEST(Standbys, a_standby_down_during_the_rollback_is_reported_and_the_primary_stays_up) {
   TestCluster c({.standbys = 1});
-  PrepareRollbackFixture(c);
   const SandboxInfo& standby = c.info().standbys[0];
-  HeldApply h = StartHeldUpgrade(c);
-  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect(), [&] {
+  // The primary is rolled back and runs, whatever happens to the standby.
+  RolledBack h = RollBackDoomedUpgrade(c, "rollback_failed", "auto", [&] {
     ServerControl(kPgBinDir, standby.data_dir, "pg_ctl", standby.os_user, "").Stop("fast");
-  }));
-  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rollback_failed") << c.Events(h.id);
-  // The primary was rolled back and runs, whatever happened to the standby.
-  ExpectOnlyRowsBeforeRestorePoint(c);
-  json rows = StandbyRows(c, h.id);
+  });
+  json rows = h.standbys;
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0]["outcome"], "unreachable") << rows[0].dump();
-  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
+  std::string error = UpgradeError(c, h.id);
   EXPECT_NE(error.find("the primary was rolled back to restore point"), std::string::npos) << error;
   EXPECT_NE(error.find("standby standby1 unreachable"), std::string::npos) << error;
 }
@@ -157,15 +164,11 @@ TEST(Standbys, a_standby_without_an_agent_is_named_and_the_rollback_does_not_cla
   primary_agent.standbys.clear();
   AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_agent), 0644);
   c.StartAgent();
-  PrepareRollbackFixture(c);
-  HeldApply h = StartHeldUpgrade(c);
-  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
-  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rollback_failed") << c.Events(h.id);
-  ExpectOnlyRowsBeforeRestorePoint(c);
-  json rows = StandbyRows(c, h.id);
+  RolledBack h = RollBackDoomedUpgrade(c, "rollback_failed");
+  json rows = h.standbys;
   ASSERT_EQ(rows.size(), 1u) << rows.dump(2);
   EXPECT_EQ(rows[0]["outcome"], "no_agent") << rows[0].dump();
-  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(h.id)});
+  std::string error = UpgradeError(c, h.id);
   EXPECT_NE(error.find("standby standby1 no_agent"), std::string::npos) << error;
 }
 
@@ -199,12 +202,7 @@ TEST(Standbys, a_debian_standby_is_rewound_and_keeps_its_own_configuration) {
   std::string etc_conf = JoinPath(standby_cluster.ConfigDir(), "postgresql.conf");
   std::string etc_before = ReadFile(etc_conf);
 
-  PrepareRollbackFixture(c);
-  HeldApply h = StartHeldUpgrade(c);
-  ASSERT_TRUE(WriteMarkersAroundDoomedApply(c, h, c.Connect()));
-  ASSERT_EQ(c.WaitForTerminalState(h.id, 600s), "rolled_back") << c.Events(h.id);
-  ExpectOnlyRowsBeforeRestorePoint(c);
-  json rows = StandbyRows(c, h.id);
+  json rows = RollBackDoomedUpgrade(c, "rolled_back").standbys;
   ASSERT_EQ(rows.size(), 1u) << rows.dump(2);
   EXPECT_EQ(rows[0]["name"], "debian_standby");
   EXPECT_EQ(rows[0]["outcome"], "rewound") << rows[0].dump();
