@@ -47,6 +47,17 @@ bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds time
   }
 }
 
+void TestCluster::WaitForWorkerToReachAgent() const {
+  std::string since = Scalar("SELECT now()::text");
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return Scalar("SELECT (reachable AND checked_at > $1::timestamptz)::text FROM safe_upgrade.agent_status()",
+                      {since}) == "true";
+      },
+      std::chrono::seconds(60)))
+      << "the worker did not reach the agent: " << Scalar("SELECT last_error FROM safe_upgrade.agent_status()");
+}
+
 bool CommandRuns(const std::vector<std::string>& argv) {
   try {
     ProcessOptions opt;

@@ -68,6 +68,9 @@ class TestCluster {
   void Exec(const std::string& sql) const;
 
   void StartAgent(const std::map<std::string, std::string>& env = {});
+  // Until the worker has reached the agent since now (it pings it every few seconds): begin()
+  // refuses an agent the worker last saw unreachable, e.g. right after a restart.
+  void WaitForWorkerToReachAgent() const;
   void StopAgent();  // SIGTERM
   void KillAgent();  // SIGKILL
   bool AgentRunning() const;

@@ -105,6 +105,7 @@ TEST(StandbyAgentSecurity, the_primary_reaches_a_standby_agent_over_tcp_with_cli
   c.StopAgent();
   AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_config), 0644);
   c.StartAgent();
+  c.WaitForWorkerToReachAgent();
   auto primary_agent = AgentClient::Create("unix:" + c.info().agent_socket);
   ASSERT_TRUE(WaitUntil([&] {
     AgentPing p;

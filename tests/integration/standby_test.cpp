@@ -164,6 +164,7 @@ TEST(Standbys, a_standby_without_an_agent_is_named_and_the_rollback_does_not_cla
   primary_agent.standbys.clear();
   AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_agent), 0644);
   c.StartAgent();
+  c.WaitForWorkerToReachAgent();
   RolledBack h = RollBackDoomedUpgrade(c, "rollback_failed");
   json rows = h.standbys;
   ASSERT_EQ(rows.size(), 1u) << rows.dump(2);
@@ -199,6 +200,7 @@ TEST(Standbys, a_debian_standby_is_rewound_and_keeps_its_own_configuration) {
   primary_agent.standbys.push_back({"debian_standby", "unix:" + standby.agent_socket});
   AtomicWriteFile(c.info().agent_config_path, RenderAgentConfig(primary_agent), 0644);
   c.StartAgent();
+  c.WaitForWorkerToReachAgent();
   std::string etc_conf = JoinPath(standby_cluster.ConfigDir(), "postgresql.conf");
   std::string etc_before = ReadFile(etc_conf);
 
