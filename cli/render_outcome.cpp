@@ -76,6 +76,16 @@ void PrintOutcome(std::ostream& out, const UpgradeDoc& doc) {
   if (!error.empty()) out << "  reason: " << error << "\n";
   PrintDatabases(out, doc.databases, "  ");
   PrintUpgradeStandbys(out, doc.standbys, "  ");
+  // Sessions the apply left on an old copy of the extension's library, and those it ended.
+  const json& apply = JsonMember(report, "apply");
+  if (const json& stale = JsonMember(apply, "stale_sessions"); stale.is_array() && !stale.empty()) {
+    std::string pids;
+    for (const auto& s : stale) pids += (pids.empty() ? "" : ", ") + JsonText(s.value("pid", json()));
+    const json& recycled = JsonMember(apply, "recycled_sessions");
+    out << "  sessions on the old library after the apply: " << stale.size() << " (pid " << pids
+        << "); recycle_sessions " << JsonString(recycled, "mode", "none") << " ended "
+        << JsonText(recycled.value("count", json(0))) << "\n";
+  }
 
   auto timeline = PhaseTimeline(doc);
   PrintPhases(out, doc, timeline);

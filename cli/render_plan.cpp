@@ -192,6 +192,18 @@ void PrintPlan(std::ostream& out, const json& plan) {
       out << "  - " << JsonString(b, "datname") << ": " << OneLine(JsonString(b, "message")) << "\n    ("
           << OneLine(JsonString(b, "statement")) << ")\n";
   }
+  // The server's processes on an old copy of the extension's library (a package replaced it).
+  if (const json* stale = take("stale_sessions"); stale && stale->is_array()) {
+    out << "\nsessions on a replaced library (they keep the old code until they reconnect):"
+        << (stale->empty() ? " none\n" : "\n");
+    for (const auto& s : *stale) {
+      std::string where = JsonString(s, "backend_type");
+      for (const char* key : {"datname", "usename", "application_name", "state"})
+        if (!JsonString(s, key).empty()) where += ", " + JsonString(s, key);
+      out << "  - pid " << JsonText(s.value("pid", json())) << " (" << where << "): " << JsonString(s, "library")
+          << " " << JsonString(s, "reason") << "\n";
+    }
+  }
   for (auto it = plan.begin(); it != plan.end(); ++it) {
     if (done.count(it.key())) continue;
     std::string title = it.key();

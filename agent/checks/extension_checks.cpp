@@ -60,6 +60,17 @@ CheckResult CheckVersion(PgConn& conn, const std::string& extname, const std::st
   });
 }
 
+std::vector<CheckResult> CheckFamilyVersions(PgConn& conn, const std::vector<std::string>& family,
+                                             const std::string& target_version) {
+  std::vector<CheckResult> out;
+  for (const auto& member : family) {
+    CheckResult c = CheckVersion(conn, member, target_version);
+    c.name = "extension_version of " + member;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 std::vector<CheckResult> CheckFunctions(PgConn& conn, const std::string& extname) {
   std::vector<CheckResult> out;
   auto funcs = conn.Exec(
@@ -151,6 +162,17 @@ std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname
     if (lower.find("need upgrade") != std::string::npos || lower.find("unpackaged") != std::string::npos) {
       c.ok = false;
       c.message = "postgis_full_version() reports a problem: " + report;
+      return;
+    }
+    auto behind = conn.Exec(
+        "SELECT pg_catalog.string_agg(x.extname || ' at ' || x.extversion, ', ' ORDER BY x.extname), "
+        "       pg_catalog.min(p.extversion) "
+        "FROM pg_catalog.pg_extension x JOIN pg_catalog.pg_extension p ON p.extname = 'postgis' "
+        "WHERE x.extname LIKE 'postgis%' AND x.extname <> 'postgis' AND x.extversion <> p.extversion");
+    if (!behind.Empty() && behind.rows[0][0]) {
+      c.ok = false;
+      c.message = "PostGIS extensions need upgrade: " + *behind.rows[0][0] + ", but postgis is at " +
+                  behind.rows[0][1].value_or("") + " (they must be upgraded together); " + report;
     } else {
       c.message = report;
     }

@@ -13,8 +13,15 @@
 namespace safe_upgrade {
 
 CheckResult CheckVersion(PgConn& conn, const std::string& extname, const std::string& target_version);
+// CheckVersion for each member of the upgrade's family (the extensions upgraded with it), each
+// named "extension_version of <member>".
+std::vector<CheckResult> CheckFamilyVersions(PgConn& conn, const std::vector<std::string>& family,
+                                             const std::string& target_version);
 std::vector<CheckResult> CheckFunctions(PgConn& conn, const std::string& extname);
-// Only for the PostGIS family, when postgis is installed.
+// Only for the PostGIS family, when postgis is installed: postgis_full_version() reports nothing
+// to upgrade, and every installed PostGIS extension (postgis_raster, postgis_topology, ...) is at
+// postgis's version (PostGIS's own report does not notice a member left at 3.3.2 next to a
+// postgis at 3.3.2next, whose scripts share one release).
 std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname);
 
 // Runs the validator PostgreSQL itself runs at CREATE FUNCTION on function oid of language; a

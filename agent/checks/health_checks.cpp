@@ -26,6 +26,7 @@ std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& i
     // A lock held by someone else on production is not the upgrade's fault; do not wait long for it.
     ScopedSetting lock_timeout(conn, "lock_timeout", "5s");
     add(CheckVersion(conn, in.extname, in.target_version));
+    for (auto& c : CheckFamilyVersions(conn, in.family, in.target_version)) add(std::move(c));
     for (auto& c : CheckFunctions(conn, in.extname)) add(std::move(c));
     for (auto& c : CheckDependents(conn, in.extname, in.dependency_before)) add(std::move(c));
     if (auto c = CheckPostgis(conn, in.extname)) add(std::move(*c));

@@ -20,6 +20,8 @@ namespace safe_upgrade {
 struct HealthCheckInput {
   std::string extname;
   std::string target_version;
+  // The extensions upgraded with it (UpgradeDatabase::family): each must be at target_version too.
+  std::vector<std::string> family;
   std::vector<HealthCheckRecord> user_checks;
   // The dependency rows from before the upgrade (objects that must still exist and work).
   nlohmann::json dependency_before = nlohmann::json::array();

@@ -141,6 +141,7 @@ grpc::ServerUnaryReactor* AgentService::Ping(grpc::CallbackServerContext* ctx, c
     resp->set_standbys_json(standbys_.CurrentJson());
     resp->set_pg_rewind_available(PathExists(JoinPath(config_.bin_dir, "pg_rewind")));
     resp->set_standby_signal(PathExists(JoinPath(config_.data_directory, "standby.signal")));
+    resp->set_stale_libraries_json(facts.stale_libraries_json);
     return grpc::Status::OK;
   });
 }

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "base/fs_util.h"
+#include "checks/stale_libraries.h"
 #include "postgres/pgbackrest.h"
 #include "postgres/pgbackrest_summary.h"
 #include "snapshots/retention.h"
@@ -119,6 +120,11 @@ void HostFactsRefresher::Measure(bool everything) {
                                : std::string();
     generation_ = generation;
     probed_at_ = now;
+  }
+  if (everything || now - libraries_at_ >= kLibraryScan) {
+    next.stale_libraries_json =
+        StaleLibrariesByPath(FindStaleLibraries(ServerProcesses(config_.data_directory))).dump();
+    libraries_at_ = now;
   }
   next.measured_at = now;
   std::lock_guard<std::mutex> lock(mu_);

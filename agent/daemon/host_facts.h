@@ -35,6 +35,8 @@ struct HostFacts {
   std::string wal_needed_from;  // "" when no snapshot is kept
   SnapshotMethodChoice method;
   BackendFacts backend;
+  // The replaced libraries the server's processes still map (StaleLibrariesByPath), JSON text.
+  std::string stale_libraries_json = "[]";
   // When free space, writability and the archive were last measured.
   std::chrono::steady_clock::time_point measured_at;
 };
@@ -51,6 +53,8 @@ class HostFactsRefresher {
  public:
   static constexpr std::chrono::milliseconds kTick{250};
   static constexpr std::chrono::milliseconds kRescan{5000};
+  // How often the server's processes' maps are read for replaced libraries (stale_libraries.h).
+  static constexpr std::chrono::milliseconds kLibraryScan{2000};
   static constexpr std::chrono::seconds kCheckInterval{60};
   static constexpr std::chrono::seconds kCheckTimeout{30};
 
@@ -77,7 +81,7 @@ class HostFactsRefresher {
   HostFacts facts_;
   // What the refresher saw last, to tell when to look again (its own thread only).
   struct timespec archive_mtime_ {};
-  std::chrono::steady_clock::time_point scanned_at_, probed_at_;
+  std::chrono::steady_clock::time_point scanned_at_, probed_at_, libraries_at_;
   uint64_t generation_ = 0;
   std::chrono::steady_clock::time_point info_at_, check_at_;
   uint64_t check_generation_ = 0;

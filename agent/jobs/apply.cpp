@@ -17,6 +17,7 @@
 #include "checks/archive_proof.h"
 #include "checks/health_checks.h"
 #include "jobs/jobs.h"
+#include "jobs/stale_sessions.h"
 #include "postgres/catalog.h"
 #include "postgres/upgrade_runner.h"
 #include "scratch/rollback_target.h"
@@ -197,7 +198,9 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
                               PgConn& conn) {
   const AgentConfig& config = ctx.config();
   auto started = Clock::now();
-  auto hops = PlanHops(db.update_path, upgrade.to_version, db.from_version);
+  // The extension, then its family (the extensions that require it), in one transaction.
+  auto hops = PlanUpgrade(upgrade.extname, db, upgrade.to_version, db.from_version);
+  const std::string with_family = WithFamily(db);
   const int max_tries = 1 + std::max(0, upgrade.MaxLockRetries());
   const std::string lock_timeout = upgrade.LockTimeout();
   std::string statement_timeout = std::to_string(std::max(60, config.job_timeout_s)) + "s";
@@ -214,8 +217,8 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
   });
   ctx.Info("applying",
            "applying " + upgrade.extname + " " + db.from_version + " -> " + upgrade.to_version +
-               " in database " + db.datname + " (" + std::to_string(hops.size()) + " hop(s), lock_timeout " +
-               lock_timeout + ", up to " + std::to_string(max_tries) + " tries)",
+               " in database " + db.datname + with_family + " (" + std::to_string(HopCount(hops)) +
+               " hop(s), lock_timeout " + lock_timeout + ", up to " + std::to_string(max_tries) + " tries)",
            {{"backend_pid", apply_pid}, {"datname", db.datname}});
   for (attempt = 1; attempt <= max_tries; ++attempt) {
     watch.NewTry(attempt, max_tries);
@@ -226,11 +229,12 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
     opt.while_running = [&](std::chrono::milliseconds running_for) { watch.Look(apply_pid, running_for); };
     opt.on_hop = [&](const Hop& h) {
       ctx.Info("applying",
-               "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) +
-                   " ms (not committed yet)",
+               "database " + db.datname + ": hop " + h.Name() +
+                   (h.extname == upgrade.extname ? "" : " of " + h.extname) + " took " +
+                   std::to_string(h.duration_ms) + " ms (not committed yet)",
                {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
     };
-    outcome = RunUpgrade(conn, upgrade.extname, hops, opt);
+    outcome = RunUpgrade(conn, hops, opt);
     if (outcome.committed || !outcome.LockTimeout() || attempt == max_tries || ctx.Stopping()) break;
     auto wait = Backoff(attempt);
     ctx.Event("applying", "warning",
@@ -263,7 +267,7 @@ DatabaseApply ApplyInDatabase(JobContext& ctx, const UpgradeRecord& upgrade, con
     out.result.erase("error");
     ctx.Info("applying",
              upgrade.extname + " upgraded to " + upgrade.to_version + " in database " + db.datname +
-                 " (try " + std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
+                 with_family + " (try " + std::to_string(attempt) + " of " + std::to_string(max_tries) + ")",
              {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
     return out;
   }
@@ -342,6 +346,7 @@ json RunApplyJob(JobContext& ctx) {
         "upgrade " + sid + " was already applied once (journal: apply " + seen + "); it is not applied again",
         {{"refused", true}, {"journal_apply", seen}});
 
+  json stale_before = LookAtStaleSessions(ctx, upgrade, conns, false);
   json results = json::array();
   json flat = {{"hops", json::array()}, {"lock_profile", json::array()}, {"blockers", json::array()}};
   std::vector<std::string> committed;
@@ -371,10 +376,15 @@ json RunApplyJob(JobContext& ctx) {
                  {"restore_point", restore_point->name},
                  {"duration_ms", MsSince(started)}};
   result.update(flat);
+  result["stale_sessions_before"] = stale_before["sessions"];
   if (failure.empty()) {
     ctx.Failpoint("apply:after_commit");
     JournalApply(ctx, ApplyState::kCommitted);
     result["committed"] = true;
+    json stale_after = LookAtStaleSessions(ctx, upgrade, conns, true);
+    result["stale_sessions"] = stale_after["sessions"];
+    result["stale_libraries"] = stale_after["libraries"];
+    result["recycled_sessions"] = stale_after.value("recycled", json::object());
     return result;
   }
 

@@ -81,20 +81,23 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   json before = before_recorded.empty() ? DependencyRows(*conn, upgrade.extname) : before_recorded;
   std::vector<ConfigTable> config_before = ReadConfigTables(*conn, upgrade.extname);
 
-  auto hops = PlanHops(db.update_path, upgrade.to_version, current);
+  // The extension, then its family (the extensions that require it), in one transaction.
+  auto hops = PlanUpgrade(upgrade.extname, db, upgrade.to_version, current);
+  const std::string with_family = WithFamily(db);
   UpgradeRunOptions opt;
   // Nothing else runs in the clone, so a lock wait can only be a stray autovacuum worker.
   opt.lock_timeout = "1min";
   opt.statement_timeout = std::to_string(std::max(60, ctx.config().job_timeout_s)) + "s";
   opt.on_hop = [&](const Hop& h) {
-    ctx.Info(
-        "upgrade",
-        "database " + db.datname + ": hop " + h.Name() + " took " + std::to_string(h.duration_ms) + " ms",
-        {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
+    ctx.Info("upgrade",
+             "database " + db.datname + ": hop " + h.Name() +
+                 (h.extname == upgrade.extname ? "" : " of " + h.extname) + " took " +
+                 std::to_string(h.duration_ms) + " ms",
+             {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"datname", db.datname}});
   };
-  ctx.Info("upgrade", "upgrading " + upgrade.extname + " in database " + db.datname +
-                          " of the clone: " + std::to_string(hops.size()) + " hop(s) in one transaction");
-  UpgradeOutcome outcome = RunUpgrade(*conn, upgrade.extname, hops, opt);
+  ctx.Info("upgrade", "upgrading " + upgrade.extname + " in database " + db.datname + " of the clone" +
+                          with_family + ": " + std::to_string(HopCount(hops)) + " hop(s) in one transaction");
+  UpgradeOutcome outcome = RunUpgrade(*conn, hops, opt);
   json o = outcome.ToJson();
   part["hops"] = o["hops"];
   part["lock_profile"] = o["lock_profile"];
@@ -105,7 +108,7 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                   {{"failed_hop", o.value("failed_hop", json())}, {"datname", db.datname}});
   auto exclusive = ExclusiveRelations(outcome.lock_profile);
   ctx.Info("upgrade",
-           "upgrade committed in database " + db.datname + " of the clone; it held " +
+           "upgrade committed in database " + db.datname + " of the clone" + with_family + "; it held " +
                std::to_string(outcome.lock_profile.size()) + " lock(s)" +
                (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
            {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
@@ -132,6 +135,7 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
   input.target_version = upgrade.to_version;
   input.user_checks = user_checks;
   input.dependency_before = before;
+  input.family = db.FamilyNames();
   auto results =
       RunHealthChecksInDatabase(*check_conn, input, db.datname,
                                 [&](const std::string& level, const std::string& message,

@@ -66,18 +66,22 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
       input.target_version = upgrade.to_version;
       input.user_checks = LoadHealthChecks(*control, upgrade.extname, db.datname);
       input.dependency_before = RecordedDependencyRows(*control, id, "before", db.datname);
+      input.family = db.FamilyNames();
       auto conn = ConnectProduction(config, "safe-upgrade-agent verify", db.datname);
       ctx.Info("verifying", "running " + std::to_string(input.user_checks.size()) +
                                 " user check(s) and the built-in checks in database " + db.datname +
-                                " (backend pid " + std::to_string(conn->BackendPid()) + ")");
+                                WithFamily(db) + " (backend pid " + std::to_string(conn->BackendPid()) + ")");
       auto here = RunHealthChecksInDatabase(
           *conn, input, db.datname,
           [&](const std::string& level, const std::string& message, const nlohmann::json& detail) {
             ctx.Event("verifying", level, message, detail);
           });
+      nlohmann::json family = nlohmann::json::object();
+      for (const auto& m : db.family) family[m.extname] = InstalledVersion(*conn, m.extname);
       databases.push_back({{"datname", db.datname},
                            {"checks", ChecksToJson(here)},
-                           {"extversion", InstalledVersion(*conn, upgrade.extname)}});
+                           {"extversion", InstalledVersion(*conn, upgrade.extname)},
+                           {"family", family}});
       results.insert(results.end(), here.begin(), here.end());
     }
   } catch (const PgError& e) {

@@ -1,6 +1,7 @@
 // Catalog access for the agent.
 #include "postgres/catalog.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "base/fs_util.h"
@@ -25,6 +26,12 @@ std::unique_ptr<PgConn> ConnectProduction(const AgentConfig& config, const std::
   return std::make_unique<PgConn>(config.ConnInfo(application_name, datname));
 }
 
+std::vector<std::string> UpgradeDatabase::FamilyNames() const {
+  std::vector<std::string> out;
+  for (const auto& m : family) out.push_back(m.extname);
+  return out;
+}
+
 UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   auto r = conn.Exec(
       "SELECT extname, from_version, to_version, state, options::text "
@@ -40,13 +47,22 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   u.state = row[3].value_or("");
   u.options = nlohmann::json::parse(row[4].value_or("{}"));
   auto dbs = conn.Exec(
-      "SELECT datname, from_version, array_to_json(update_path)::text FROM safe_upgrade.upgrade_databases "
-      "WHERE upgrade_id = $1::bigint ORDER BY datname",
+      "SELECT datname, from_version, array_to_json(update_path)::text, family::text "
+      "FROM safe_upgrade.upgrade_databases WHERE upgrade_id = $1::bigint ORDER BY datname",
       {std::to_string(upgrade_id)});
   for (const auto& db : dbs.rows) {
-    UpgradeDatabase d{db[0].value_or(""), db[1].value_or(""), {}};
+    UpgradeDatabase d{db[0].value_or(""), db[1].value_or(""), {}, {}};
     for (const auto& hop : nlohmann::json::parse(db[2].value_or("[]")))
       d.update_path.push_back(hop.get<std::string>());
+    for (const auto& m : nlohmann::json::parse(db[3].value_or("[]"))) {
+      FamilyMember member{m.value("extname", ""), m.value("from_version", ""), {}};
+      if (member.extname.empty()) continue;
+      if (m.contains("update_path") && m["update_path"].is_array())
+        for (const auto& hop : m["update_path"]) member.update_path.push_back(hop.get<std::string>());
+      d.family.push_back(std::move(member));
+    }
+    std::sort(d.family.begin(), d.family.end(),
+              [](const FamilyMember& a, const FamilyMember& b) { return a.extname < b.extname; });
     u.databases.push_back(std::move(d));
   }
   if (u.databases.empty())

@@ -14,10 +14,19 @@
 
 namespace safe_upgrade {
 
+// An extension that requires the upgraded one and is upgraded with it, right after it in the
+// same transaction, to the same target version (upgrade_databases.family).
+struct FamilyMember {
+  std::string extname, from_version;
+  std::vector<std::string> update_path;  // like UpgradeDatabase::update_path
+};
+
 // One database an upgrade covers (safe_upgrade.upgrade_databases).
 struct UpgradeDatabase {
   std::string datname, from_version;
   std::vector<std::string> update_path;  // the hops, e.g. {"1.4", "1.5", ..., "1.8"}; may be empty
+  std::vector<FamilyMember> family;      // in name order; usually empty
+  std::vector<std::string> FamilyNames() const;
 };
 
 struct UpgradeRecord {

@@ -53,9 +53,35 @@ std::vector<Hop> PlanHops(const std::vector<std::string>& update_path, const std
   return hops;
 }
 
+std::vector<ExtensionUpgrade> PlanUpgrade(const std::string& extname, const UpgradeDatabase& db,
+                                          const std::string& to_version, const std::string& current_version) {
+  std::vector<ExtensionUpgrade> out;
+  out.push_back({extname, PlanHops(db.update_path, to_version, current_version)});
+  for (const auto& m : db.family)
+    out.push_back({m.extname, PlanHops(m.update_path, to_version, m.from_version)});
+  for (auto& u : out)
+    for (auto& h : u.hops) h.extname = u.extname;
+  return out;
+}
+
+std::string WithFamily(const UpgradeDatabase& db) {
+  std::string out;
+  for (const auto& m : db.family) out += (out.empty() ? " with " : ", ") + m.extname;
+  return out;
+}
+
+size_t HopCount(const std::vector<ExtensionUpgrade>& upgrades) {
+  size_t n = 0;
+  for (const auto& u : upgrades) n += u.hops.size();
+  return n;
+}
+
 std::string UpgradeOutcome::FailureMessage() const {
   if (committed) return "";
   std::string why = error ? error->Full() : std::string("unknown error");
+  // A family member's hop is named with its extension; the main extension's as before.
+  if (failed_hop && !failed_hop->extname.empty() && failed_hop->extname != extname)
+    return "hop " + failed_hop->Name() + " of " + failed_hop->extname + " failed: " + why;
   if (failed_hop) return "hop " + failed_hop->Name() + " failed: " + why;
   if (commit_outcome_unknown) return "the connection was lost during COMMIT: " + why;
   return "the upgrade transaction failed: " + why;
@@ -64,11 +90,14 @@ std::string UpgradeOutcome::FailureMessage() const {
 nlohmann::json UpgradeOutcome::ToJson() const {
   nlohmann::json hops_json = nlohmann::json::array();
   for (const auto& h : hops)
-    hops_json.push_back({{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}});
+    hops_json.push_back(
+        {{"from", h.from}, {"to", h.to}, {"duration_ms", h.duration_ms}, {"extname", h.extname}});
   nlohmann::json out = {{"hops", hops_json}, {"lock_profile", lock_profile}, {"committed", committed}};
   if (failed_hop) {
-    nlohmann::json f = {
-        {"from", failed_hop->from}, {"to", failed_hop->to}, {"duration_ms", failed_hop->duration_ms}};
+    nlohmann::json f = {{"from", failed_hop->from},
+                        {"to", failed_hop->to},
+                        {"duration_ms", failed_hop->duration_ms},
+                        {"extname", failed_hop->extname}};
     if (error) {
       f["sqlstate"] = error->sqlstate();
       f["message"] = error->message();
@@ -155,9 +184,10 @@ nlohmann::json CaptureLockProfile(PgConn& conn) {
   return out;
 }
 
-UpgradeOutcome RunUpgrade(PgConn& conn, const std::string& extname, const std::vector<Hop>& hops,
+UpgradeOutcome RunUpgrade(PgConn& conn, const std::vector<ExtensionUpgrade>& upgrades,
                           const UpgradeRunOptions& options) {
   UpgradeOutcome outcome;
+  if (!upgrades.empty()) outcome.extname = upgrades.front().extname;
   // set_config(..., true) is SET LOCAL with bind parameters: the timeouts end with the transaction.
   conn.ExecScript("BEGIN");
   try {
@@ -170,22 +200,25 @@ UpgradeOutcome RunUpgrade(PgConn& conn, const std::string& extname, const std::v
     outcome.error = e;
     return outcome;
   }
-  const std::string ident = conn.QuoteIdent(extname);
-  for (const auto& planned : hops) {
-    Hop hop = planned;
-    auto started = std::chrono::steady_clock::now();
-    try {
-      RunWatched(conn, "ALTER EXTENSION " + ident + " UPDATE TO " + conn.QuoteLiteral(hop.to), options);
-    } catch (const PgError& e) {
+  for (const auto& upgrade : upgrades) {
+    const std::string ident = conn.QuoteIdent(upgrade.extname);
+    for (const auto& planned : upgrade.hops) {
+      Hop hop = planned;
+      hop.extname = upgrade.extname;
+      auto started = std::chrono::steady_clock::now();
+      try {
+        RunWatched(conn, "ALTER EXTENSION " + ident + " UPDATE TO " + conn.QuoteLiteral(hop.to), options);
+      } catch (const PgError& e) {
+        hop.duration_ms = ElapsedMs(started);
+        outcome.failed_hop = hop;
+        outcome.error = e;
+        RollbackQuietly(conn);
+        return outcome;
+      }
       hop.duration_ms = ElapsedMs(started);
-      outcome.failed_hop = hop;
-      outcome.error = e;
-      RollbackQuietly(conn);
-      return outcome;
+      outcome.hops.push_back(hop);
+      if (options.on_hop) options.on_hop(hop);
     }
-    hop.duration_ms = ElapsedMs(started);
-    outcome.hops.push_back(hop);
-    if (options.on_hop) options.on_hop(hop);
   }
   try {
     outcome.lock_profile = CaptureLockProfile(conn);

@@ -21,6 +21,7 @@ namespace safe_upgrade {
 struct Hop {
   std::string from, to;
   int64_t duration_ms = 0;
+  std::string extname;  // set by PlanUpgrade
   std::string Name() const { return from + " -> " + to; }
 };
 
@@ -28,6 +29,22 @@ struct Hop {
 // the installed version) or, when that is empty, one hop straight to to_version.
 std::vector<Hop> PlanHops(const std::vector<std::string>& update_path, const std::string& to_version,
                           const std::string& current_version);
+
+// One extension's part of an upgrade transaction: its name and its hops.
+struct ExtensionUpgrade {
+  std::string extname;
+  std::vector<Hop> hops;
+};
+
+// What one database's upgrade transaction runs: extname's hops from current_version, then each
+// member of the database's family (extensions that require it) from its own from_version to the
+// same target, so that the family moves together or not at all.
+std::vector<ExtensionUpgrade> PlanUpgrade(const std::string& extname, const UpgradeDatabase& db,
+                                          const std::string& to_version, const std::string& current_version);
+// " with postgis_raster, postgis_topology" for a database with a family; "" otherwise.
+std::string WithFamily(const UpgradeDatabase& db);
+// The number of hops of all of them.
+size_t HopCount(const std::vector<ExtensionUpgrade>& upgrades);
 
 struct UpgradeRunOptions {
   std::string lock_timeout = "2s";
@@ -40,7 +57,8 @@ struct UpgradeRunOptions {
 };
 
 struct UpgradeOutcome {
-  std::vector<Hop> hops;                                  // the hops that succeeded
+  std::string extname;                                    // the main extension (the first one run)
+  std::vector<Hop> hops;                                  // the hops that succeeded, of every extension
   nlohmann::json lock_profile = nlohmann::json::array();  // [{locktype, object, mode}]
   bool committed = false;
   std::optional<Hop> failed_hop;  // the hop whose statement failed
@@ -54,10 +72,12 @@ struct UpgradeOutcome {
   nlohmann::json ToJson() const;
 };
 
-// BEGIN; lock_timeout and statement_timeout for this transaction; one ALTER EXTENSION per hop;
-// the lock profile; COMMIT. A failing statement rolls the whole transaction back. Never throws
-// PgError for a statement failure (it is in the outcome); throws only when it cannot even begin.
-UpgradeOutcome RunUpgrade(PgConn& conn, const std::string& extname, const std::vector<Hop>& hops,
+// BEGIN; lock_timeout and statement_timeout for this transaction; one ALTER EXTENSION per hop,
+// extension after extension in the order given (the main one first, then its family); the lock
+// profile; COMMIT. A failing statement rolls the whole transaction back, for every extension.
+// Never throws PgError for a statement failure (it is in the outcome); throws only when it
+// cannot even begin.
+UpgradeOutcome RunUpgrade(PgConn& conn, const std::vector<ExtensionUpgrade>& upgrades,
                           const UpgradeRunOptions& options);
 
 // The locks the current transaction holds, as [{locktype, object, mode}], duplicates removed.

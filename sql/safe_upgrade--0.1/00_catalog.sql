@@ -81,6 +81,9 @@ CREATE TABLE @extschema@.upgrade_databases (
   datname       name NOT NULL,
   from_version  text NOT NULL,
   update_path   text[] NOT NULL,
+  -- The extensions that require this one and are upgraded with it, right after it in the same
+  -- transaction (PostGIS's raster, topology, ...): [{extname, from_version, update_path}].
+  family        jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(family) = 'array'),
   outcome       text NOT NULL DEFAULT 'pending' CHECK (outcome IN (
                   'pending', 'dry_run_passed', 'dry_run_failed', 'applied', 'not_applied',
                   'verified', 'verify_failed', 'rolled_back')),

@@ -15,7 +15,11 @@
 -- reachable, error, role, system_identifier_matches, in_recovery, pg_rewind, data_directory,
 -- checked_age_ms} (at most 4 KB: an element {"truncated": true} marks a list cut short; the
 -- data_directory keys are hidden like data_directory); agent_pg_rewind: pg_rewind is in the agent's
--- bin_dir. All three are NULL when the agent did not report them (older agents).
+-- bin_dir. All three are NULL when the agent did not report them (older agents). stale_libraries:
+-- the shared objects the server's processes map that a package upgrade replaced on disk since they
+-- were loaded, a JSON array of {library, path, reason ('deleted' or 'replaced'), pids} (at most 4 KB,
+-- a {"truncated": true} element ends a list cut short; path is hidden like data_directory); NULL
+-- from older agents.
 CREATE FUNCTION @extschema@.agent_status(
   OUT reachable boolean, OUT agent_version text, OUT system_identifier numeric,
   OUT data_directory text, OUT address text, OUT last_error text, OUT checked_at timestamptz,
@@ -27,7 +31,7 @@ CREATE FUNCTION @extschema@.agent_status(
   OUT snapshot_method_possible boolean,
   OUT backend_kind text, OUT backend_stanza text, OUT backend_check_ok boolean, OUT backend_problem text,
   OUT backend_summary text, OUT backend_checked_at timestamptz,
-  OUT agent_role text, OUT standby_agents jsonb, OUT agent_pg_rewind boolean)
+  OUT agent_role text, OUT standby_agents jsonb, OUT agent_pg_rewind boolean, OUT stale_libraries jsonb)
 RETURNS record
 AS 'MODULE_PATHNAME', 'safe_upgrade_agent_status'
 LANGUAGE C STRICT VOLATILE;

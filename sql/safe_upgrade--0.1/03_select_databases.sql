@@ -3,7 +3,9 @@
 
 -- The databases an upgrade of extension $1 to version $2 covers: those named in $3, or (NULL)
 -- every database of the cluster that has the extension. Returns {databases: [one inventory per
--- database to upgrade], skipped: [{datname, reason, installed_version}]}, or raises the error
+-- database to upgrade, with its family: [{extname, from_version, update_path}], the extensions
+-- that require it and are upgraded with it, and family_left_behind: [{extname,
+-- installed_version, reason}]], skipped: [{datname, reason, installed_version}]}, or raises the error
 -- that plan() and begin() share: 42704 for an unknown extension or database, 22023 for a target
 -- that is unavailable, already installed or unreachable, or for a named database that cannot be
 -- upgraded.
@@ -23,6 +25,8 @@ DECLARE
   v_available text;
   v_list text;
   v_first jsonb;
+  v_family jsonb;
+  v_left_behind jsonb;
   -- Update paths lead only to versions the server has.
   v_inventory_target text := CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_available_extension_versions v
                                                 WHERE v.name = $1 AND v.version = $2) THEN $2 END;
@@ -157,7 +161,29 @@ BEGIN
         'installed_version', v_info ->> 'installed_version',
         'reason', format('no update path from version %s to %s', v_info ->> 'installed_version', v_target));
     ELSE
-      v_selected := v_selected || jsonb_build_array(v_info - 'missing_requires');
+      -- Its family: the extensions that require it, at its version and with a path to the same
+      -- target, are upgraded with it in one transaction (PostGIS's raster, topology, ...); the
+      -- others stay behind, and plan() warns about them.
+      SELECT coalesce(jsonb_agg(jsonb_build_object('extname', r ->> 'extname', 'from_version',
+                                                   r ->> 'installed_version', 'update_path', r -> 'update_path')
+                                ORDER BY r ->> 'extname')
+                        FILTER (WHERE r ->> 'installed_version' = v_info ->> 'installed_version'
+                                  AND jsonb_typeof(r -> 'update_path') = 'array'), '[]'),
+             coalesce(jsonb_agg(jsonb_build_object('extname', r ->> 'extname', 'installed_version',
+                                                   r ->> 'installed_version', 'reason',
+                                  CASE WHEN r ->> 'installed_version' IS DISTINCT FROM v_info ->> 'installed_version'
+                                       THEN format('it is at version %s, not %s like %s', r ->> 'installed_version',
+                                                   v_info ->> 'installed_version', v_ext)
+                                       ELSE format('it has no update path from version %s to %s',
+                                                   r ->> 'installed_version', v_target) END)
+                                ORDER BY r ->> 'extname')
+                        FILTER (WHERE r ->> 'installed_version' IS DISTINCT FROM v_info ->> 'installed_version'
+                                   OR jsonb_typeof(r -> 'update_path') IS DISTINCT FROM 'array'), '[]')
+        INTO v_family, v_left_behind
+        FROM jsonb_array_elements(coalesce(v_info -> 'requiring_extensions', '[]')) r;
+      v_selected := v_selected || jsonb_build_array(v_info - 'missing_requires' - 'requiring_extensions'
+                                                    || jsonb_build_object('family', v_family,
+                                                                          'family_left_behind', v_left_behind));
     END IF;
   END LOOP;
   RETURN jsonb_build_object(

@@ -11,6 +11,25 @@ BEGIN
 END
 $fn$;
 
+-- Option $2 of options $1, one of the words $3 (the first is the default, for an absent or null
+-- option), in lower case; raises 22023 with hint $4 for anything else.
+CREATE FUNCTION @extschema@._choice_option(options jsonb, option text, choices text[], hint text)
+RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  v_value jsonb := $1 -> $2;
+BEGIN
+  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
+    RETURN $3[1];
+  ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') = ANY ($3) THEN
+    RETURN lower(v_value #>> '{}');
+  END IF;
+  PERFORM @extschema@._invalid_option($2, array_to_string($3[1:cardinality($3) - 1], ', ') || ' or '
+                                          || $3[cardinality($3)], v_value, $4);
+  RETURN NULL;
+END
+$fn$;
+
 -- begin() options with their defaults filled in and their values checked and normalized:
 -- booleans as JSON booleans, not_before as a timestamp, lock_timeout as "<n>ms" (what both an
 -- interval and the lock_timeout setting accept), max_lock_retries as a JSON number.
@@ -29,11 +48,12 @@ DECLARE
   v_ms numeric;
   v_int numeric;
   c_keys constant text[] := ARRAY['dry_run_only', 'auto_rollback', 'require_approval', 'not_before',
-                                  'lock_timeout', 'max_lock_retries', 'rollback_target', 'databases'];
+                                  'lock_timeout', 'max_lock_retries', 'rollback_target', 'databases',
+                                  'recycle_sessions'];
   c_valid constant text := 'Valid options are dry_run_only, auto_rollback, require_approval (booleans), '
                            'not_before (a timestamp), lock_timeout (an interval such as "2s"), '
-                           'max_lock_retries (0 to 100), rollback_target (auto, ready or cold) and databases '
-                           '(a JSON array of database names).';
+                           'max_lock_retries (0 to 100), rollback_target (auto, ready or cold), databases '
+                           '(a JSON array of database names) and recycle_sessions (none, idle or all).';
 BEGIN
   IF jsonb_typeof(v_in) <> 'object' THEN
     RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('options must be a JSON object, not %s',
@@ -101,16 +121,14 @@ BEGIN
   END IF;
   v_out := v_out || jsonb_build_object('max_lock_retries', v_int::integer);
 
-  v_value := v_in -> 'rollback_target';
-  IF v_value IS NULL OR v_value = 'null'::jsonb THEN
-    v_out := v_out || jsonb_build_object('rollback_target', 'auto');
-  ELSIF jsonb_typeof(v_value) = 'string' AND lower(v_value #>> '{}') IN ('auto', 'ready', 'cold') THEN
-    v_out := v_out || jsonb_build_object('rollback_target', lower(v_value #>> '{}'));
-  ELSE
-    PERFORM @extschema@._invalid_option('rollback_target', 'auto, ready or cold', v_value,
-      'Use "auto" (a parked target when the disk allows), "ready" (require one) or "cold" '
-      '(restore the snapshot), for example ''{"rollback_target": "cold"}''.');
-  END IF;
+  v_out := v_out || jsonb_build_object('rollback_target', @extschema@._choice_option(v_in, 'rollback_target',
+    ARRAY['auto', 'ready', 'cold'], 'Use "auto" (a parked target when the disk allows), "ready" (require one) or '
+    '"cold" (restore the snapshot), for example ''{"rollback_target": "cold"}''.'));
+  -- recycle_sessions: which sessions still running an old copy of the extension's library the agent
+  -- terminates after a successful apply (only client backends; none by default).
+  v_out := v_out || jsonb_build_object('recycle_sessions', @extschema@._choice_option(v_in, 'recycle_sessions',
+    ARRAY['none', 'idle', 'all'], 'Use "none" (name the sessions on the old library, end none), "idle" (end those '
+    'that are idle) or "all" (end every client backend on it), for example ''{"recycle_sessions": "idle"}''.'));
 
   v_value := v_in -> 'databases';
   IF v_value IS NOT NULL AND v_value <> 'null'::jsonb THEN

@@ -112,6 +112,7 @@ DECLARE
   v_warnings text[];
   v_warning_hints text[];
   v_breakage jsonb;
+  v_stale jsonb;
 BEGIN
   -- SECURITY DEFINER reads every database; the caller sees the dependents only of those it may
   -- connect to (their count otherwise).
@@ -160,6 +161,35 @@ BEGIN
                                                       b ->> 'object_identity')), '{}')
     INTO v_warnings, v_warning_hints
     FROM jsonb_array_elements(v_breakage) b;
+  -- Extensions that require this one but are not upgraded with it (its family stays split).
+  SELECT v_warnings || coalesce(array_agg(format('database %s: %s requires %s but is not upgraded with it: %s',
+                                                 d ->> 'datname', f ->> 'extname', v_ext, f ->> 'reason')
+                                          ORDER BY d ->> 'datname', f ->> 'extname'), '{}'),
+         v_warning_hints || coalesce(array_agg(format('bring %s to version %s first so that it is upgraded with %s, '
+                                                      'or upgrade it by hand in database %s afterwards (ALTER '
+                                                      'EXTENSION %s UPDATE)', f ->> 'extname',
+                                                      d ->> 'installed_version', v_ext, d ->> 'datname',
+                                                      f ->> 'extname')
+                                               ORDER BY d ->> 'datname', f ->> 'extname'), '{}')
+    INTO v_warnings, v_warning_hints
+    FROM jsonb_array_elements(v_databases) d, jsonb_array_elements(coalesce(d -> 'family_left_behind', '[]')) f;
+
+  -- Sessions on an old copy of the libraries (of the extension and the family that moves with it).
+  v_stale := @extschema@._stale_sessions(ARRAY[v_ext::text] || ARRAY(
+    SELECT DISTINCT f ->> 'extname' FROM jsonb_array_elements(v_databases) d,
+                                         jsonb_array_elements(coalesce(d -> 'family', '[]')) f));
+  IF jsonb_array_length(v_stale) > 0 THEN
+    v_warnings := v_warnings || (SELECT format('%s process(es) run an old copy of %s that a package upgrade replaced '
+                                               'on disk (pid %s); they keep the old code after the upgrade',
+                                               count(DISTINCT s ->> 'pid'), string_agg(DISTINCT s ->> 'library', ', '),
+                                               string_agg(DISTINCT s ->> 'pid', ', '))
+                                   FROM jsonb_array_elements(v_stale) s);
+    v_warning_hints := v_warning_hints || (
+      'begin with {"recycle_sessions": "idle"} (or "all") to end those client backends after the apply, or '
+      'reconnect them yourself' || CASE WHEN v_stale @> '[{"backend_type": "postmaster"}]'
+                                         THEN '; the postmaster preloaded it, so only a server restart loads the new one'
+                                         ELSE '' END);
+  END IF;
 
   v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;
   v_data_free := (v_pitr ->> 'data_free_bytes')::bigint;
@@ -175,6 +205,7 @@ BEGIN
     'databases', (SELECT jsonb_agg(jsonb_build_object(
                     'datname', d ->> 'datname', 'installed_version', d ->> 'installed_version',
                     'update_path', d -> 'update_path', 'required_by', d -> 'required_by',
+                    'family', coalesce(d -> 'family', '[]'),
                     'dependents', jsonb_array_length(d -> 'dependents') + coalesce((d ->> 'dependents_hidden')::int, 0))
                     ORDER BY d ->> 'datname')
                   FROM jsonb_array_elements(v_databases) d),
@@ -189,6 +220,8 @@ BEGIN
     -- Documented steps for this extension (_extension_notes): handled says what the apply does
     -- about it; null: it is up to you.
     'notes', @extschema@._extension_notes(v_ext),
+    -- The server's processes on an old copy of the extension's libraries (_stale_sessions).
+    'stale_sessions', v_stale,
     'rollback', jsonb_build_object(
       'method', 'point-in-time recovery: restore the snapshot taken before the upgrade, '
                 'then replay the archived WAL up to the restore point created just before the apply',

@@ -15,6 +15,7 @@ DECLARE
   v_from text;
   v_path text[];
   v_databases text;
+  v_family text;
   v_options jsonb;
   v_other record;
   v_pitr jsonb;
@@ -33,6 +34,9 @@ BEGIN
          string_agg(d ->> 'datname', ', ' ORDER BY d ->> 'datname')
     INTO v_from, v_path, v_databases
     FROM jsonb_array_elements(v_selection -> 'databases') d;
+  -- The extensions upgraded with it (in any database), for the event.
+  SELECT string_agg(DISTINCT f ->> 'extname', ', ') INTO v_family
+    FROM jsonb_array_elements(v_selection -> 'databases') d, jsonb_array_elements(coalesce(d -> 'family', '[]')) f;
 
   SELECT f.id, f.state INTO v_other FROM @extschema@._in_flight_upgrade(v_ext) f;
   IF FOUND THEN
@@ -72,17 +76,17 @@ BEGIN
 
   INSERT INTO @extschema@.events (upgrade_id, phase, level, message, detail)
   VALUES (v_id, 'queued', 'info',
-          format('upgrade of %s from %s to %s in database %s queued by %s',
-                 v_ext, v_from, v_target, v_databases, session_user),
+          format('upgrade of %s from %s to %s in database %s%s queued by %s',
+                 v_ext, v_from, v_target, v_databases, coalesce(' with ' || v_family, ''), session_user),
           jsonb_build_object('databases', (SELECT jsonb_agg(jsonb_build_object(
                                               'datname', d -> 'datname', 'from_version', d -> 'installed_version',
-                                              'update_path', d -> 'update_path'))
+                                              'update_path', d -> 'update_path', 'family', d -> 'family'))
                                              FROM jsonb_array_elements(v_selection -> 'databases') d),
                              'skipped_databases', v_selection -> 'skipped', 'options', v_options,
                              'requested_by', session_user));
-  INSERT INTO @extschema@.upgrade_databases (upgrade_id, datname, from_version, update_path)
+  INSERT INTO @extschema@.upgrade_databases (upgrade_id, datname, from_version, update_path, family)
   SELECT v_id, d ->> 'datname', d ->> 'installed_version',
-         ARRAY(SELECT jsonb_array_elements_text(d -> 'update_path'))
+         ARRAY(SELECT jsonb_array_elements_text(d -> 'update_path')), coalesce(d -> 'family', '[]')
     FROM jsonb_array_elements(v_selection -> 'databases') d;
   -- The standbys streaming from production (one row per name; plan() warns when names repeat): the
   -- agent rewinds them after a rollback and records how each one fared here.

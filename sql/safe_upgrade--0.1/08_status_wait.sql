@@ -3,7 +3,7 @@
 
 -- The whole story of one upgrade: its row, its databases and standbys, its events, its restore point,
 -- the drift of the objects that depend on the extension (before vs after the upgrade, once the dry
--- run has run).
+-- run has run), the sessions left on an old copy of its libraries.
 CREATE FUNCTION @extschema@.status(upgrade_id bigint)
 RETURNS jsonb LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -62,7 +62,13 @@ BEGIN
     'standbys', v_standbys,
     'events', v_events,
     'restore_point', v_restore_point,
-    'dependency_drift', v_drift);
+    'dependency_drift', v_drift,
+    -- The processes on an old copy of the extension's libraries the apply saw before and after it
+    -- committed, and which ones recycle_sessions ended (null until the apply looked).
+    'stale_sessions', CASE WHEN v_row.report -> 'apply' ? 'stale_sessions_before' THEN jsonb_build_object(
+                        'before_apply', v_row.report -> 'apply' -> 'stale_sessions_before',
+                        'after_apply', v_row.report -> 'apply' -> 'stale_sessions',
+                        'recycled', v_row.report -> 'apply' -> 'recycled_sessions') END);
 END
 $fn$;
 

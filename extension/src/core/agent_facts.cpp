@@ -52,6 +52,17 @@ constexpr size_t kShortError = 200;
 }  // namespace
 
 std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes) {
+  json doc = json::parse(json_text, nullptr, false);
+  // Not an array (FitJsonArray marks it), or one that fits as it is.
+  if (doc.is_discarded() || !doc.is_array() || Dump(doc).size() <= max_bytes)
+    return FitJsonArray(json_text, max_bytes);
+  for (json& standby : doc)
+    if (standby.is_object() && standby.contains("error") && standby["error"].is_string())
+      standby["error"] = TruncateUtf8(standby["error"].get<std::string>(), kShortError);
+  return FitJsonArray(Dump(doc), max_bytes);
+}
+
+std::string FitJsonArray(const std::string& json_text, size_t max_bytes) {
   auto fitting = [max_bytes](const json& j) { return Dump(j).size() <= max_bytes; };
   json doc = json::parse(json_text, nullptr, false);
   if (doc.is_discarded() || !doc.is_array()) {
@@ -59,11 +70,7 @@ std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes) {
     return fitting(invalid) ? Dump(invalid) : std::string();
   }
   if (fitting(doc)) return Dump(doc);
-  for (json& standby : doc)
-    if (standby.is_object() && standby.contains("error") && standby["error"].is_string())
-      standby["error"] = TruncateUtf8(standby["error"].get<std::string>(), kShortError);
-  if (fitting(doc)) return Dump(doc);
-  // The leading standbys that fit next to the marker that counts the others.
+  // The leading elements that fit next to the marker that counts the others.
   json kept = json::array();
   for (size_t i = 0; i < doc.size(); ++i) {
     json attempt = kept;
@@ -78,11 +85,11 @@ std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes) {
   return fitting(minimal) ? Dump(minimal) : std::string();
 }
 
-std::string WithoutStandbyDataDirectories(const std::string& json_text) {
+std::string WithoutKey(const std::string& json_text, const std::string& key) {
   json doc = json::parse(json_text, nullptr, false);
   if (doc.is_discarded() || !doc.is_array()) return json_text;
-  for (json& standby : doc)
-    if (standby.is_object()) standby.erase("data_directory");
+  for (json& element : doc)
+    if (element.is_object()) element.erase(key);
   return Dump(doc);
 }
 

@@ -22,9 +22,15 @@ std::string FitBackendSummary(const std::string& json_text, size_t max_bytes);
 // from a "truncated" element that standbys may be missing from the list.
 std::string FitStandbyAgents(const std::string& json_text, size_t max_bytes);
 
-// The standby agents without their "data_directory", for roles that may not read the server's own
-// data_directory setting (agent_status() hides it the same way). Text that is not a JSON array is
+// Any JSON array in at most max_bytes bytes, always a JSON array: as it is when it fits; else the
+// leading elements that fit, then {"truncated": true, "omitted": N}; else [{"truncated": true}].
+// Text that is not a JSON array gives [{"invalid": true}]. (Ping's stale_libraries_json.)
+std::string FitJsonArray(const std::string& json_text, size_t max_bytes);
+
+// A JSON array of objects without their key, e.g. the standby agents without their "data_directory"
+// or the stale libraries without their "path", for roles that may not read the server's own
+// settings (agent_status() hides data_directory the same way). Text that is not a JSON array is
 // returned as it is.
-std::string WithoutStandbyDataDirectories(const std::string& json_text);
+std::string WithoutKey(const std::string& json_text, const std::string& key);
 
 }  // namespace safe_upgrade

@@ -93,6 +93,21 @@ SELECT pg_catalog.jsonb_build_object(
       WHERE d.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass
         AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
         AND d.refobjid = e.oid AND d.deptype = 'n'),
+  -- The same extensions with their versions and their own update path to $2 (null when there is
+  -- none): plan() and begin() take those at $1's version along (an extension family).
+  'requiring_extensions',
+    (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'extname', x.extname::text, 'installed_version', x.extversion,
+               'update_path',
+                 CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = x.extname)
+                      THEN (SELECT pg_catalog.to_jsonb(pg_catalog.string_to_array(p.path, '--'))
+                              FROM pg_catalog.pg_extension_update_paths(x.extname) p
+                             WHERE $2::text IS NOT NULL AND p.source = x.extversion AND p.target = $2::text) END)
+             ORDER BY x.extname), '[]'::jsonb)
+       FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension x ON x.oid = d.objid
+      WHERE d.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+        AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+        AND d.refobjid = e.oid AND d.deptype = 'n'),
   'dependents',
     (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                'object_type', dep.object_type, 'object_schema', dep.object_schema,

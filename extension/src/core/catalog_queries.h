@@ -18,7 +18,8 @@ const std::string& DependencyRowsQuery();
 // upgrade to version $2 (text, may be NULL): datname, installed_version (null when not
 // installed), update_path (the versions on the way, from the installed one to $2; null when
 // there is none), missing_requires (extensions $2 requires that are not installed here),
-// required_by (installed extensions that require $1), dependents (DependencyRowsQuery's first
+// required_by (installed extensions that require $1), requiring_extensions (the same, each as
+// {extname, installed_version, update_path to $2 or null}), dependents (DependencyRowsQuery's first
 // six columns as objects).
 const std::string& DatabaseInventoryQuery();
 

@@ -156,8 +156,8 @@ Datum TextDatum(const char* value) { return CStringGetTextDatum(value); }
 // C only: the agent_status() row of what the worker last published (copy). Everything in it is
 // a PostgreSQL call or plain C, so it runs under one PgGuard.
 Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* system_identifier,
-                       bool may_read_settings, const char* standby_agents) {
-  constexpr int kColumns = 30;
+                       bool may_read_settings, const char* standby_agents, const char* stale_libraries) {
+  constexpr int kColumns = 31;
   Datum values[kColumns];
   bool nulls[kColumns];
   for (int i = 0; i < kColumns; ++i) nulls[i] = i >= 8;
@@ -227,6 +227,8 @@ Datum AgentStatusTuple(TupleDesc desc, const SharedState* copy, const char* syst
       nulls[28] = standby_agents[0] == '\0';
       values[29] = BoolGetDatum(copy->pg_rewind_available);
       nulls[29] = !role_known;
+      if (stale_libraries[0] != '\0') values[30] = DirectFunctionCall1(jsonb_in, CStringGetDatum(stale_libraries));
+      nulls[30] = stale_libraries[0] == '\0';
     }
   }
   values[7] = Int32GetDatum(copy->worker_pid);
@@ -253,10 +255,13 @@ Datum AgentStatusImpl(FunctionCallInfo fcinfo) {
   std::string system_identifier = std::to_string(copy.system_identifier);
   // The standbys' data directories are hidden by the same rule as this server's.
   std::string standby_agents = copy.standby_agents;
-  if (!may_read_settings && !standby_agents.empty())
-    standby_agents = WithoutStandbyDataDirectories(standby_agents);
+  if (!may_read_settings && !standby_agents.empty()) standby_agents = WithoutKey(standby_agents, "data_directory");
+  // So are the directories of the replaced libraries (their file names stay).
+  std::string stale_libraries = copy.stale_libraries;
+  if (!may_read_settings && !stale_libraries.empty()) stale_libraries = WithoutKey(stale_libraries, "path");
   return PgGuard(&AgentStatusTuple, desc, static_cast<const SharedState*>(&copy), system_identifier.c_str(),
-                 may_read_settings, static_cast<const char*>(standby_agents.c_str()));
+                 may_read_settings, static_cast<const char*>(standby_agents.c_str()),
+                 static_cast<const char*>(stale_libraries.c_str()));
 }
 
 Datum WakeWorkerAtCommitImpl(FunctionCallInfo) {

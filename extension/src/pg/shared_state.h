@@ -51,6 +51,8 @@ struct SharedState {
   char agent_role[16];
   char standby_agents[4096];
   bool pg_rewind_available;
+  // The replaced libraries the server's processes map (FitJsonArray); "" from older agents.
+  char stale_libraries[4096];
   TimestampTz checked_at;
 };
 

@@ -93,6 +93,9 @@ void CheckAgent() {
   std::string standby_agents =
       ping.standbys_json.empty() ? std::string()
                                  : FitStandbyAgents(ping.standbys_json, sizeof s->standby_agents - 1);
+  std::string stale_libraries = ping.stale_libraries_json.empty()
+                                    ? std::string()
+                                    : FitJsonArray(ping.stale_libraries_json, sizeof s->stale_libraries - 1);
   std::string agent_role = TruncateUtf8(ping.role, sizeof s->agent_role - 1);
   std::string backend_problem = TruncateUtf8(ping.backend_problem, sizeof s->backend_problem - 1);
   std::string backend_stanza = TruncateUtf8(ping.backend_stanza, sizeof s->backend_stanza - 1);
@@ -138,6 +141,7 @@ void CheckAgent() {
     CopyString(s->agent_role, sizeof s->agent_role, agent_role);
     CopyString(s->standby_agents, sizeof s->standby_agents, standby_agents);
     s->pg_rewind_available = ping.pg_rewind_available;
+    CopyString(s->stale_libraries, sizeof s->stale_libraries, stale_libraries);
     s->last_error[0] = '\0';
   } else {
     CopyString(s->last_error, sizeof s->last_error, err.message);

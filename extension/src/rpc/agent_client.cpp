@@ -144,6 +144,7 @@ class GrpcAgentClient final : public AgentClient {
       out.role = resp.role();
       out.standbys_json = resp.standbys_json();
       out.pg_rewind_available = resp.pg_rewind_available();
+      out.stale_libraries_json = resp.stale_libraries_json();
       out.standby_signal = resp.standby_signal();
     }
     return err;

@@ -55,6 +55,7 @@ struct AgentPing {
   // pinged (a JSON array, see the proto; "" from older agents); pg_rewind in its bin_dir.
   std::string role, standbys_json;
   bool pg_rewind_available = false;
+  std::string stale_libraries_json;  // "" from older agents
   bool standby_signal = false;  // the agent's data directory holds standby.signal
 };
 

@@ -42,6 +42,11 @@ SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"max_lock_retries"
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": "fast"}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": true}')$$);
 SELECT safe_upgrade._normalize_options('{"rollback_target": "COLD"}') ->> 'rollback_target';
+-- recycle_sessions: none (the default), idle or all.
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"recycle_sessions": "some"}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"recycle_sessions": 1}')$$);
+SELECT safe_upgrade._normalize_options('{}') ->> 'recycle_sessions',
+       safe_upgrade._normalize_options('{"recycle_sessions": "IDLE"}') ->> 'recycle_sessions';
 
 -- databases: a non-empty array of distinct names of databases that exist, allow connections and
 -- have the extension at a version with an update path.

@@ -55,6 +55,10 @@ SELECT p ->> 'installed_version', p ->> 'target_version', p -> 'update_path', p 
        jsonb_array_length(p -> 'dependents') = (SELECT count(*) FROM safe_upgrade.dependency_rows('hstore'))
   FROM safe_upgrade.plan('hstore', '1.8') p;
 SELECT p -> 'update_path', p -> 'requires', p -> 'required_by' FROM safe_upgrade.plan('cube', '1.5') p;
+-- earthdistance (1.1) is not at cube's version, so it is not upgraded with cube: not in the
+-- database's family, and a warning names it.
+SELECT p #> '{databases,0,family}', w FROM safe_upgrade.plan('cube', '1.5') p,
+       jsonb_array_elements_text(p -> 'warnings') w WHERE w LIKE '%earthdistance%';
 SELECT p -> 'update_path' FROM safe_upgrade.plan('postgres_fdw', '1.1') p;
 SELECT (p #>> '{rollback,cost}') LIKE 'restore snapshot of % bytes (%) + WAL replay%',
        (p #>> '{rollback,loses}') LIKE 'every write committed after the restore point%',

@@ -22,6 +22,7 @@ SELECT try_sql(format('SELECT safe_upgrade.begin(%L, %L)', repeat('x', 100), '1.
 SELECT try_sql(format('SELECT safe_upgrade.begin(%L, %L)', 'hstore', repeat('9', 10000)));
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"lock_timeout": "1s; DROP TABLE canary"}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"rollback_target": "cold''; DROP TABLE canary; --"}')$$);
+SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"recycle_sessions": "all''; DROP TABLE canary; --"}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"x''); DROP TABLE canary; --": 1}')$$);
 SELECT try_sql($$SELECT safe_upgrade.begin('hstore', '1.8', '{"not_before": "now''); DROP TABLE canary; --"}')$$);
 SELECT concat_ws(' | ', object_type, object_identity)

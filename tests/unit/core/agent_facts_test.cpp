@@ -118,12 +118,12 @@ TEST(FitStandbyAgents, even_a_tiny_field_gets_a_json_array_and_invalid_input_is_
   EXPECT_EQ(json::parse(FitStandbyAgents("{\"name\": \"s\"}", 4095)), json::parse(R"([{"invalid": true}])"));
 }
 
-TEST(WithoutStandbyDataDirectories, drops_only_the_data_directories) {
-  json hidden = json::parse(WithoutStandbyDataDirectories(Standbys(2).dump()));
+TEST(WithoutKey, drops_only_the_data_directories) {
+  json hidden = json::parse(WithoutKey(Standbys(2).dump(), "data_directory"));
   json expected = Standbys(2);
   for (json& s : expected) s.erase("data_directory");
   EXPECT_EQ(hidden, expected);
-  EXPECT_EQ(WithoutStandbyDataDirectories("[{\"truncated\": true}]"), "[{\"truncated\":true}]");
+  EXPECT_EQ(WithoutKey("[{\"truncated\": true}]", "data_directory"), "[{\"truncated\":true}]");
 }
 
 }  // namespace
