@@ -16,8 +16,9 @@ void PrintDryRunSummary(std::ostream& out, const json& dry_run) {
     out << "  update path rehearsed on the clone:";
     for (const auto& h : hops) {
       std::string where = JsonString(h, "datname");
-      out << " " << (where.empty() ? "" : where + ": ") << JsonString(h, "from") << "->"
-          << JsonString(h, "to");
+      std::string ext = JsonString(h, "extname");  // a family member's hop names its extension
+      out << " " << (where.empty() ? "" : where + ": ") << (ext.empty() ? "" : ext + " ") << JsonString(h, "from")
+          << "->" << JsonString(h, "to");
       if (auto ms = JsonNumber(h, "duration_ms")) out << " (" << Millis(*ms) << ")";
     }
     out << "\n";

@@ -82,10 +82,15 @@ void PrintChecks(std::ostream& out, const json& checks, const std::string& inden
 
 void PrintDatabases(std::ostream& out, const json& databases, const std::string& indent) {
   if (!databases.is_array() || databases.empty()) return;
-  Table t({"database", "from", "outcome", "error"});
-  for (const auto& d : databases)
-    t.AddRow({JsonString(d, "datname"), JsonString(d, "from_version"), JsonString(d, "outcome"),
-              OneLine(JsonString(d, "error"))});
+  Table t({"database", "from", "with", "outcome", "error"});
+  for (const auto& d : databases) {
+    // The family members upgraded with the extension there.
+    std::string with;
+    for (const auto& m : JsonMember(d, "family"))
+      with += (with.empty() ? "" : ", ") + JsonString(m, "extname");
+    t.AddRow({JsonString(d, "datname"), JsonString(d, "from_version"), with.empty() ? "-" : with,
+              JsonString(d, "outcome"), OneLine(JsonString(d, "error"))});
+  }
   out << indent << "databases:\n";
   t.Print(out, indent + "  ");
 }

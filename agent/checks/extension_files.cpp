@@ -2,6 +2,7 @@
 #include "checks/extension_files.h"
 
 #include <filesystem>
+#include <map>
 #include <regex>
 
 #include "base/fs_util.h"
@@ -54,25 +55,29 @@ std::string LibraryFile(const std::string& library, const std::string& lib_dir) 
   return path;
 }
 
-ExtensionFilesReport CheckExtensionFiles(PgConn& conn, const UpgradeRecord& upgrade) {
-  ExtensionFilesReport report;
-  report.share_dir = ServerDir(conn, "SHAREDIR");
-  report.lib_dir = ServerDir(conn, "PKGLIBDIR");
-  const std::string& ext = upgrade.extname;
+namespace {
+
+struct Starting {
+  std::string datname, from_version;
+};
+
+// One extension's files for its target version, from where it starts in each database.
+void CheckOneExtension(PgConn& conn, ExtensionFilesReport& report, const std::string& ext,
+                       const std::string& to_version, const std::vector<Starting>& starts) {
   const std::string extension_dir = JoinPath(report.share_dir, "extension");
   const std::string control = JoinPath(extension_dir, ext + ".control");
   if (!PathExists(control)) {
     report.problems.push_back(ext + " is not installed on this node: no " + control);
-    return report;
+    return;
   }
   std::string module = ModulePathname(ReadIfPresent(control));
   // A version's own control file may name another library.
-  std::string own = ModulePathname(ReadIfPresent(JoinPath(extension_dir, ext + "--" + upgrade.to_version + ".control")));
+  std::string own = ModulePathname(ReadIfPresent(JoinPath(extension_dir, ext + "--" + to_version + ".control")));
   if (!own.empty()) module = own;
   if (conn.Exec("SELECT 1 FROM pg_catalog.pg_available_extension_versions WHERE name = $1 AND version = $2",
-                {ext, upgrade.to_version})
+                {ext, to_version})
           .Empty())
-    report.problems.push_back(ext + " " + upgrade.to_version + " is not available on this node (no script in " +
+    report.problems.push_back(ext + " " + to_version + " is not available on this node (no script in " +
                               extension_dir + " installs it or updates to it)");
   std::vector<std::string> checked_libraries;
   // The library the control file names serves every version's C functions.
@@ -83,14 +88,14 @@ ExtensionFilesReport CheckExtensionFiles(PgConn& conn, const UpgradeRecord& upgr
       report.problems.push_back(ext + "'s control file names " + module + ", which is not on this node (" + file +
                                 ")");
   }
-  for (const auto& db : upgrade.databases) {
-    if (db.from_version.empty() || db.from_version == upgrade.to_version) continue;
+  for (const auto& db : starts) {
+    if (db.from_version.empty() || db.from_version == to_version) continue;
     auto path = conn.Exec(
-        "SELECT path FROM pg_catalog.pg_extension_update_paths($1) WHERE source = $2 AND target = $3", {ext,
-        db.from_version, upgrade.to_version});
+        "SELECT path FROM pg_catalog.pg_extension_update_paths($1) WHERE source = $2 AND target = $3",
+        {ext, db.from_version, to_version});
     if (path.Empty() || !path.rows[0][0]) {
-      report.problems.push_back("no update path from " + ext + " " + db.from_version + " to " +
-                                upgrade.to_version + " on this node (database " + db.datname + ")");
+      report.problems.push_back("no update path from " + ext + " " + db.from_version + " to " + to_version +
+                                " on this node (database " + db.datname + ")");
       continue;
     }
     std::vector<std::string> hops;
@@ -115,6 +120,26 @@ ExtensionFilesReport CheckExtensionFiles(PgConn& conn, const UpgradeRecord& upgr
       }
     }
   }
+}
+
+}  // namespace
+
+ExtensionFilesReport CheckExtensionFiles(PgConn& conn, const UpgradeRecord& upgrade) {
+  ExtensionFilesReport report;
+  report.share_dir = ServerDir(conn, "SHAREDIR");
+  report.lib_dir = ServerDir(conn, "PKGLIBDIR");
+  // The extension, then each family member upgraded with it (by name, from where it starts).
+  std::map<std::string, std::vector<Starting>> extensions;
+  extensions[upgrade.extname];
+  std::vector<std::string> order = {upgrade.extname};
+  for (const auto& db : upgrade.databases) {
+    extensions[upgrade.extname].push_back({db.datname, db.from_version});
+    for (const auto& member : db.family) {
+      if (!extensions.count(member.extname)) order.push_back(member.extname);
+      extensions[member.extname].push_back({db.datname, member.from_version});
+    }
+  }
+  for (const auto& ext : order) CheckOneExtension(conn, report, ext, upgrade.to_version, extensions[ext]);
   return report;
 }
 

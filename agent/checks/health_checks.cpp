@@ -28,6 +28,12 @@ std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& i
     add(CheckVersion(conn, in.extname, in.target_version));
     for (auto& c : CheckFamilyVersions(conn, in.family, in.target_version)) add(std::move(c));
     for (auto& c : CheckFunctions(conn, in.extname)) add(std::move(c));
+    // The members' functions too, each check named after its extension.
+    for (const auto& member : in.family)
+      for (auto& c : CheckFunctions(conn, member)) {
+        c.name += " (" + member + ")";
+        add(std::move(c));
+      }
     for (auto& c : CheckDependents(conn, in.extname, in.dependency_before)) add(std::move(c));
     if (auto c = CheckPostgis(conn, in.extname)) add(std::move(*c));
   }

@@ -329,6 +329,14 @@ json RunApplyJob(JobContext& ctx) {
                            (current.empty() ? "(none)" : current) + " in database " + db.datname + ", not " +
                            db.from_version + " as planned; production is not touched",
                        {{"refused", true}, {"extversion", current}, {"datname", db.datname}});
+    for (const auto& member : db.family) {
+      std::string at = InstalledVersion(*conns.back(), member.extname);
+      if (at != member.from_version)
+        throw JobFailure("extension " + member.extname + ", which is upgraded with " + upgrade.extname + ", is at version " +
+                             (at.empty() ? "(none)" : at) + " in database " + db.datname + ", not " +
+                             member.from_version + " as planned; production is not touched",
+                         {{"refused", true}, {"extname", member.extname}, {"extversion", at}, {"datname", db.datname}});
+    }
   }
 
   // Claim the one application: check and set in one journal update, durable before BEGIN.
