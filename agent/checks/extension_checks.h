@@ -19,10 +19,13 @@ std::vector<CheckResult> CheckFamilyVersions(PgConn& conn, const std::vector<std
                                              const std::string& target_version);
 std::vector<CheckResult> CheckFunctions(PgConn& conn, const std::string& extname);
 // Only for the PostGIS family, when postgis is installed: postgis_full_version() reports nothing
-// to upgrade, and every installed PostGIS extension (postgis_raster, postgis_topology, ...) is at
-// postgis's version (PostGIS's own report does not notice a member left at 3.3.2 next to a
-// postgis at 3.3.2next, whose scripts share one release).
-std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname);
+// to upgrade, and every PostGIS extension of the family upgraded with it (postgis_raster,
+// postgis_topology, ...) is at postgis's version (PostGIS's own report does not notice a member
+// left at 3.3.2 next to a postgis at 3.3.2next, whose scripts share one release). A member that was
+// at another version before the upgrade is not in the family: plan() warned about it, and it does
+// not fail the check.
+std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname,
+                                        const std::vector<std::string>& family);
 
 // Runs the validator PostgreSQL itself runs at CREATE FUNCTION on function oid of language; a
 // failure is a string, a lost connection an exception. Languages without one pass.

@@ -35,7 +35,7 @@ std::vector<CheckResult> RunHealthChecks(PgConn& conn, const HealthCheckInput& i
         add(std::move(c));
       }
     for (auto& c : CheckDependents(conn, in.extname, in.dependency_before)) add(std::move(c));
-    if (auto c = CheckPostgis(conn, in.extname)) add(std::move(*c));
+    if (auto c = CheckPostgis(conn, in.extname, in.family)) add(std::move(*c));
   }
   for (const auto& check : in.user_checks) add(RunUserCheck(conn, check));
   return results;

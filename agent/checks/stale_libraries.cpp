@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -39,12 +40,27 @@ int ParentPid(int pid) {
   return ppid;
 }
 
-bool SameFileOnDisk(const std::string& path, const std::string& dev, unsigned long long inode) {
+// Only the inode decides: on btrfs subvolumes and overlayfs the device in the maps is not the one
+// stat() reports. A path that cannot be looked up for another reason than its absence (a
+// permission, another mount namespace) cannot tell, so it is not called stale.
+bool SameFileOnDisk(const std::string& path, const std::string&, unsigned long long inode) {
   struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return false;
-  unsigned int major_no = 0, minor_no = 0;
-  if (sscanf(dev.c_str(), "%x:%x", &major_no, &minor_no) != 2) return true;  // cannot tell: not stale
-  return st.st_ino == inode && major(st.st_dev) == major_no && minor(st.st_dev) == minor_no;
+  if (stat(path.c_str(), &st) != 0) return errno != ENOENT;
+  return st.st_ino == inode;
+}
+
+// The shared objects of the system's own library directories (/lib, /usr/lib64,
+// /usr/lib/x86_64-linux-gnu, ...), which every process maps: listed after the others.
+bool InSystemLibraryDir(const std::string& path) {
+  std::string dir = path.substr(0, path.rfind('/'));
+  for (const char* base : {"/lib", "/lib64", "/usr/lib", "/usr/lib64"}) {
+    if (dir == base) return true;
+    std::string prefix = std::string(base) + "/";
+    if (dir.rfind(prefix, 0) == 0 && dir.find('/', prefix.size()) == std::string::npos &&
+        dir.find("-linux-", prefix.size()) != std::string::npos)
+      return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -53,17 +69,20 @@ std::vector<int> ServerProcesses(const std::string& data_directory) {
   std::string pidfile = ReadFileOr(JoinPath(data_directory, "postmaster.pid"));
   int postmaster = atoi(pidfile.c_str());
   if (postmaster <= 0 || !PathExists("/proc/" + std::to_string(postmaster))) return {};
-  std::vector<int> out = {postmaster};
+  std::vector<int> children;
   DIR* dir = opendir("/proc");
-  if (!dir) return out;
-  while (struct dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    long pid = strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0 || pid == postmaster) continue;
-    if (ParentPid(static_cast<int>(pid)) == postmaster) out.push_back(static_cast<int>(pid));
+  if (dir) {
+    while (struct dirent* e = readdir(dir)) {
+      char* end = nullptr;
+      long pid = strtol(e->d_name, &end, 10);
+      if (*end != '\0' || pid <= 0 || pid == postmaster) continue;
+      if (ParentPid(static_cast<int>(pid)) == postmaster) children.push_back(static_cast<int>(pid));
+    }
+    closedir(dir);
   }
-  closedir(dir);
-  std::sort(out.begin(), out.end());
+  std::sort(children.begin(), children.end());
+  std::vector<int> out = {postmaster};
+  out.insert(out.end(), children.begin(), children.end());
   return out;
 }
 
@@ -111,23 +130,25 @@ bool IsOneOfLibraries(const std::string& mapped_path, const std::set<std::string
   std::string file = Basename(mapped_path);
   for (const auto& library : libraries) {
     std::string name = Basename(library);
-    if (name.empty()) continue;
-    if (name.find('.') == std::string::npos) name += ".so";
-    if (file == name) return true;
+    // PostgreSQL tries the name as given, then with ".so" added ("timescaledb-2.11.1.so").
+    if (!name.empty() && (file == name || file == name + ".so")) return true;
   }
   return false;
 }
 
-nlohmann::json StaleLibrariesByPath(const std::vector<StaleMapping>& mappings) {
-  std::map<std::string, nlohmann::json> by_path;
+nlohmann::json StaleLibrariesByPath(const std::vector<StaleMapping>& mappings, size_t max_pids) {
+  // The system's libraries last, then by path.
+  std::map<std::pair<bool, std::string>, nlohmann::json> by_path;
   for (const auto& m : mappings) {
-    auto& entry = by_path[m.path];
+    auto& entry = by_path[{InSystemLibraryDir(m.path), m.path}];
     if (entry.is_null())
-      entry = {{"library", Basename(m.path)}, {"path", m.path}, {"reason", m.reason}, {"pids", nlohmann::json::array()}};
-    entry["pids"].push_back(m.pid);
+      entry = {{"library", Basename(m.path)}, {"path", m.path}, {"reason", m.reason},
+               {"pids", nlohmann::json::array()}, {"pid_count", 0}};
+    if (entry["pids"].size() < max_pids) entry["pids"].push_back(m.pid);
+    entry["pid_count"] = entry["pid_count"].get<size_t>() + 1;
   }
   nlohmann::json out = nlohmann::json::array();
-  for (auto& [path, entry] : by_path) out.push_back(std::move(entry));
+  for (auto& [key, entry] : by_path) out.push_back(std::move(entry));
   return out;
 }
 

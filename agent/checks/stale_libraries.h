@@ -20,8 +20,8 @@ struct StaleMapping {
   std::string reason;  // "deleted": no file at the path any more; "replaced": another file is there now
 };
 
-// The postmaster of the server in data_directory and its children; empty when the server is not
-// running (no postmaster.pid, or its pid is not alive).
+// The postmaster of the server in data_directory (first) and its children (in pid order); empty
+// when the server is not running (no postmaster.pid, or its pid is not alive).
 std::vector<int> ServerProcesses(const std::string& data_directory);
 
 // The shared objects (names containing ".so") that the processes map and that are no longer the
@@ -37,11 +37,12 @@ std::vector<StaleMapping> StaleMappingsIn(int pid, const std::string& maps_text,
                                                             unsigned long long inode));
 
 // Whether a mapped path is one of the libraries, given as PostgreSQL names them ("$libdir/postgis-3",
-// "postgis-3", "/usr/lib/x/y.so"): by file name, with ".so" added when the name has no suffix.
+// "timescaledb-2.11.1", "/usr/lib/x/y.so"): by file name, as given or with ".so" added.
 bool IsOneOfLibraries(const std::string& mapped_path, const std::set<std::string>& libraries);
 
-// The mappings grouped by file, for Ping: [{library (the file name), path, reason, pids: [...]}] in
-// path order.
-nlohmann::json StaleLibrariesByPath(const std::vector<StaleMapping>& mappings);
+// The mappings grouped by file, for Ping: [{library (the file name), path, reason, pids (at most
+// max_pids of them), pid_count}], the system's own library directories (/lib, /usr/lib64,
+// /usr/lib/<triplet>, ...) last, so that a list cut to fit keeps the extensions' libraries.
+nlohmann::json StaleLibrariesByPath(const std::vector<StaleMapping>& mappings, size_t max_pids = 64);
 
 }  // namespace safe_upgrade

@@ -48,20 +48,20 @@ std::string Join(const std::vector<std::string>& v) {
 // fewer rows than before, or a table gone, blocks the upgrade.
 template <typename Failure>
 void RequireConfigTablesKept(JobContext& ctx, PgConn& conn, const std::string& extname, const std::string& datname,
-                             const std::vector<ConfigTable>& before, json& part, Failure failure) {
+                             const std::vector<ConfigTable>& before, json& into, Failure failure) {
   if (before.empty()) return;
   std::vector<ConfigTable> after = ReadConfigTables(conn, extname);
   ConfigTableChanges changes = CompareConfigTables(before, after);
-  part["config_tables"] = {{"before", ToJson(before)}, {"after", ToJson(after)}, {"changes", changes.ToJson()}};
+  into = {{"before", ToJson(before)}, {"after", ToJson(after)}, {"changes", changes.ToJson()}};
   if (!changes.losses.empty())
     throw failure("database " + datname + ": the upgrade loses rows of " + extname +
                       "'s own data (tables registered with pg_extension_config_dump): " + Join(changes.losses),
-                  {{"datname", datname}, {"config_tables", part["config_tables"]}});
+                  {{"datname", datname}, {"config_tables", into}});
   ctx.Info("config_tables",
            "database " + datname + ": " + std::to_string(before.size()) + " table(s) of " + extname +
                "'s own data keep their rows" +
                (changes.changed.empty() ? "" : " (rewritten: " + Join(changes.changed) + ")"),
-           part["config_tables"]);
+           into);
 }
 
 // The upgrade and its checks in one database of the clone; adds what it finds to report: flat
@@ -79,7 +79,10 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                   (current.empty() ? "(none)" : current) + " in database " + db.datname + " of snapshot " +
                   snapshot_id + ", but the upgrade starts from " + db.from_version);
   json before = before_recorded.empty() ? DependencyRows(*conn, upgrade.extname) : before_recorded;
-  std::vector<ConfigTable> config_before = ReadConfigTables(*conn, upgrade.extname);
+  // The registered tables of the extension and of each member upgraded with it.
+  std::map<std::string, std::vector<ConfigTable>> config_before;
+  config_before[upgrade.extname] = ReadConfigTables(*conn, upgrade.extname);
+  for (const auto& member : db.FamilyNames()) config_before[member] = ReadConfigTables(*conn, member);
 
   // The extension, then its family (the extensions that require it), in one transaction.
   auto hops = PlanUpgrade(upgrade.extname, db, upgrade.to_version, current);
@@ -113,7 +116,15 @@ void DryRunInDatabase(JobContext& ctx, Clone& clone, const UpgradeRecord& upgrad
                (exclusive.empty() ? "" : ", AccessExclusiveLock on " + Join(exclusive)),
            {{"lock_profile", outcome.lock_profile}, {"datname", db.datname}});
 
-  RequireConfigTablesKept(ctx, *conn, upgrade.extname, db.datname, config_before, part, failure);
+  for (const auto& [extname, before_tables] : config_before) {
+    json compared;
+    RequireConfigTablesKept(ctx, *conn, extname, db.datname, before_tables, compared, failure);
+    if (compared.is_null()) continue;
+    if (extname == upgrade.extname)
+      part["config_tables"] = compared;
+    else
+      part["family_config_tables"][extname] = compared;
+  }
   part["dependency_after"] = DependencyRows(*conn, upgrade.extname);
   json drift = DependencyDrift(before, part["dependency_after"]);
   drift["before_source"] = before_recorded.empty() ? "clone" : "production";
@@ -194,7 +205,7 @@ json RunDryRunJob(JobContext& ctx) {
     auto prod = ConnectProduction(config, "safe-upgrade-agent dryrun");
     upgrade = LoadUpgrade(*prod, id);
     for (const auto& db : upgrade.databases) {
-      user_checks[db.datname] = LoadHealthChecks(*prod, upgrade.extname, db.datname);
+      user_checks[db.datname] = LoadHealthChecks(*prod, upgrade, db);
       before_recorded[db.datname] = RecordedDependencyRows(*prod, id, "before", db.datname);
     }
   }

@@ -36,14 +36,16 @@ json StaleSessions(const AgentConfig& config, PgConn& conn, const std::set<std::
     if (!IsOneOfLibraries(m.path, libraries)) continue;
     auto& s = by_pid[m.pid];
     if (s.is_null()) s = {{"pid", m.pid}, {"libraries", json::array()}};
-    s["libraries"].push_back({{"path", m.path}, {"reason", m.reason}});
+    // The file's name only: events and reports are readable by every role.
+    s["libraries"].push_back({{"library", m.path.substr(m.path.rfind('/') + 1)}, {"reason", m.reason}});
   }
   if (by_pid.empty()) return out;
   std::string list;
   for (const auto& [pid, s] : by_pid) list += (list.empty() ? "" : ",") + std::to_string(pid);
   auto r = conn.Exec(
       "SELECT a.pid::text, coalesce(a.backend_type, ''), coalesce(a.datname::text, ''), "
-      "       coalesce(a.usename::text, ''), coalesce(a.application_name, ''), coalesce(a.state, '') "
+      "       coalesce(a.usename::text, ''), coalesce(a.application_name, ''), coalesce(a.state, ''), "
+      "       coalesce(a.backend_start::text, '') "
       "FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.string_to_array($1, ',')::int[])",
       {list});
   std::map<int, std::vector<std::string>> activity;
@@ -56,13 +58,14 @@ json StaleSessions(const AgentConfig& config, PgConn& conn, const std::set<std::
   for (auto& [pid, s] : by_pid) {
     auto it = activity.find(pid);
     std::vector<std::string> f =
-        it != activity.end() ? it->second : std::vector<std::string>{"", "", "", "", ""};
+        it != activity.end() ? it->second : std::vector<std::string>{"", "", "", "", "", ""};
     if (it == activity.end()) f[0] = pid == postmaster ? "postmaster" : "server process";
     s["backend_type"] = f[0];
     s["datname"] = f[1];
     s["usename"] = f[2];
     s["application_name"] = f[3];
     s["state"] = f[4];
+    s["backend_start"] = f[5];  // with the pid, this session and no later one that reuses the pid
     out.push_back(s);
   }
   return out;
@@ -81,7 +84,8 @@ std::string DescribeStaleSessions(const json& sessions) {
   return out;
 }
 
-json RecycleSessions(PgConn& conn, const json& sessions, const std::string& mode) {
+json RecycleSessions(PgConn& conn, const json& sessions, const std::string& mode,
+                     const std::set<std::string>& databases) {
   json result = {{"mode", mode}, {"count", 0}, {"terminated", json::array()}, {"kept", json::array()}};
   if (mode != "idle" && mode != "all") return result;
   for (const auto& s : sessions) {
@@ -89,18 +93,25 @@ json RecycleSessions(PgConn& conn, const json& sessions, const std::string& mode
     std::string reason;
     if (s.value("backend_type", "") != "client backend")
       reason = s.value("backend_type", "") + ": only client backends are terminated";
+    else if (!databases.count(s.value("datname", "")))
+      reason = "database " + s.value("datname", "") + " is not upgraded: its catalog still matches the old library";
     else if (mode == "idle" && s.value("state", "") != "idle")
       reason = "not idle (" + s.value("state", "") + ")";
     if (reason.empty()) {
       try {
-        bool ended = conn.Exec("SELECT pg_catalog.pg_terminate_backend($1::int, 5000)::text",
-                               {std::to_string(pid)})
-                         .Scalar() == "true";
-        if (ended) {
+        // Checked again as it is terminated: the same session (not a later one with its pid),
+        // still a client backend, and for "idle" still idle.
+        auto r = conn.Exec(
+            "SELECT pg_catalog.pg_terminate_backend(a.pid, 5000)::text FROM pg_catalog.pg_stat_activity a "
+            "WHERE a.pid = $1::int AND a.backend_start::text = $2 AND a.backend_type = 'client backend' "
+            "  AND ($3 = 'all' OR a.state = 'idle')",
+            {std::to_string(pid), s.value("backend_start", ""), mode});
+        if (!r.Empty() && r.Scalar() == "true") {
           result["terminated"].push_back(pid);
           continue;
         }
-        reason = "pg_terminate_backend did not end it within 5 s";
+        reason = r.Empty() ? "it ended, or was no longer idle, when its turn came"
+                           : "pg_terminate_backend did not end it within 5 s";
       } catch (const PgError& e) {
         if (IsConnectionError(e)) throw;
         reason = e.message();
@@ -139,7 +150,9 @@ json LookAtStaleSessions(JobContext& ctx, const UpgradeRecord& upgrade,
                   {{"stale_sessions", sessions}});
       return out;
     }
-    out["recycled"] = RecycleSessions(*conns.front(), json::array(), mode);
+    std::set<std::string> databases;
+    for (const auto& db : upgrade.databases) databases.insert(db.datname);
+    out["recycled"] = RecycleSessions(*conns.front(), json::array(), mode, databases);
     if (sessions.empty()) return out;
     ctx.Event("applying", "warning",
               "after the apply " + count + " still run an old copy of a library of " + upgrade.extname + ": " +
@@ -147,7 +160,7 @@ json LookAtStaleSessions(JobContext& ctx, const UpgradeRecord& upgrade,
                                         : "; recycle_sessions is " + mode),
               {{"stale_sessions", sessions}});
     if (mode == "none") return out;
-    out["recycled"] = RecycleSessions(*conns.front(), sessions, mode);
+    out["recycled"] = RecycleSessions(*conns.front(), sessions, mode, databases);
     const json& recycled = out["recycled"];
     std::string kept;
     for (const auto& k : recycled["kept"])

@@ -20,7 +20,8 @@ namespace safe_upgrade {
 std::set<std::string> ExtensionLibraries(PgConn& conn, const std::vector<std::string>& extnames);
 
 // The server's processes that map an old copy of one of the libraries: [{pid, backend_type,
-// datname, usename, application_name, state, libraries: [{path, reason}]}] in pid order. The
+// datname, usename, application_name, state, backend_start, libraries: [{library, reason}]}] in pid
+// order. The
 // postmaster is listed with backend_type "postmaster": a library it preloaded stays old in every
 // new backend until the server restarts.
 nlohmann::json StaleSessions(const AgentConfig& config, PgConn& conn, const std::set<std::string>& libraries);
@@ -28,9 +29,11 @@ nlohmann::json StaleSessions(const AgentConfig& config, PgConn& conn, const std:
 // "pid 123 (client backend, database app, user u, idle), ..." for events.
 std::string DescribeStaleSessions(const nlohmann::json& sessions);
 
-// Ends the stale client backends that mode ("idle": state idle; "all": any state) covers, with
-// pg_terminate_backend on conn. Returns {mode, count, terminated: [pid], kept: [{pid, reason}]}.
-nlohmann::json RecycleSessions(PgConn& conn, const nlohmann::json& sessions, const std::string& mode);
+// Ends the stale client backends of the upgraded databases that mode ("idle": state idle; "all":
+// any state) covers, with pg_terminate_backend on conn, each checked again as it is ended (same
+// backend_start, still idle). Returns {mode, count, terminated: [pid], kept: [{pid, reason}]}.
+nlohmann::json RecycleSessions(PgConn& conn, const nlohmann::json& sessions, const std::string& mode,
+                               const std::set<std::string>& databases);
 
 // The apply's look at them, before it (after_apply false) or after it committed everywhere: the
 // sessions on an old copy of the libraries of the upgrade's extensions in any of its databases

@@ -64,7 +64,7 @@ nlohmann::json RunVerifyJob(JobContext& ctx) {
       HealthCheckInput input;
       input.extname = upgrade.extname;
       input.target_version = upgrade.to_version;
-      input.user_checks = LoadHealthChecks(*control, upgrade.extname, db.datname);
+      input.user_checks = LoadHealthChecks(*control, upgrade, db);
       input.dependency_before = RecordedDependencyRows(*control, id, "before", db.datname);
       input.family = db.FamilyNames();
       auto conn = ConnectProduction(config, "safe-upgrade-agent verify", db.datname);

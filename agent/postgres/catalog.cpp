@@ -70,13 +70,16 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
   return u;
 }
 
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname,
-                                                const std::string& datname) {
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const UpgradeRecord& upgrade,
+                                                const UpgradeDatabase& db) {
+  std::string extnames = upgrade.extname;
+  for (const auto& member : db.FamilyNames()) extnames += "," + member;
   auto r = conn.Exec(
       "SELECT id::text, name, check_sql, timeout::text, extname, datname, created_by FROM "
       "safe_upgrade.health_checks "
-      "WHERE (extname IS NULL OR extname = $1) AND (datname IS NULL OR datname = $2) ORDER BY id",
-      {extname, datname});
+      "WHERE (extname IS NULL OR extname::text = ANY (pg_catalog.string_to_array($1, ','))) "
+      "  AND (datname IS NULL OR datname = $2) ORDER BY id",
+      {extnames, db.datname});
   std::vector<HealthCheckRecord> out;
   for (const auto& row : r.rows)
     out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5],

@@ -53,10 +53,10 @@ struct RestorePointRecord {
 
 // Throws JobFailure-worthy std::runtime_error when the upgrade does not exist.
 UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id);
-// User health checks for this extension (extname matches or is NULL) that run in database
-// datname (their datname matches or is NULL).
-std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const std::string& extname,
-                                                const std::string& datname);
+// User health checks for the upgrade's extension and the family upgraded with it in database db
+// (their extname is one of those or NULL) that run there (their datname matches or is NULL).
+std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const UpgradeRecord& upgrade,
+                                                const UpgradeDatabase& db);
 std::optional<RestorePointRecord> LoadRestorePoint(PgConn& conn, int64_t upgrade_id);
 
 // Ids of the upgrades whose state is one of states.

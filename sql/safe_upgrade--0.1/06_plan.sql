@@ -178,17 +178,23 @@ BEGIN
   v_stale := @extschema@._stale_sessions(ARRAY[v_ext::text] || ARRAY(
     SELECT DISTINCT f ->> 'extname' FROM jsonb_array_elements(v_databases) d,
                                          jsonb_array_elements(coalesce(d -> 'family', '[]')) f));
-  IF jsonb_array_length(v_stale) > 0 THEN
+  IF EXISTS (SELECT 1 FROM jsonb_array_elements(v_stale) s WHERE s ? 'pid') THEN
     v_warnings := v_warnings || (SELECT format('%s process(es) run an old copy of %s that a package upgrade replaced '
                                                'on disk (pid %s); they keep the old code after the upgrade',
                                                count(DISTINCT s ->> 'pid'), string_agg(DISTINCT s ->> 'library', ', '),
                                                string_agg(DISTINCT s ->> 'pid', ', '))
-                                   FROM jsonb_array_elements(v_stale) s);
+                                   FROM jsonb_array_elements(v_stale) s WHERE s ? 'pid');
     v_warning_hints := v_warning_hints || (
       'begin with {"recycle_sessions": "idle"} (or "all") to end those client backends after the apply, or '
       'reconnect them yourself' || CASE WHEN v_stale @> '[{"backend_type": "postmaster"}]'
                                          THEN '; the postmaster preloaded it, so only a server restart loads the new one'
                                          ELSE '' END);
+  END IF;
+  IF v_stale @> '[{"truncated": true}]' THEN
+    v_warnings := v_warnings || 'the agent''s list of replaced libraries was cut short to fit, so stale_sessions may '
+                                'miss some sessions'::text;
+    v_warning_hints := v_warning_hints || 'the apply looks again itself and names every one in its events; '
+                                          'restart the sessions of the libraries a system update replaced'::text;
   END IF;
 
   v_snapshot_bytes := (v_pitr ->> 'cluster_size_bytes')::bigint;

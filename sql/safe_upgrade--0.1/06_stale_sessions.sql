@@ -41,7 +41,8 @@ $fn$;
 -- and pg_stat_activity shows them: [{pid, library, reason, backend_type, datname, usename,
 -- application_name, state}] in pid order. The postmaster shows as backend_type 'postmaster' (a
 -- library it preloaded stays old in every new backend until a restart). Empty when the agent
--- reported nothing (or an older agent reports no libraries).
+-- reported nothing (or an older agent reports no libraries). When the agent's list was cut short
+-- to fit, a last element {"truncated": true} says that sessions may be missing.
 CREATE FUNCTION @extschema@._stale_sessions(p_extnames text[])
 RETURNS jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -50,13 +51,15 @@ DECLARE
   v_files text[];
   v_stale jsonb;
   v_postmaster int;
+  v_may_see boolean := pg_catalog.pg_has_role(session_user, 'pg_read_all_stats', 'USAGE');
 BEGIN
   SELECT a.stale_libraries INTO v_stale FROM @extschema@.agent_status() a WHERE a.reachable;
   IF v_stale IS NULL OR jsonb_typeof(v_stale) <> 'array' OR jsonb_array_length(v_stale) = 0 THEN
     RETURN '[]'::jsonb;
   END IF;
-  -- '$libdir/postgis-3' is the file postgis-3.so wherever it lives.
-  SELECT coalesce(array_agg(CASE WHEN f ~ '\.' THEN f ELSE f || '.so' END), '{}') INTO v_files
+  -- '$libdir/postgis-3' is the file postgis-3 or postgis-3.so wherever it lives (PostgreSQL tries
+  -- both, so 'timescaledb-2.11.1' is timescaledb-2.11.1.so).
+  SELECT coalesce(array_agg(f) || array_agg(f || '.so'), '{}') INTO v_files
     FROM (SELECT regexp_replace(x, '^.*/', '') AS f FROM unnest(@extschema@._extension_libraries(p_extnames)) x) l;
   BEGIN
     v_postmaster := split_part(pg_catalog.pg_read_file('postmaster.pid'), E'\n', 1)::int;
@@ -68,12 +71,17 @@ BEGIN
              'pid', p.pid, 'library', l ->> 'library', 'reason', l ->> 'reason',
              'backend_type', coalesce(a.backend_type, CASE WHEN p.pid = v_postmaster THEN 'postmaster'
                                                            ELSE 'server process' END),
-             'datname', a.datname, 'usename', a.usename, 'application_name', a.application_name,
-             'state', a.state) ORDER BY p.pid, l ->> 'library'), '[]'::jsonb)
+             'datname', a.datname, 'usename', a.usename,
+             -- What a session does is shown, as pg_stat_activity shows it, to its own role and to
+             -- pg_read_all_stats.
+             'application_name', CASE WHEN v_may_see OR a.usename = session_user THEN a.application_name END,
+             'state', CASE WHEN v_may_see OR a.usename = session_user THEN a.state END)
+             ORDER BY p.pid, l ->> 'library'), '[]'::jsonb)
       FROM jsonb_array_elements(v_stale) l
       CROSS JOIN LATERAL (SELECT x::int AS pid FROM jsonb_array_elements_text(l -> 'pids') x) p
       LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = p.pid
-     WHERE l ->> 'library' = ANY (v_files));
+     WHERE l ->> 'library' = ANY (v_files))
+    || CASE WHEN v_stale @> '[{"truncated": true}]' THEN '[{"truncated": true}]'::jsonb ELSE '[]'::jsonb END;
 END
 $fn$;
 REVOKE ALL ON FUNCTION @extschema@._extension_libraries(text[]) FROM PUBLIC;

@@ -172,17 +172,22 @@ TEST(Family, postgis_check_fails_when_raster_or_topology_is_left_behind) {
   if (!PostgisAvailable(c)) GTEST_SKIP() << "postgis is not installed (postgresql-15-postgis-3)";
   CreatePostgisFamily(c);
   auto conn = c.Connect("app");
-  auto together = CheckPostgis(*conn, "postgis");
+  const std::vector<std::string> family = {"postgis_raster", "postgis_topology"};
+  auto together = CheckPostgis(*conn, "postgis", family);
   ASSERT_TRUE(together.has_value());
   EXPECT_TRUE(together->ok) << together->message;
 
   conn->ExecScript("ALTER EXTENSION postgis UPDATE TO '3.3.2next'");
-  auto behind = CheckPostgis(*conn, "postgis");
+  auto behind = CheckPostgis(*conn, "postgis", family);
   ASSERT_TRUE(behind.has_value());
   EXPECT_FALSE(behind->ok) << behind->message;
   EXPECT_NE(behind->message.find("need upgrade: postgis_raster at 3.3.2, postgis_topology at 3.3.2"),
             std::string::npos)
       << behind->message;
+  // Members that were not to move with it (plan() warned about them) do not fail it.
+  auto warned = CheckPostgis(*conn, "postgis", {});
+  ASSERT_TRUE(warned.has_value());
+  EXPECT_TRUE(warned->ok) << warned->message;
 }
 
 // One transaction for the extension and its family on production: the member's failing hop
@@ -216,6 +221,27 @@ TEST(Family, a_failing_member_hop_rolls_back_the_whole_family_and_is_named) {
   EXPECT_EQ(c.Scalar("SELECT extversion FROM pg_extension WHERE extname = 'su_fixture_famfail'"), "1.0");
   EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_counter_runs"), "0") << "counter's hop ran, then rolled back";
   EXPECT_EQ(c.Scalar("SELECT last_value FROM su_counter_attempts"), "1") << "counter's hop ran once";
+}
+
+// A member's own data counts like the extension's: su_fixture_famdata (which requires
+// su_fixture_counter) empties its pg_extension_config_dump table in its update, so the dry run of
+// an upgrade of counter that takes it along is blocked and names that table; production keeps
+// its rows and both versions.
+TEST(Family, a_member_that_loses_its_config_table_rows_blocks_the_upgrade) {
+  TestCluster c;
+  if (!ExtensionAvailable(*c.Connect(), "su_fixture_famdata")) GTEST_SKIP() << "run make check-install first";
+  c.Exec("CREATE EXTENSION su_fixture_counter VERSION '1.0'");
+  c.Exec("CREATE EXTENSION su_fixture_famdata VERSION '1.0'");
+  c.Exec("INSERT INTO su_famdata_rules (rule) VALUES ('a'), ('b')");
+  int64_t id = c.BeginUpgrade("su_fixture_counter", "1.1");
+  ASSERT_EQ(c.WaitForTerminalState(id), "blocked") << c.Events(id);
+  std::string error = c.Scalar("SELECT error FROM safe_upgrade.upgrades WHERE id = $1::bigint", {std::to_string(id)});
+  EXPECT_NE(error.find("loses rows of su_fixture_famdata's own data"), std::string::npos) << error;
+  EXPECT_NE(error.find("su_famdata_rules: 2 row(s) before the upgrade, 0 after"), std::string::npos) << error;
+  EXPECT_EQ(c.Scalar("SELECT count(*) FROM su_famdata_rules"), "2");
+  EXPECT_EQ(c.Scalar("SELECT string_agg(extname || ' ' || extversion, ', ' ORDER BY extname) FROM pg_extension "
+                     "WHERE extname LIKE 'su_fixture_%'"),
+            "su_fixture_counter 1.0, su_fixture_famdata 1.0");
 }
 
 }  // namespace

@@ -51,12 +51,13 @@ std::set<int> PidsIn(const json& sessions) {
 }
 
 struct StaleFixture {
-  std::unique_ptr<PgConn> idle, busy;
-  int idle_pid = 0, busy_pid = 0;
+  std::unique_ptr<PgConn> idle, busy, elsewhere;
+  int idle_pid = 0, busy_pid = 0, elsewhere_pid = 0;
 };
 
 // Two sessions that ran build 1 (one idle, one idle in a transaction), then the file replaced.
-StaleFixture SessionsOnAReplacedLibrary(const TestCluster& c) {
+// With in_other_database, a third one (idle) in database "other", which has the extension too.
+StaleFixture SessionsOnAReplacedLibrary(const TestCluster& c, bool in_other_database = false) {
   if (!ExtensionAvailable(*c.Connect(), "su_fixture_stalelib"))
     throw std::runtime_error("su_fixture_stalelib is not installed (make check-install)");
   std::string dir = InstallBuildOne(c);
@@ -69,6 +70,13 @@ StaleFixture SessionsOnAReplacedLibrary(const TestCluster& c) {
   f.busy->ExecScript("BEGIN; SELECT 1");
   f.idle_pid = f.idle->BackendPid();
   f.busy_pid = f.busy->BackendPid();
+  if (in_other_database) {
+    c.Exec("CREATE DATABASE other");
+    f.elsewhere = c.Connect("other");
+    f.elsewhere->ExecScript("CREATE EXTENSION su_fixture_stalelib VERSION '1.0'");
+    EXPECT_EQ(f.elsewhere->Exec("SELECT su_stalelib_build()").Scalar(), "1");
+    f.elsewhere_pid = f.elsewhere->BackendPid();
+  }
   ReplaceWithBuildTwo(c, dir);
   return f;
 }
@@ -153,16 +161,22 @@ TEST(StaleLibrary, by_default_the_sessions_are_named_after_the_apply_and_none_is
   EXPECT_EQ(f.idle->Exec("SELECT su_stalelib_build()").Scalar(), "1");
 }
 
-TEST(StaleLibrary, recycle_all_ends_the_session_in_a_transaction_too) {
+// "all" ends the busy session too, but never one in a database the upgrade leaves alone: its
+// catalog still matches the old library.
+TEST(StaleLibrary, recycle_all_ends_the_session_in_a_transaction_too_but_not_one_in_another_database) {
   TestCluster c;
-  StaleFixture f = SessionsOnAReplacedLibrary(c);
+  StaleFixture f = SessionsOnAReplacedLibrary(c, true);
   PlanNamingBoth(c, f);
-  int64_t id = c.BeginUpgrade("su_fixture_stalelib", "2.0", R"({"recycle_sessions": "all"})");
+  int64_t id = c.BeginUpgrade("su_fixture_stalelib", "2.0", R"({"recycle_sessions": "all", "databases": ["postgres"]})");
   ASSERT_EQ(c.WaitForTerminalState(id), "succeeded") << c.Events(id);
   json recycled = Status(c, id)["stale_sessions"]["recycled"];
   EXPECT_EQ(recycled.value("count", -1), 2) << recycled.dump(2);
-  EXPECT_EQ(recycled["kept"], json::array()) << recycled.dump(2);
+  ASSERT_EQ(recycled["kept"].size(), 1u) << recycled.dump(2);
+  EXPECT_EQ(recycled["kept"][0].value("pid", 0), f.elsewhere_pid);
+  EXPECT_NE(recycled["kept"][0].value("reason", "").find("database other is not upgraded"), std::string::npos)
+      << recycled.dump(2);
   EXPECT_THROW(f.busy->Exec("SELECT 1"), PgError);
+  EXPECT_EQ(f.elsewhere->Exec("SELECT su_stalelib_build()").Scalar(), "1");
 }
 
 TEST(StaleLibrary, an_upgrade_without_replaced_libraries_names_no_session) {

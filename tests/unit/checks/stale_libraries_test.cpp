@@ -43,6 +43,25 @@ TEST(IsOneOfLibraries, matches_by_file_name_with_so_added_when_the_name_has_no_s
   EXPECT_TRUE(IsOneOfLibraries("/elsewhere/plugin.so.1", libraries));
   EXPECT_FALSE(IsOneOfLibraries("/usr/lib/postgresql/15/lib/postgis_raster-3.so", libraries));
   EXPECT_FALSE(IsOneOfLibraries("/usr/lib/postgresql/15/lib/postgis-3.so.bak", libraries));
+  // A name with dots in it still gets ".so", as PostgreSQL's loader adds it.
+  EXPECT_TRUE(IsOneOfLibraries("/usr/lib/postgresql/15/lib/timescaledb-2.11.1.so", {"$libdir/timescaledb-2.11.1"}));
+}
+
+TEST(StaleLibrariesByPath, lists_the_systems_own_libraries_last_and_caps_the_pids) {
+  auto grouped = StaleLibrariesByPath({{1, "/lib/x86_64-linux-gnu/libc.so.6", "deleted"},
+                                       {2, "/lib/x86_64-linux-gnu/libc.so.6", "deleted"},
+                                       {3, "/lib/x86_64-linux-gnu/libc.so.6", "deleted"},
+                                       {1, "/usr/lib64/libssl.so.3", "deleted"},
+                                       {1, "/usr/pgsql-15/lib/postgis-3.so", "replaced"},
+                                       {1, "/usr/lib/postgresql/15/lib/postgis-3.so", "replaced"}},
+                                      2);
+  ASSERT_EQ(grouped.size(), 4u);
+  EXPECT_EQ(grouped[0]["path"], "/usr/lib/postgresql/15/lib/postgis-3.so");
+  EXPECT_EQ(grouped[1]["path"], "/usr/pgsql-15/lib/postgis-3.so");
+  EXPECT_EQ(grouped[2]["path"], "/lib/x86_64-linux-gnu/libc.so.6");
+  EXPECT_EQ(grouped[2]["pids"], nlohmann::json::array({1, 2}));
+  EXPECT_EQ(grouped[2]["pid_count"], 3);
+  EXPECT_EQ(grouped[3]["path"], "/usr/lib64/libssl.so.3");
 }
 
 TEST(StaleLibrariesByPath, groups_the_pids_of_each_file) {
