@@ -165,15 +165,13 @@ std::optional<CheckResult> CheckPostgis(PgConn& conn, const std::string& extname
       c.message = "postgis_full_version() reports a problem: " + report;
       return;
     }
-    std::string names;
-    for (const auto& m : family) names += (names.empty() ? "" : ",") + m;
     auto behind = conn.Exec(
         "SELECT pg_catalog.string_agg(x.extname || ' at ' || x.extversion, ', ' ORDER BY x.extname), "
         "       pg_catalog.min(p.extversion) "
         "FROM pg_catalog.pg_extension x JOIN pg_catalog.pg_extension p ON p.extname = 'postgis' "
         "WHERE x.extname LIKE 'postgis%' AND x.extname <> 'postgis' AND x.extversion <> p.extversion "
-        "  AND x.extname::text = ANY (pg_catalog.string_to_array($1, ','))",
-        {names});
+        "  AND x.extname::text = ANY ($1::text[])",
+        {ArrayLiteral(family)});
     if (!behind.Empty() && behind.rows[0][0]) {
       c.ok = false;
       c.message = "PostGIS extensions need upgrade: " + *behind.rows[0][0] + ", but postgis is at " +

@@ -11,16 +11,14 @@ namespace safe_upgrade {
 using nlohmann::json;
 
 std::set<std::string> ExtensionLibraries(PgConn& conn, const std::vector<std::string>& extnames) {
-  std::string names;
-  for (const auto& e : extnames) names += (names.empty() ? "" : ",") + e;
   auto r = conn.Exec(
       "SELECT DISTINCT p.probin FROM pg_catalog.pg_extension e "
       "JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.refobjid = e.oid "
       "  AND d.deptype = 'e' AND d.classid = 'pg_catalog.pg_proc'::regclass "
       "JOIN pg_catalog.pg_proc p ON p.oid = d.objid "
       "JOIN pg_catalog.pg_language l ON l.oid = p.prolang AND l.lanname = 'c' "
-      "WHERE e.extname::text = ANY (pg_catalog.string_to_array($1, ',')) AND p.probin IS NOT NULL",
-      {names});
+      "WHERE e.extname::text = ANY ($1::text[]) AND p.probin IS NOT NULL",
+      {ArrayLiteral(extnames)});
   std::set<std::string> out;
   for (const auto& row : r.rows)
     if (row[0] && !row[0]->empty()) out.insert(*row[0]);
@@ -40,14 +38,14 @@ json StaleSessions(const AgentConfig& config, PgConn& conn, const std::set<std::
     s["libraries"].push_back({{"library", m.path.substr(m.path.rfind('/') + 1)}, {"reason", m.reason}});
   }
   if (by_pid.empty()) return out;
-  std::string list;
-  for (const auto& [pid, s] : by_pid) list += (list.empty() ? "" : ",") + std::to_string(pid);
+  std::vector<std::string> pid_texts;
+  for (const auto& [pid, s] : by_pid) pid_texts.push_back(std::to_string(pid));
   auto r = conn.Exec(
       "SELECT a.pid::text, coalesce(a.backend_type, ''), coalesce(a.datname::text, ''), "
       "       coalesce(a.usename::text, ''), coalesce(a.application_name, ''), coalesce(a.state, ''), "
       "       coalesce(a.backend_start::text, '') "
-      "FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.string_to_array($1, ',')::int[])",
-      {list});
+      "FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY ($1::int[])",
+      {ArrayLiteral(pid_texts)});
   std::map<int, std::vector<std::string>> activity;
   for (const auto& row : r.rows) {
     std::vector<std::string> fields;

@@ -72,14 +72,14 @@ UpgradeRecord LoadUpgrade(PgConn& conn, int64_t upgrade_id) {
 
 std::vector<HealthCheckRecord> LoadHealthChecks(PgConn& conn, const UpgradeRecord& upgrade,
                                                 const UpgradeDatabase& db) {
-  std::string extnames = upgrade.extname;
-  for (const auto& member : db.FamilyNames()) extnames += "," + member;
+  std::vector<std::string> extnames = db.FamilyNames();
+  extnames.insert(extnames.begin(), upgrade.extname);
   auto r = conn.Exec(
       "SELECT id::text, name, check_sql, timeout::text, extname, datname, created_by FROM "
       "safe_upgrade.health_checks "
-      "WHERE (extname IS NULL OR extname::text = ANY (pg_catalog.string_to_array($1, ','))) "
+      "WHERE (extname IS NULL OR extname::text = ANY ($1::text[])) "
       "  AND (datname IS NULL OR datname = $2) ORDER BY id",
-      {extnames, db.datname});
+      {ArrayLiteral(extnames), db.datname});
   std::vector<HealthCheckRecord> out;
   for (const auto& row : r.rows)
     out.push_back(HealthCheckRecord{std::stoll(*row[0]), *row[1], *row[2], *row[3], row[4], row[5],

@@ -78,4 +78,7 @@ std::string ConnInfo(const std::string& host, int port, const std::string& dbnam
 // Quoting a value for a libpq conninfo string.
 std::string QuoteConnValue(const std::string& value);
 
+// A text[] literal for a bind parameter ($1::text[] or $1::int[]): {"a","b\"c"}.
+std::string ArrayLiteral(const std::vector<std::string>& values);
+
 }  // namespace safe_upgrade
