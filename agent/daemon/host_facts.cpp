@@ -146,9 +146,11 @@ void HostFactsRefresher::MeasureBackend(BackendFacts& next, bool everything,
   }
   // `pgbackrest check` switches WAL on production and may take seconds: not at construction (the
   // first Ping must not wait for it), not while a job runs pgBackRest itself, and at most every
-  // kCheckInterval unless a job started or ended since the last one.
+  // kCheckInterval (kRecheckAfterFailure after a failure) unless a job started or ended since the
+  // last one.
   uint64_t generation = jobs_.Generation();
-  bool due = !next.checked || now - check_at_ >= kCheckInterval || generation != check_generation_;
+  std::chrono::seconds interval = next.check_ok ? kCheckInterval : kRecheckAfterFailure;
+  bool due = !next.checked || now - check_at_ >= interval || generation != check_generation_;
   if (everything || !due || !jobs_.ActiveJobId().empty()) return;
   bool ok = true;
   std::string problem;

@@ -47,7 +47,8 @@ struct HostFacts {
 // trusts the archive's newest file for files the server archived a second before the worker's
 // ping, so kTick stays well under a second. With the pgbackrest backend the agent's own archive is
 // unused: `pgbackrest info` runs every kRescan, and `pgbackrest check` (which forces a WAL switch
-// on production) on the thread's first pass, then every kCheckInterval, and after each job (when
+// on production) on the thread's first pass, then every kCheckInterval (kRecheckAfterFailure while
+// it fails), and after each job (when
 // the job generation changes), never while a job runs.
 class HostFactsRefresher {
  public:
@@ -56,6 +57,9 @@ class HostFactsRefresher {
   // How often the server's processes' maps are read for replaced libraries (stale_libraries.h).
   static constexpr std::chrono::milliseconds kLibraryScan{2000};
   static constexpr std::chrono::seconds kCheckInterval{60};
+  // A check that failed (the stanza not created yet, an archive_command being fixed) runs again
+  // sooner, so that plan() sees the fix within seconds.
+  static constexpr std::chrono::seconds kRecheckAfterFailure{10};
   static constexpr std::chrono::seconds kCheckTimeout{30};
 
   // Measures everything once before it returns, so the first Ping already has facts.

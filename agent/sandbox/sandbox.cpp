@@ -130,7 +130,9 @@ void InitDb(const std::string& bin_dir, const std::string& data_dir, const std::
              opt);
 }
 
-// The scheduler's view of the agent's facts (agent_status()), polled until the first check ran.
+// The scheduler's view of the agent's facts (agent_status()), polled until a check passed. The
+// agent starts before the server and the stanza, so its first check may fail; it checks again
+// within seconds after a failure.
 void WaitForFirstStanzaCheck(PgConn& conn) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
   std::string problem = "the agent reported no check yet";
@@ -139,7 +141,6 @@ void WaitForFirstStanzaCheck(PgConn& conn) {
     if (!r.rows.empty() && r.rows[0][0]) {
       if (*r.rows[0][0] == "true") return;
       problem = r.rows[0][1].value_or("");
-      break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
